@@ -1,0 +1,214 @@
+"""The control protocol: JSON-RPC 2.0 between etherws-ctl and the supervisor (pure).
+
+Transport: ZeroMQ; the supervisor binds a ROUTER (``ipc://RUNDIR/ctl.sock`` by default),
+``etherws-ctl`` connects a REQ. One request per message, one reply per request::
+
+    request  {"jsonrpc": "2.0", "id": "<unique text>", "method": "etherws.control.<name>",
+              "params": {...}}
+    result   {"jsonrpc": "2.0", "id": ..., "result": {"entries": [...], ...}}
+    error    {"jsonrpc": "2.0", "id": ..., "error": {"code": <int>, "message": "<one line>",
+              "data": {"reason": "<slug>"}}}
+
+Method names are etherws 1.3's under ``etherws.control.``; ``METHODS`` lists every
+method with its parameters. A request id is unique per request (ctl uses a random one),
+so the supervisor can answer a retried request from its reply cache instead of doing
+the work twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Callable, Mapping
+
+JSONRPC = "2.0"
+PREFIX = "etherws.control."
+MAX_REQUEST = 64 * 1024
+"""Largest request the supervisor reads (ZMQ_MAXMSGSIZE on the control socket)."""
+
+
+class Code(IntEnum):
+    """JSON-RPC error codes; REFUSED is the application's "no, because ..."."""
+
+    PARSE_ERROR = -32700
+    INVALID_REQUEST = -32600
+    METHOD_NOT_FOUND = -32601
+    INVALID_PARAMS = -32602
+    INTERNAL_ERROR = -32603
+    REFUSED = -32000
+
+
+class RpcError(Exception):
+    """An error reply: raised by handlers (as Refused) and by reply decoding."""
+
+    def __init__(self, code: int, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reason = reason or _default_reason(code)
+
+
+class Refused(RpcError):
+    """The supervisor understood the request and says no (unknown port, bad MTU, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(Code.REFUSED, message, reason)
+
+
+def _default_reason(code: int) -> str:
+    try:
+        return Code(code).name.lower().replace("_", "-")
+    except ValueError:
+        return "error"
+
+
+# A parameter spec: name -> (type, required). bool is checked apart from int, since
+# True is an int to isinstance.
+Spec = Mapping[str, tuple[type, bool]]
+_PORT: Spec = {"port": (int, True)}
+
+METHODS: dict[str, Spec] = {
+    "addPort": {
+        "type": (str, True),
+        "target": (str, True),
+    },
+    "setPort": {"port": (int, True), "shut": (bool, True)},
+    "delPort": _PORT,
+    "restartPort": _PORT,
+    "listPort": {},
+    "setInterface": {
+        "port": (int, True),
+        "address": (str, False),
+        "netmask": (str, False),
+        "mtu": (int, False),
+    },
+    "listInterface": {},
+    "listFdb": {},
+    "flushFdb": {"port": (int, False)},
+    "getStatus": {},
+    "shutdown": {},
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """A decoded, validated request; ``method`` is the short name (``listPort``)."""
+
+    id: str | int
+    method: str
+    params: dict[str, Any]
+
+
+def encode_request(method: str, params: Mapping[str, Any], req_id: str) -> bytes:
+    """A request for the short method name ``method``."""
+    msg = {"jsonrpc": JSONRPC, "id": req_id, "method": PREFIX + method, "params": dict(params)}
+    return json.dumps(msg).encode()
+
+
+def _check_params(method: str, params: Any) -> dict[str, Any]:
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise RpcError(Code.INVALID_PARAMS, "params must be an object")
+    spec = METHODS[method]
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        raise RpcError(Code.INVALID_PARAMS, f"{method}: unknown parameter {unknown[0]!r}")
+    for name, (typ, required) in spec.items():
+        if name not in params or params[name] is None:
+            if required:
+                raise RpcError(Code.INVALID_PARAMS, f"{method}: missing parameter {name!r}")
+            continue
+        value = params[name]
+        ok = isinstance(value, bool) if typ is bool else (
+            isinstance(value, typ) and not isinstance(value, bool))
+        if not ok:
+            raise RpcError(Code.INVALID_PARAMS, f"{method}: {name!r} must be {typ.__name__}")
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def decode_request(data: bytes) -> Request:
+    """Parse and validate a request; raises RpcError (with the id when one was readable)."""
+    try:
+        msg = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise RpcError(Code.PARSE_ERROR, "request is not JSON") from None
+    if not isinstance(msg, dict) or msg.get("jsonrpc") != JSONRPC:
+        raise RpcError(Code.INVALID_REQUEST, "not a JSON-RPC 2.0 request")
+    method = msg.get("method")
+    if not isinstance(method, str) or not method.startswith(PREFIX):
+        raise RpcError(Code.METHOD_NOT_FOUND, f"unknown method {method!r}")
+    short = method[len(PREFIX):]
+    if short not in METHODS:
+        raise RpcError(Code.METHOD_NOT_FOUND, f"unknown method {method!r}")
+    req_id = msg.get("id")
+    if not isinstance(req_id, (str, int)) or isinstance(req_id, bool):
+        raise RpcError(Code.INVALID_REQUEST, "request id must be a string or an integer")
+    return Request(req_id, short, _check_params(short, msg.get("params")))
+
+
+def request_id(data: bytes) -> str | int | None:
+    """The id of a request that may not decode, for addressing an error reply."""
+    try:
+        rid = json.loads(data).get("id")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None
+    return rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
+
+
+def encode_result(req_id: str | int | None, result: Mapping[str, Any]) -> bytes:
+    """A result reply."""
+    return json.dumps({"jsonrpc": JSONRPC, "id": req_id, "result": dict(result)}).encode()
+
+
+def encode_error(req_id: str | int | None, err: RpcError) -> bytes:
+    """An error reply."""
+    error = {"code": int(err.code), "message": err.message, "data": {"reason": err.reason}}
+    return json.dumps({"jsonrpc": JSONRPC, "id": req_id, "error": error}).encode()
+
+
+def decode_reply(data: bytes, req_id: str) -> dict[str, Any]:
+    """The result of a reply to ``req_id``; raises RpcError for an error reply.
+
+    A reply that is not JSON-RPC, or answers another request, raises RpcError with
+    INTERNAL_ERROR: the client cannot trust it.
+    """
+    try:
+        msg = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise RpcError(Code.INTERNAL_ERROR, "reply is not JSON") from None
+    if not isinstance(msg, dict) or msg.get("jsonrpc") != JSONRPC or msg.get("id") != req_id:
+        raise RpcError(Code.INTERNAL_ERROR, "reply is not an answer to this request")
+    if "error" in msg:
+        err = msg["error"] if isinstance(msg["error"], dict) else {}
+        data_ = err.get("data") if isinstance(err.get("data"), dict) else {}
+        raise RpcError(int(err.get("code", Code.INTERNAL_ERROR)),
+                       str(err.get("message", "unknown error")), str(data_.get("reason", "")))
+    result = msg.get("result")
+    if not isinstance(result, dict):
+        raise RpcError(Code.INTERNAL_ERROR, "reply has no result object")
+    return result
+
+
+Handler = Callable[[dict[str, Any]], Mapping[str, Any]]
+
+
+def dispatch(data: bytes, handlers: Mapping[str, Handler]) -> bytes:
+    """Decode a request, run its handler, encode the reply.
+
+    Bad requests and RpcError from a handler become error replies; any other exception
+    from a handler is a bug and propagates to the caller.
+    """
+    try:
+        req = decode_request(data)
+    except RpcError as err:
+        return encode_error(request_id(data), err)
+    handler = handlers.get(req.method)
+    if handler is None:
+        return encode_error(req.id, RpcError(Code.METHOD_NOT_FOUND,
+                                             f"method {req.method!r} is not served here"))
+    try:
+        return encode_result(req.id, handler(req.params))
+    except RpcError as err:
+        return encode_error(req.id, err)

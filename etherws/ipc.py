@@ -1,0 +1,76 @@
+"""The data-plane message format between port workers and the broker (pure).
+
+Transport: ZeroMQ over ``ipc://RUNDIR/data.sock``. The broker binds a ROUTER; every
+port worker connects a DEALER whose routing id is ``routing_id(port)``.
+
+A message is **one** ZeroMQ frame (plus the routing-id frame the ROUTER adds or
+consumes) holding a batch of Ethernet frames::
+
+    offset 0   version           1 byte, VERSION
+    offset 1   length of frame 1 2 bytes, big-endian, 1..65535
+               frame 1           that many bytes
+               length of frame 2 ...
+               ...               up to MAX_BATCH_FRAMES frames
+
+Batches, not multipart messages: pyzmq spends ~3 µs per part in Python whatever the
+size, so packing frames into one part is what makes batching pay
+(shared/research/library-fit.md §3). Both directions use the same format.
+"""
+
+from __future__ import annotations
+
+import struct
+
+VERSION = 1
+MAX_BATCH_FRAMES = 64
+"""Most frames a sender packs into one batch (bounded work per wake-up)."""
+MAX_MESSAGE = 1 + MAX_BATCH_FRAMES * (2 + 65535)
+"""Largest valid message; set as ZMQ_MAXMSGSIZE on every data-plane socket."""
+
+_LEN = struct.Struct("!H")
+_VERSION_BYTE = bytes([VERSION])
+
+
+class IpcError(ValueError):
+    """A data-plane message that does not follow this format (dropped and counted)."""
+
+
+def routing_id(port: int) -> bytes:
+    """The DEALER routing id of a port worker: ``b"p"`` and the port number as 4 bytes."""
+    return b"p" + port.to_bytes(4, "big")
+
+
+def port_of(rid: bytes) -> int:
+    """Inverse of routing_id; raises IpcError for anything else."""
+    if len(rid) != 5 or rid[:1] != b"p":
+        raise IpcError(f"not a port routing id: {rid!r}")
+    return int.from_bytes(rid[1:], "big")
+
+
+def pack(frames: list[bytes]) -> bytes:
+    """Pack frames (each 1..65535 bytes, at most MAX_BATCH_FRAMES) into one message."""
+    parts = [_VERSION_BYTE]
+    for f in frames:
+        parts.append(_LEN.pack(len(f)))
+        parts.append(f)
+    return b"".join(parts)
+
+
+def unpack(message: bytes) -> list[bytes]:
+    """Split a message into its frames; raises IpcError when it is malformed."""
+    if not message or message[0] != VERSION:
+        raise IpcError("empty message or unknown batch version")
+    frames = []
+    off, end = 1, len(message)
+    while off < end:
+        if off + 2 > end:
+            raise IpcError("truncated length prefix")
+        (n,) = _LEN.unpack_from(message, off)
+        off += 2
+        if n == 0 or off + n > end:
+            raise IpcError("frame length 0 or past the end of the message")
+        frames.append(message[off : off + n])
+        off += n
+    if len(frames) > MAX_BATCH_FRAMES:
+        raise IpcError(f"batch of {len(frames)} frames exceeds {MAX_BATCH_FRAMES}")
+    return frames

@@ -1,0 +1,60 @@
+"""Logging configuration shared by every etherws process (I/O).
+
+The supervisor hands its own choice (``--logfile F``, ``--logconf F``, syslog or
+stderr) to every child on the command line, so one switch logs to one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import logging.handlers
+import os
+
+SYSLOG_SOCKET = "/dev/log"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--logfile``, ``--logconf``, ``--syslog`` and ``--debug``."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--logfile", metavar="FILE", help="append log lines to FILE")
+    group.add_argument("--logconf", metavar="FILE",
+                       help="configure logging from FILE (logging.config.fileConfig format)")
+    group.add_argument("--syslog", action="store_true", help="log to syslog (/dev/log)")
+    parser.add_argument("--debug", action="store_true", help="log debug messages")
+
+
+def child_arguments(args: argparse.Namespace) -> list[str]:
+    """The same logging options, as arguments for a child process."""
+    out: list[str] = []
+    if getattr(args, "logfile", None):
+        out += ["--logfile", os.path.abspath(args.logfile)]
+    elif getattr(args, "logconf", None):
+        out += ["--logconf", os.path.abspath(args.logconf)]
+    elif getattr(args, "syslog", False):
+        out.append("--syslog")
+    if getattr(args, "debug", False):
+        out.append("--debug")
+    return out
+
+
+def configure(args: argparse.Namespace, name: str) -> None:
+    """Configure the root logger for a process called ``name`` (e.g. ``port 3 tap``)."""
+    level = logging.DEBUG if getattr(args, "debug", False) else logging.INFO
+    if getattr(args, "logconf", None):
+        logging.config.fileConfig(args.logconf, disable_existing_loggers=False)
+        return
+    fmt = f"%(asctime)s etherws[%(process)d] {name}: %(levelname)s %(message)s"
+    handler: logging.Handler
+    if getattr(args, "logfile", None):
+        handler = logging.FileHandler(args.logfile)
+    elif getattr(args, "syslog", False):
+        handler = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET)
+        fmt = f"etherws[%(process)d] {name}: %(levelname)s %(message)s"
+    else:
+        handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

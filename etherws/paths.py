@@ -1,0 +1,57 @@
+"""Names of everything in a run directory (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_RUNDIR = "/run/etherws"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one switch instance; two switches on a host use two run directories."""
+
+    root: str = DEFAULT_RUNDIR
+
+    def _p(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    @property
+    def lock(self) -> str:
+        """flock()ed by the running supervisor: a second start fails instead of taking over."""
+        return self._p("lock")
+
+    @property
+    def pidfile(self) -> str:
+        """The supervisor's pid, for scripts and service managers."""
+        return self._p("supervisor.pid")
+
+    @property
+    def ctl_sock(self) -> str:
+        """The local control socket (mode 0600)."""
+        return self._p("ctl.sock")
+
+    @property
+    def data_sock(self) -> str:
+        """The data-plane socket the broker binds."""
+        return self._p("data.sock")
+
+    @property
+    def port_table(self) -> str:
+        """Shared port table (etherws.tables.PortTable)."""
+        return self._p("ports.tbl")
+
+    @property
+    def fdb_table(self) -> str:
+        """Shared FDB (etherws.tables.FdbTable)."""
+        return self._p("fdb.tbl")
+
+    @property
+    def ctl_endpoint(self) -> str:
+        """ZeroMQ endpoint of the local control socket."""
+        return "ipc://" + self.ctl_sock
+
+    @property
+    def data_endpoint(self) -> str:
+        """ZeroMQ endpoint of the data plane."""
+        return "ipc://" + self.data_sock

@@ -1,0 +1,323 @@
+"""Shared-memory layouts: the port table and the FDB (pure; the buffer is given).
+
+Both live in files on tmpfs in the run directory, mapped by every process that needs
+them (``etherws.shm`` does the mapping). A table is an array of unsigned 64-bit words
+(``memoryview.cast("Q")``): an aligned 8-byte store is a single instruction on the
+machines we run on, so a reader never sees half a word, and every word has exactly one
+writing process, named below. Times are ``time.monotonic_ns()`` values, which are
+comparable across processes (CLOCK_MONOTONIC is system-wide).
+
+Port table (file ``ports.tbl``)::
+
+    header, HEADER_WORDS words:
+      0 MAGIC  1 VERSION  2 nslots                                (supervisor, at creation)
+      3 generation: bumped after every change to a slot's supervisor words (supervisor)
+      4 broker heartbeat ns                                        (broker)
+      5 flush request counter, 6 flush port (0 = all)              (supervisor)
+      7 flush done counter                                         (broker)
+      8 malformed data-plane messages                              (broker)
+    slot i at HEADER_WORDS + i * SLOT_WORDS:
+      0 port (0 = free slot)  1 flags (FLAG_SHUT)  2 kind (PortKind)          (supervisor)
+      3 heartbeat ns  4 rx frames  5 rx bytes  6 tx frames  7 tx bytes
+      8 errors  9 drops                                                       (port worker)
+      10 drops  11 errors: frames the broker could not deliver to / parse from this port
+                                                                              (broker)
+
+"rx" counts frames the port received from its medium (into the switch), "tx" frames it
+sent out. A restarted worker continues its slot's counters.
+
+FDB (file ``fdb.tbl``)::
+
+    header, HEADER_WORDS words:
+      0 MAGIC  1 VERSION  2 capacity                               (supervisor, at creation)
+      3 entries in use  4 learns refused, table full  5 learns refused, port full (broker)
+    entry i at HEADER_WORDS + i * ENTRY_WORDS:
+      0 sequence: odd while the broker rewrites the entry (a seqlock)
+      1 key: vid << 48 | MAC as a 48-bit integer   2 port (0 = empty)   3 last seen ns
+
+Only the broker writes FDB entries; readers retry while the sequence is odd or moved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Iterator
+
+HEADER_WORDS = 16
+SLOT_WORDS = 16
+ENTRY_WORDS = 4
+WORD = 8
+VERSION = 1
+
+PORT_MAGIC = int.from_bytes(b"ETWPORTS", "little")
+FDB_MAGIC = int.from_bytes(b"ETWFDB01", "little")
+
+# port table header words
+H_GENERATION = 3
+H_BROKER_HEARTBEAT = 4
+H_FLUSH_REQUEST = 5
+H_FLUSH_PORT = 6
+H_FLUSH_DONE = 7
+H_BROKER_MALFORMED = 8
+
+# port slot words
+S_PORT = 0
+S_FLAGS = 1
+S_KIND = 2
+S_HEARTBEAT = 3
+S_RX = 4
+S_RX_BYTES = 5
+S_TX = 6
+S_TX_BYTES = 7
+S_ERRORS = 8
+S_DROPS = 9
+S_BROKER_DROPS = 10
+S_BROKER_ERRORS = 11
+
+FLAG_SHUT = 1
+_ALL_BITS = (1 << 64) - 1
+
+# FDB header and entry words
+F_IN_USE = 3
+F_REFUSED_FULL = 4
+F_REFUSED_PORT = 5
+E_SEQ = 0
+E_KEY = 1
+E_PORT = 2
+E_SEEN = 3
+
+DEFAULT_PORT_SLOTS = 1024
+
+
+class PortKind(IntEnum):
+    """What a port is; the names are the ``type`` strings of listport."""
+
+    TAP = 1
+    NETDEV = 2
+    CLIENT = 3
+    SERVER = 4
+
+    @property
+    def label(self) -> str:
+        """The text used by the control protocol ("tap", "netdev", "client", "server")."""
+        return self.name.lower()
+
+
+class TableError(ValueError):
+    """A buffer that does not hold a table of this layout and version."""
+
+
+def fdb_key(vid: int, mac: bytes) -> int:
+    """The FDB key word of (VLAN id, MAC)."""
+    return (vid << 48) | int.from_bytes(mac, "big")
+
+
+def split_key(key: int) -> tuple[int, bytes]:
+    """Inverse of fdb_key: ``(vid, mac)``."""
+    return key >> 48, (key & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
+
+
+def _words(buf: memoryview | bytearray) -> memoryview:
+    mv = memoryview(buf)
+    return mv if mv.format == "Q" else mv.cast("B").cast("Q")
+
+
+def _check(words: memoryview, magic: int, what: str) -> None:
+    if len(words) < HEADER_WORDS or words[0] != magic or words[1] != VERSION:
+        raise TableError(f"not an etherws {what} table of version {VERSION}")
+
+
+@dataclass(frozen=True)
+class PortSlot:
+    """A snapshot of one port slot."""
+
+    slot: int
+    port: int
+    shut: bool
+    kind: int
+    heartbeat_ns: int
+    rx: int
+    rx_bytes: int
+    tx: int
+    tx_bytes: int
+    errors: int
+    drops: int
+
+
+class PortTable:
+    """The port table over a buffer (an mmap in production, a bytearray in tests)."""
+
+    def __init__(self, buf: memoryview | bytearray) -> None:
+        self.words = _words(buf)
+        _check(self.words, PORT_MAGIC, "port")
+        self.nslots = self.words[2]
+        if len(self.words) < HEADER_WORDS + self.nslots * SLOT_WORDS:
+            raise TableError("port table is shorter than its slot count")
+
+    @staticmethod
+    def size(nslots: int) -> int:
+        """Bytes a table with ``nslots`` slots takes."""
+        return (HEADER_WORDS + nslots * SLOT_WORDS) * WORD
+
+    @staticmethod
+    def format(buf: memoryview | bytearray, nslots: int) -> PortTable:
+        """Write an empty table into a zeroed buffer and return it."""
+        words = _words(buf)
+        words[0], words[1], words[2] = PORT_MAGIC, VERSION, nslots
+        return PortTable(buf)
+
+    def base(self, slot: int) -> int:
+        """Index of the first word of ``slot``."""
+        if not 0 <= slot < self.nslots:
+            raise IndexError(f"slot {slot} out of range")
+        return HEADER_WORDS + slot * SLOT_WORDS
+
+    @property
+    def generation(self) -> int:
+        """Bumped by the supervisor after every change to ports or their shut flag."""
+        return self.words[H_GENERATION]
+
+    # --- supervisor side -------------------------------------------------
+    def claim(self, slot: int, port: int, kind: PortKind, shut: bool = False) -> None:
+        """Give a free slot to a new port, zeroing its counters (supervisor)."""
+        b = self.base(slot)
+        if self.words[b + S_PORT]:
+            raise ValueError(f"slot {slot} is in use")
+        for i in range(SLOT_WORDS):
+            self.words[b + i] = 0
+        self.words[b + S_KIND] = int(kind)
+        self.words[b + S_FLAGS] = FLAG_SHUT if shut else 0
+        self.words[b + S_PORT] = port
+        self.words[H_GENERATION] += 1
+
+    def release(self, slot: int) -> None:
+        """Free a slot (supervisor)."""
+        self.words[self.base(slot) + S_PORT] = 0
+        self.words[H_GENERATION] += 1
+
+    def set_shut(self, slot: int, shut: bool) -> None:
+        """Set or clear a port's shut flag (supervisor)."""
+        b = self.base(slot)
+        flags = self.words[b + S_FLAGS]
+        self.words[b + S_FLAGS] = (flags | FLAG_SHUT) if shut else (flags & ~FLAG_SHUT & _ALL_BITS)
+        self.words[H_GENERATION] += 1
+
+    def free_slot(self, start: int = 0) -> int | None:
+        """The first free slot at or after ``start`` (wrapping), or None when full.
+
+        Allocating round-robin keeps a just-freed slot out of use for as long as possible,
+        so a late counter update for a deleted port does not land on a new one.
+        """
+        for k in range(self.nslots):
+            slot = (start + k) % self.nslots
+            if not self.words[HEADER_WORDS + slot * SLOT_WORDS + S_PORT]:
+                return slot
+        return None
+
+    def request_flush(self, port: int) -> int:
+        """Ask the broker to forget the addresses of ``port`` (0: all); returns the ticket."""
+        self.words[H_FLUSH_PORT] = port
+        self.words[H_FLUSH_REQUEST] += 1
+        return self.words[H_FLUSH_REQUEST]
+
+    def flush_done(self, ticket: int) -> bool:
+        """True once the broker has carried out flush request ``ticket``."""
+        return self.words[H_FLUSH_DONE] >= ticket
+
+    # --- readers ------------------------------------------------------------
+    def read(self, slot: int) -> PortSlot:
+        """A snapshot of ``slot``."""
+        b = self.base(slot)
+        w = self.words
+        return PortSlot(
+            slot=slot,
+            port=w[b + S_PORT],
+            shut=bool(w[b + S_FLAGS] & FLAG_SHUT),
+            kind=w[b + S_KIND],
+            heartbeat_ns=w[b + S_HEARTBEAT],
+            rx=w[b + S_RX],
+            rx_bytes=w[b + S_RX_BYTES],
+            tx=w[b + S_TX],
+            tx_bytes=w[b + S_TX_BYTES],
+            errors=w[b + S_ERRORS] + w[b + S_BROKER_ERRORS],
+            drops=w[b + S_DROPS] + w[b + S_BROKER_DROPS],
+        )
+
+    def ports(self) -> Iterator[tuple[int, int, bool]]:
+        """``(slot, port, shut)`` for every slot in use."""
+        w = self.words
+        for slot in range(self.nslots):
+            b = HEADER_WORDS + slot * SLOT_WORDS
+            port = w[b + S_PORT]
+            if port:
+                yield slot, port, bool(w[b + S_FLAGS] & FLAG_SHUT)
+
+
+class FdbTable:
+    """The FDB entry array over a buffer; the broker's ``Fdb`` is its only writer."""
+
+    def __init__(self, buf: memoryview | bytearray) -> None:
+        self.words = _words(buf)
+        _check(self.words, FDB_MAGIC, "FDB")
+        self.capacity = self.words[2]
+        if len(self.words) < HEADER_WORDS + self.capacity * ENTRY_WORDS:
+            raise TableError("FDB table is shorter than its capacity")
+
+    @staticmethod
+    def size(capacity: int) -> int:
+        """Bytes a table of ``capacity`` entries takes."""
+        return (HEADER_WORDS + capacity * ENTRY_WORDS) * WORD
+
+    @staticmethod
+    def format(buf: memoryview | bytearray, capacity: int) -> FdbTable:
+        """Write an empty table into a zeroed buffer and return it."""
+        words = _words(buf)
+        words[0], words[1], words[2] = FDB_MAGIC, VERSION, capacity
+        return FdbTable(buf)
+
+    def write(self, i: int, key: int, port: int, seen_ns: int) -> None:
+        """Rewrite entry ``i`` under the seqlock (broker)."""
+        w = self.words
+        b = HEADER_WORDS + i * ENTRY_WORDS
+        w[b + E_SEQ] += 1
+        w[b + E_KEY] = key
+        w[b + E_PORT] = port
+        w[b + E_SEEN] = seen_ns
+        w[b + E_SEQ] += 1
+
+    def touch(self, i: int, seen_ns: int) -> None:
+        """Update only the last-seen time of entry ``i`` (broker); one word, no seqlock."""
+        self.words[HEADER_WORDS + i * ENTRY_WORDS + E_SEEN] = seen_ns
+
+    def clear(self, i: int) -> None:
+        """Empty entry ``i`` (broker)."""
+        self.write(i, 0, 0, 0)
+
+    def read(self, i: int, retries: int = 100) -> tuple[int, int, int] | None:
+        """``(key, port, seen_ns)`` of entry ``i``, or None when empty.
+
+        Retries while the writer is inside the entry; after ``retries`` attempts the
+        entry is reported empty rather than torn (the writer is at most one entry busy).
+        """
+        w = self.words
+        b = HEADER_WORDS + i * ENTRY_WORDS
+        for _ in range(retries):
+            seq = w[b + E_SEQ]
+            if seq & 1:
+                continue
+            key, port, seen = w[b + E_KEY], w[b + E_PORT], w[b + E_SEEN]
+            if w[b + E_SEQ] == seq:
+                return (key, port, seen) if port else None
+        return None
+
+    def is_torn(self, i: int) -> bool:
+        """True when entry ``i`` was left half-written (its writer died inside it)."""
+        return bool(self.words[HEADER_WORDS + i * ENTRY_WORDS + E_SEQ] & 1)
+
+    def entries(self) -> Iterator[tuple[int, int, int, int]]:
+        """``(index, key, port, seen_ns)`` of every entry in use."""
+        for i in range(self.capacity):
+            e = self.read(i)
+            if e is not None:
+                yield (i, *e)
