@@ -1,0 +1,87 @@
+"""Helpers shared by the test layers: deadlines, unique names, namespaces, processes.
+
+Every wait here has a deadline; nothing sleeps for correctness. ETHERWS_TEST_TIMEOUT_SCALE
+multiplies every deadline (a slow CI machine sets it to 2 or 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
+SCALE = float(os.environ.get("ETHERWS_TEST_TIMEOUT_SCALE", "1"))
+PYTHON = sys.executable
+
+
+def deadline(seconds: float) -> float:
+    """A monotonic deadline ``seconds`` (scaled) from now."""
+    return time.monotonic() + seconds * SCALE
+
+
+def wait_until(predicate: Callable[[], T], timeout_s: float, what: str,
+               interval_s: float = 0.02) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
+    end = deadline(timeout_s)
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout_s * SCALE:.1f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def unique(prefix: str = "etw") -> str:
+    """A short unique name, fit for an interface (at most 15 characters with a suffix)."""
+    return prefix + secrets.token_hex(3)
+
+
+def run(*cmd: str, check: bool = True, timeout_s: float = 30, **kw) -> subprocess.CompletedProcess:
+    """Run a command with a timeout, capturing text output."""
+    return subprocess.run(cmd, check=check, timeout=timeout_s * SCALE, text=True,
+                          capture_output=True, **kw)
+
+
+def kill_process(proc: subprocess.Popen, timeout_s: float = 5) -> None:
+    """Stop a process this test started: SIGTERM, then SIGKILL after the timeout."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s * SCALE)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(timeout=timeout_s * SCALE)
+
+
+@contextlib.contextmanager
+def netns(name: str) -> Iterator[str]:
+    """A network namespace that is removed afterwards, also when the test fails."""
+    run("ip", "netns", "add", name)
+    try:
+        run("ip", "-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        run("ip", "netns", "del", name, check=False)
+
+
+def link_exists(name: str, ns: str | None = None) -> bool:
+    """True when interface ``name`` exists (in netns ``ns``)."""
+    cmd = ["ip"] + (["-n", ns] if ns else []) + ["link", "show", "dev", name]
+    return run(*cmd, check=False).returncode == 0
+
+
+def delete_link(name: str, ns: str | None = None) -> None:
+    """Delete interface ``name`` if it exists."""
+    if link_exists(name, ns):
+        cmd = ["ip"] + (["-n", ns] if ns else []) + ["link", "del", "dev", name]
+        run(*cmd, check=False)
