@@ -1,0 +1,100 @@
+"""Supervisor configuration: command-line values and an optional TOML file (pure).
+
+The TOML file uses the long option names (``ageout = 300``, ``fdb-size = 8192``,
+``logfile = "/var/log/etherws.log"``); the command line wins over the file. Unknown
+keys and values of the wrong type are errors: a typo must not silently mean "default".
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from etherws.paths import DEFAULT_RUNDIR
+
+MIN_FDB, MAX_FDB = 16, 1_000_000
+MIN_AGEOUT_S, MAX_AGEOUT_S = 1.0, 86_400.0
+DEFAULT_FDB_SIZE = 8192
+DEFAULT_AGEOUT_S = 300.0
+FDB_PER_PORT = 1024
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything ``etherws-supervisor start`` needs to know."""
+
+    rundir: str = DEFAULT_RUNDIR
+    foreground: bool = False
+    ageout: float = DEFAULT_AGEOUT_S
+    fdb_size: int = DEFAULT_FDB_SIZE
+    ctl: str | None = None
+    logfile: str | None = None
+    logconf: str | None = None
+    syslog: bool = False
+    debug: bool = False
+    no_server: bool = False
+
+    @property
+    def fdb_per_port(self) -> int:
+        """Most addresses one port may hold (never more than the table)."""
+        return min(FDB_PER_PORT, self.fdb_size)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "rundir": (str,), "foreground": (bool,), "ageout": (int, float), "fdb_size": (int,),
+    "ctl": (str,), "logfile": (str,), "logconf": (str,), "syslog": (bool,),
+    "debug": (bool,), "no_server": (bool,),
+}
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """Read a TOML configuration into option values; raises ConfigError."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file: {exc}") from None
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in _TYPES:
+            raise ConfigError(f"configuration file: unknown key {key!r}")
+        if not isinstance(value, _TYPES[name]) or (
+                isinstance(value, bool) and bool not in _TYPES[name]):
+            raise ConfigError(f"configuration file: {key!r} has the wrong type")
+        out[name] = value
+    return out
+
+
+def build(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> Config:
+    """Merge file and command-line values (None on the command line = not given)."""
+    merged: dict[str, Any] = dict(file_values)
+    known = {f.name for f in fields(Config)}
+    for key, value in cli_values.items():
+        if key in known and value is not None and value is not False:
+            merged[key] = value
+    cfg = Config(**merged)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError for values out of range or combinations that cannot work."""
+    if not MIN_FDB <= cfg.fdb_size <= MAX_FDB:
+        raise ConfigError(f"--fdb-size must be between {MIN_FDB} and {MAX_FDB}")
+    if not MIN_AGEOUT_S <= cfg.ageout <= MAX_AGEOUT_S:
+        raise ConfigError(f"--ageout must be between {MIN_AGEOUT_S:g} and {MAX_AGEOUT_S:g} s")
+    if not cfg.rundir.startswith("/"):
+        raise ConfigError("--rundir must be an absolute path")
+    if sum(bool(x) for x in (cfg.logfile, cfg.logconf, cfg.syslog)) > 1:
+        raise ConfigError("choose one of --logfile, --logconf and --syslog")
+    if cfg.ctl is not None:
+        if cfg.ctl.startswith("tcp://"):
+            raise ConfigError("remote control over tcp:// needs CURVE keys, "
+                              "which this version does not support yet")
+        if not cfg.ctl.startswith("ipc:///"):
+            raise ConfigError("--ctl must be an ipc:///absolute/path endpoint")

@@ -1,0 +1,107 @@
+"""Supervised child processes: spawn, reap, stop, measure (I/O).
+
+Children are started with fork+exec (``subprocess``) from the supervisor's main thread:
+PR_SET_PDEATHSIG, which every child sets, fires when the *thread* that forked it ends,
+and no process holding a ZeroMQ context may fork without exec. Each child gets its own
+process group so a Ctrl-C on the supervisor's terminal reaches only the supervisor,
+which then stops the children in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import time
+
+import psutil
+
+from etherws.procargs import EXIT_CONFIG
+from etherws.supervisor.policy import Lifecycle, RestartPolicy
+
+
+def exit_reason(returncode: int) -> str:
+    """A returncode as listport shows it."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    if returncode == EXIT_CONFIG:
+        return "configuration error (see the log)"
+    return f"exited with status {returncode}"
+
+
+class Child:
+    """One supervised process: its command line, its Popen and its Lifecycle."""
+
+    def __init__(self, argv: list[str], policy: RestartPolicy | None = None) -> None:
+        self.argv = argv
+        self.life = Lifecycle(policy or RestartPolicy())
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.spawned_ns = 0
+        self._ps: psutil.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The running process's pid, or None."""
+        return self.popen.pid if self.popen is not None else None
+
+    def spawn(self, now: float, restart: bool = False) -> None:
+        """Start the process; ``restart`` counts it as a restart of the same port."""
+        self.spawned_ns = time.monotonic_ns()
+        self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, close_fds=True,
+                                      process_group=0)
+        try:
+            self._ps = psutil.Process(self.popen.pid)
+            self._ps.cpu_percent(None)  # the first call only primes the measurement
+        except psutil.Error:
+            self._ps = None
+        if restart:
+            self.life.restarted(now)
+        else:
+            self.life.spawned(now)
+
+    def poll(self) -> int | None:
+        """The returncode if the process has ended since the last poll (it is reaped)."""
+        if self.popen is None:
+            return None
+        rc = self.popen.poll()
+        if rc is not None:
+            self.popen = None
+            self._ps = None
+        return rc
+
+    def kill(self) -> None:
+        """SIGKILL the process (it is reaped by the next poll)."""
+        if self.popen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.kill()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop on purpose: SIGTERM, SIGKILL after ``timeout_s``, reap; no restart follows."""
+        if self.popen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.terminate()
+            try:
+                self.popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=timeout_s)
+            self.popen = None
+            self._ps = None
+        self.life.stopped()
+
+    def stats(self) -> tuple[float | None, int | None]:
+        """CPU % since the previous call (100 = one core) and RSS bytes, or Nones."""
+        if self._ps is None:
+            return None, None
+        try:
+            return self._ps.cpu_percent(None), self._ps.memory_info().rss
+        except psutil.Error:
+            return None, None
+
+    def uptime(self, now: float) -> float | None:
+        """Seconds since the current process started, or None when none runs."""
+        return now - self.life.started_at if self.life.started_at is not None \
+            and self.popen is not None else None

@@ -1,0 +1,213 @@
+"""``etherws-supervisor start|stop|status``: the command line of the supervisor (I/O).
+
+``start`` without ``--foreground`` does not fork (no process holding a ZeroMQ context
+may fork): it runs ``start --foreground`` again as a new session, detached, and waits on
+a pipe until that process says READY (control socket bound, broker spawned) or ERROR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import subprocess
+import sys
+import time
+
+from etherws import config, logsetup
+from etherws.config import ConfigError
+from etherws.ctlclient import ControlClient, Unreachable
+from etherws.control import RpcError
+from etherws.paths import DEFAULT_RUNDIR, RunDir
+
+PROG = "etherws-supervisor"
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 15.0
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Run an etherws switch.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("start", help="start the switch")
+    s.add_argument("--foreground", action="store_true", default=None,
+                   help="stay attached (for systemd and tests)")
+    s.add_argument("--rundir", help=f"run directory (default {DEFAULT_RUNDIR})")
+    s.add_argument("--config", metavar="FILE", help="TOML file with the same options")
+    s.add_argument("--ageout", type=float, help="seconds before a learned address "
+                   "is forgotten (default 300)")
+    s.add_argument("--fdb-size", type=int, help="FDB capacity (default 8192)")
+    s.add_argument("--ctl", metavar="ENDPOINT", help="control endpoint "
+                   "(default ipc://RUNDIR/ctl.sock)")
+    s.add_argument("--no-server", action="store_true", default=None,
+                   help="do not accept WebSocket peers")
+    s.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)
+    logsetup.add_arguments(s)
+    for name, text in (("stop", "stop the switch and remove what it created"),
+                       ("status", "show the supervisor's state")):
+        c = sub.add_parser(name, help=text)
+        g = c.add_mutually_exclusive_group()
+        g.add_argument("--rundir", default=DEFAULT_RUNDIR, help="run directory")
+        g.add_argument("--ctl", metavar="ENDPOINT", help="control endpoint")
+        c.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
+    return p
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return code
+
+
+def _load_config(args: argparse.Namespace) -> config.Config:
+    file_values = {}
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                file_values = config.parse_toml(f.read())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {args.config}: {exc.strerror}") from None
+    cli = {k: v for k, v in vars(args).items() if k not in ("command", "config", "notify_fd")}
+    return config.build(file_values, cli)
+
+
+def _start(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load_config(args)
+    except (ConfigError, TypeError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    if os.geteuid() != 0:
+        return _fail("must run as root (it creates TAP devices and raw sockets)", EXIT_REFUSED)
+    if cfg.foreground:
+        return _run_foreground(cfg, args.notify_fd)
+    if not (cfg.logfile or cfg.logconf or cfg.syslog):
+        if not os.path.exists(logsetup.SYSLOG_SOCKET):
+            return _fail("no syslog socket at /dev/log: give --logfile FILE, --logconf FILE "
+                         "or --foreground", EXIT_USAGE)
+        args.syslog = True
+    return _start_detached(args)
+
+
+def _run_foreground(cfg: config.Config, notify_fd: int | None) -> int:
+    from etherws.supervisor.service import serve  # zmq and pyroute2 load only here
+
+    logsetup.configure(cfg, "supervisor")  # type: ignore[arg-type]
+
+    def notify(message: str) -> None:
+        if message.startswith("ERROR "):
+            print(f"{PROG}: {message[6:]}", file=sys.stderr)
+        if notify_fd is not None:
+            try:
+                os.write(notify_fd, message.encode() + b"\n")
+                os.close(notify_fd)
+            except OSError:
+                pass  # the starter gave up waiting; we run on regardless
+
+    return serve(cfg, notify)
+
+
+def _start_detached(args: argparse.Namespace) -> int:
+    argv = [sys.executable, "-m", "etherws.supervisor"] + _forward_args(args)
+    r, w = os.pipe()
+    out = open(args.logfile, "ab") if args.logfile else subprocess.DEVNULL
+    try:
+        child = subprocess.Popen(argv + ["--notify-fd", str(w)], stdin=subprocess.DEVNULL,
+                                 stdout=out, stderr=out, pass_fds=(w,),
+                                 start_new_session=True)
+    finally:
+        os.close(w)
+        if out is not subprocess.DEVNULL:
+            out.close()  # type: ignore[union-attr]
+    try:
+        message = _read_notify(r, START_TIMEOUT_S)
+    finally:
+        os.close(r)
+    if message == "READY":
+        print(f"{PROG}: started (pid {child.pid}, run directory "
+              f"{args.rundir or DEFAULT_RUNDIR})")
+        return EXIT_OK
+    if message.startswith("ERROR "):
+        return _fail(message[6:], EXIT_REFUSED)
+    if message == "":
+        try:
+            rc = child.wait(timeout=5)
+            return _fail(f"the supervisor exited during start-up (status {rc}); "
+                         "see its log", EXIT_REFUSED)
+        except subprocess.TimeoutExpired:
+            pass
+    child.kill()
+    child.wait()
+    return _fail(f"the supervisor did not become ready within {START_TIMEOUT_S:g}s",
+                 EXIT_REFUSED)
+
+
+def _forward_args(args: argparse.Namespace) -> list[str]:
+    out = ["start", "--foreground"]
+    for opt in ("rundir", "config", "ageout", "fdb_size", "ctl", "logfile", "logconf"):
+        value = getattr(args, opt)
+        if value is not None:
+            value = os.path.abspath(value) if opt in ("config", "logfile", "logconf") \
+                else value
+            out += ["--" + opt.replace("_", "-"), str(value)]
+    for flag in ("no_server", "syslog", "debug"):
+        if getattr(args, flag):
+            out.append("--" + flag.replace("_", "-"))
+    return out
+
+
+def _read_notify(fd: int, timeout_s: float) -> str:
+    """The first line written to ``fd``; "" on EOF, "TIMEOUT" when nothing came in time."""
+    data = b""
+    end = time.monotonic() + timeout_s
+    while b"\n" not in data:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return "TIMEOUT"
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").partition("\n")[0].strip()
+
+
+def _endpoint(args: argparse.Namespace) -> str:
+    return args.ctl or RunDir(args.rundir).ctl_endpoint
+
+
+def _stop(args: argparse.Namespace) -> int:
+    try:
+        with ControlClient(_endpoint(args), timeout_s=args.timeout) as client:
+            pid = client.call("shutdown", {})["entries"][0]["pid"]
+    except Unreachable as exc:
+        return _fail(str(exc), EXIT_UNREACHABLE)
+    except RpcError as exc:
+        return _fail(f"{exc.message} [{exc.reason}]", EXIT_REFUSED)
+    end = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return EXIT_OK
+        time.sleep(0.05)  # waiting on another process's exit: no fd to poll for it
+    return _fail(f"supervisor pid {pid} did not exit within {STOP_TIMEOUT_S:g}s", EXIT_REFUSED)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from etherws import ctl
+
+    target = ["--ctl", args.ctl] if args.ctl else ["--rundir", args.rundir]
+    return ctl.main(target + ["--timeout", str(args.timeout), "status"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "start":
+        return _start(args)
+    if args.command == "stop":
+        return _stop(args)
+    return _status(args)
+
+
+def console_main() -> None:
+    """The ``etherws-supervisor`` console script."""
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Netlink operations on port interfaces, through pyroute2 (I/O; supervisor only).
+
+Only the supervisor imports pyroute2 (it costs ~150 ms and 25 MB per process), so
+workers that restart often stay light (shared/research/library-fit.md §4).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from etherws.ifaddr import IfAddress, netmask_text
+
+_FAMILY = {4: 2, 6: 10}  # AF_INET, AF_INET6
+_SCOPE_LINK = 253
+
+
+class NetifError(OSError):
+    """A netlink operation failed; the message names the interface and the reason."""
+
+
+@dataclass(frozen=True)
+class IfInfo:
+    """What listif shows about an interface."""
+
+    mtu: int
+    addresses: tuple[tuple[str, int, int], ...]  # (address, prefixlen, family 4|6)
+
+    def as_entry(self) -> dict[str, object]:
+        """The address fields of a listInterface entry."""
+        first = self.addresses[0] if self.addresses else None
+        return {
+            "address": first[0] if first else "",
+            "netmask": netmask_text(first[2], first[1]) if first else "",
+            "mtu": self.mtu,
+            "addresses": [f"{a}/{p}" for a, p, _ in self.addresses],
+        }
+
+
+def exists(name: str) -> bool:
+    """True when an interface of that name exists in our network namespace."""
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def is_tap(name: str) -> bool:
+    """True when ``name`` is a TUN/TAP device (the kernel shows tun_flags only for those)."""
+    return os.path.exists(f"/sys/class/net/{name}/tun_flags")
+
+
+def _index(ipr: IPRoute, name: str) -> int:
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        raise NetifError(f"no interface named {name}")
+    return int(found[0])
+
+
+def _fail(name: str, exc: NetlinkError) -> NetifError:
+    return NetifError(f"{name}: {os.strerror(exc.code) if exc.code else exc}")
+
+
+def set_up(name: str) -> None:
+    """Bring the link up."""
+    with IPRoute() as ipr:
+        try:
+            ipr.link("set", index=_index(ipr, name), state="up")
+        except NetlinkError as exc:
+            raise _fail(name, exc) from None
+
+
+def set_mtu(name: str, mtu: int) -> None:
+    """Set the MTU (the kernel has the last word on the range)."""
+    with IPRoute() as ipr:
+        try:
+            ipr.link("set", index=_index(ipr, name), mtu=mtu)
+        except NetlinkError as exc:
+            raise _fail(name, exc) from None
+
+
+def set_address(name: str, addr: IfAddress) -> None:
+    """Make ``addr`` the interface's address of its family.
+
+    Other global addresses of the same family are removed first: "set" means the port
+    ends up with exactly this address, as etherws 1.3's setInterface did.
+    """
+    with IPRoute() as ipr:
+        idx = _index(ipr, name)
+        try:
+            for msg in ipr.addr("dump", index=idx, family=_FAMILY[addr.family]):
+                if msg["scope"] == _SCOPE_LINK:
+                    continue
+                ipr.addr("del", index=idx, address=msg.get_attr("IFA_ADDRESS"),
+                         prefixlen=msg["prefixlen"])
+            ipr.addr("add", index=idx, address=addr.address, prefixlen=addr.prefixlen)
+        except NetlinkError as exc:
+            raise _fail(name, exc) from None
+
+
+def info(name: str) -> IfInfo | None:
+    """MTU and global addresses of ``name``, or None when it does not exist (any more)."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            return None
+        idx = found[0]
+        link = ipr.link("get", index=idx)[0]
+        addrs = []
+        for msg in ipr.addr("dump", index=idx):
+            if msg["scope"] == _SCOPE_LINK:
+                continue
+            fam = 4 if msg["family"] == _FAMILY[4] else 6
+            addrs.append((msg.get_attr("IFA_ADDRESS"), msg["prefixlen"], fam))
+        return IfInfo(int(link.get_attr("IFLA_MTU")), tuple(addrs))

@@ -1,0 +1,135 @@
+"""Restart policy: the life of one supervised process (pure).
+
+States follow supervisord's (STARTING, UP/RUNNING, BACKOFF, FATAL), with the numbers
+the project chose (shared/research/reliability-anchors.md §1.1):
+
+- a process is STARTING from spawn until its first heartbeat, then UP;
+- when it ends unexpectedly it is restarted: the first restart at once, then after
+  0.5 s doubling up to 30 s (BACKOFF in between);
+- the run of consecutive crashes is forgotten once it has stayed up for 60 s;
+- 5 crashes within 60 s make it FATAL: no more restarts until an operator asks;
+- a process that stops sending heartbeats (hung, not dead) is killed and counted
+  as a crash.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class State(Enum):
+    """Where a supervised process is in its life; values are listport's state texts."""
+
+    STARTING = "starting"
+    UP = "up"
+    BACKOFF = "backoff"
+    FATAL = "fatal"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """The numbers of the policy; the defaults are the project's contract."""
+
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    crash_window_s: float = 60.0
+    max_crashes: int = 5
+    healthy_after_s: float = 60.0
+    start_timeout_s: float = 10.0
+    heartbeat_timeout_s: float = 5.0
+
+    def delay(self, consecutive: int) -> float:
+        """Seconds before restart number ``consecutive`` (1 = the first) of a crash run."""
+        if consecutive <= 1:
+            return 0.0
+        return min(self.base_delay_s * 2 ** (consecutive - 2), self.max_delay_s)
+
+
+@dataclass
+class Lifecycle:
+    """State machine of one supervised process; every method takes ``now`` (seconds)."""
+
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    state: State = State.STOPPED
+    restarts: int = 0
+    reason: str = ""
+    started_at: float | None = None
+    up_since: float | None = None
+    next_start_at: float | None = None
+    _consecutive: int = 0
+    _crashes: deque[float] = field(default_factory=deque)
+
+    def spawned(self, now: float) -> None:
+        """The process was just started."""
+        self.state = State.STARTING
+        self.started_at = now
+        self.up_since = None
+        self.next_start_at = None
+
+    def heartbeat(self, now: float) -> None:
+        """The process showed it is alive and working."""
+        if self.state is State.STARTING:
+            self.state = State.UP
+            self.up_since = now
+        if (self.state is State.UP and self.up_since is not None
+                and now - self.up_since >= self.policy.healthy_after_s):
+            self._consecutive = 0
+
+    def exited(self, now: float, reason: str) -> State:
+        """The process ended unexpectedly: decide BACKOFF (with a restart time) or FATAL."""
+        if self.state is State.UP and self.up_since is not None \
+                and now - self.up_since >= self.policy.healthy_after_s:
+            self._consecutive = 0
+        self.reason = reason
+        self.started_at = self.up_since = None
+        self._crashes.append(now)
+        while self._crashes and now - self._crashes[0] > self.policy.crash_window_s:
+            self._crashes.popleft()
+        if len(self._crashes) >= self.policy.max_crashes:
+            self.state = State.FATAL
+            self.next_start_at = None
+            self.reason = f"{reason}; {len(self._crashes)} crashes within " \
+                          f"{self.policy.crash_window_s:g}s"
+            return self.state
+        self._consecutive += 1
+        self.state = State.BACKOFF
+        self.next_start_at = now + self.policy.delay(self._consecutive)
+        return self.state
+
+    def due(self, now: float) -> bool:
+        """True when a restart is due now; the caller spawns and then calls restarted()."""
+        return self.state is State.BACKOFF and self.next_start_at is not None \
+            and now >= self.next_start_at
+
+    def restarted(self, now: float) -> None:
+        """A restart (automatic or by the operator) happened."""
+        self.restarts += 1
+        self.spawned(now)
+
+    def reset(self) -> None:
+        """Forget the crash history (``restartport``): the next crash starts a new run."""
+        self._crashes.clear()
+        self._consecutive = 0
+        self.reason = ""
+
+    def stopped(self) -> None:
+        """The process was stopped on purpose and will not be restarted."""
+        self.state = State.STOPPED
+        self.started_at = self.up_since = self.next_start_at = None
+
+    def hung(self, now: float, last_heartbeat: float | None) -> str | None:
+        """Why the process should be killed as hung, or None.
+
+        ``last_heartbeat`` is the time of its latest heartbeat (None: none since spawn).
+        """
+        if self.state is State.STARTING and self.started_at is not None \
+                and last_heartbeat is None \
+                and now - self.started_at > self.policy.start_timeout_s:
+            return f"not ready within {self.policy.start_timeout_s:g}s"
+        if self.state is State.UP and last_heartbeat is not None \
+                and now - last_heartbeat > self.policy.heartbeat_timeout_s:
+            return f"no heartbeat for {now - last_heartbeat:.1f}s"
+        return None

@@ -1,0 +1,231 @@
+"""The supervisor process: run directory, control socket, and the supervision loop (I/O).
+
+Start-up order matters: the lock first (a second supervisor on the same run directory
+must fail before it touches anything: a second ZeroMQ bind on an ipc path silently
+takes the address over), then the tables, then the control socket, then the broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import stat
+import sys
+import time
+from collections import OrderedDict
+from typing import Callable
+
+import zmq
+
+from etherws import control, logsetup, shm
+from etherws.config import Config
+from etherws.paths import RunDir
+from etherws.supervisor import handlers
+from etherws.supervisor.ports import PortManager
+from etherws.tables import DEFAULT_PORT_SLOTS
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1
+REPLY_CACHE = 64
+
+
+class StartError(Exception):
+    """The supervisor cannot start; the message is one line for the user."""
+
+
+def _open_rundir(path: str) -> None:
+    """Create the run directory 0700, or accept an existing one only root can enter."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        st = os.stat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise StartError(f"{path} exists and is not a directory") from None
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise StartError(f"run directory {path} must belong to us with mode 0700 "
+                             f"(it has {stat.S_IMODE(st.st_mode):04o})") from None
+    except OSError as exc:
+        raise StartError(f"cannot create run directory {path}: {exc.strerror}") from None
+
+
+def _lock(rundir: RunDir) -> int:
+    fd = os.open(rundir.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        try:
+            with open(rundir.pidfile) as f:
+                who = f"pid {int(f.read().strip())}"
+        except (OSError, ValueError):
+            who = "another process"
+        raise StartError(f"another etherws-supervisor ({who}) is running "
+                         f"in {rundir.root}") from None
+    return fd
+
+
+class Supervisor:
+    """One switch: its run directory, tables, broker, ports and control socket."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.rundir = RunDir(cfg.rundir)
+        self.started = time.monotonic()
+        self.stopping = False
+        self._lock_fd = -1
+        self._replies: OrderedDict[str | int, bytes] = OrderedDict()
+        self._ctx: zmq.Context | None = None
+        self._ctl: zmq.Socket | None = None
+        self._wakeup_r = self._wakeup_w = -1
+
+    # --- start-up ------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Everything up to a bound control socket and a running broker; StartError."""
+        _open_rundir(self.rundir.root)
+        self._lock_fd = _lock(self.rundir)
+        with open(self.rundir.pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        self.table = shm.create_port_table(self.rundir.port_table, DEFAULT_PORT_SLOTS)
+        self.fdb = shm.create_fdb_table(self.rundir.fdb_table, self.cfg.fdb_size)
+        self._bind_control()
+        self.ports = PortManager(self.table, self._child_argv)
+        self.ports.broker.spawn(time.monotonic())
+        self._handlers = handlers.table(self)
+        log.info("supervisor started: run directory %s, control %s, broker pid %s",
+                 self.rundir.root, self.ctl_endpoint, self.ports.broker.pid)
+
+    @property
+    def ctl_endpoint(self) -> str:
+        """Where etherws-ctl reaches us."""
+        return self.cfg.ctl or self.rundir.ctl_endpoint
+
+    def _bind_control(self) -> None:
+        self._ctx = zmq.Context()
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, control.MAX_REQUEST)
+        old = os.umask(0o077)  # the socket file must never be reachable by others
+        try:
+            sock.bind(self.ctl_endpoint)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise StartError(f"cannot bind control socket {self.ctl_endpoint}: {exc}") from None
+        finally:
+            os.umask(old)
+        os.chmod(self.ctl_endpoint[len("ipc://"):], 0o600)
+        self._ctl = sock
+
+    def _child_argv(self, module: str) -> list[str]:
+        argv = [sys.executable, "-m", module, "--rundir", self.rundir.root,
+                "--parent-pid", str(os.getpid())]
+        argv += logsetup.child_arguments(self.cfg)  # type: ignore[arg-type]
+        if module == "etherws.broker":
+            argv += ["--ageout", str(self.cfg.ageout),
+                     "--fdb-per-port", str(self.cfg.fdb_per_port)]
+        return argv
+
+    # --- the loop --------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve until stopped by a request or a signal; then stop everything."""
+        assert self._ctl is not None
+        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wakeup_w)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop_signal)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the poll up
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        poller = zmq.Poller()
+        poller.register(self._ctl, zmq.POLLIN)
+        poller.register(self._wakeup_r, zmq.POLLIN)
+        while not self.stopping:
+            events = dict(poller.poll(TICK_S * 1000))
+            if self._wakeup_r in events:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wakeup_r, 512)
+            if self._ctl in events:
+                self._serve_control()
+            self.ports.tick(time.monotonic())
+        log.info("supervisor stopping")
+        return 0
+
+    def _on_stop_signal(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def _serve_control(self) -> None:
+        assert self._ctl is not None
+        for _ in range(32):  # bounded: the loop must keep supervising under a flood
+            try:
+                msg = self._ctl.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(msg) != 3 or msg[1] != b"":
+                log.debug("control: dropped a message that is not a REQ envelope")
+                continue
+            self._ctl.send_multipart([msg[0], b"", self._reply(msg[2])])
+            if self.stopping:
+                return
+
+    def _reply(self, data: bytes) -> bytes:
+        rid = control.request_id(data)
+        if rid is not None and rid in self._replies:
+            return self._replies[rid]  # a Lazy Pirate retry: do not do the work twice
+        try:
+            reply = control.dispatch(data, self._handlers)
+        except Exception:  # a bug in a handler: log it, answer, keep the switch running
+            log.exception("control request failed")
+            reply = control.encode_error(rid, control.RpcError(
+                control.Code.INTERNAL_ERROR, "internal error (see the supervisor log)"))
+        if rid is not None:
+            self._replies[rid] = reply
+            while len(self._replies) > REPLY_CACHE:
+                self._replies.popitem(last=False)
+        return reply
+
+    def flush(self, port: int, timeout_s: float) -> bool:
+        """Have the broker forget the addresses of ``port`` (0: all); False on timeout."""
+        ticket = self.table.request_flush(port)
+        end = time.monotonic() + timeout_s
+        while not self.table.flush_done(ticket):
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.005)  # the broker serves flushes within one poll round
+        return True
+
+    # --- stop -------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Stop every child, delete what we created, release the run directory."""
+        if hasattr(self, "ports"):
+            self.ports.stop_all()
+        if self._ctl is not None:
+            self._ctl.close()
+        if self._ctx is not None:
+            self._ctx.term()
+        for path in (self.rundir.ctl_sock, self.rundir.data_sock, self.rundir.port_table,
+                     self.rundir.fdb_table, self.rundir.pidfile):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if self._lock_fd >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.rundir.lock)
+            os.close(self._lock_fd)
+        log.info("supervisor stopped")
+
+
+def serve(cfg: Config, notify: Callable[[str], None]) -> int:
+    """Run a supervisor in this process; ``notify`` gets "READY" or "ERROR <line>"."""
+    sup = Supervisor(cfg)
+    try:
+        try:
+            sup.prepare()
+        except StartError as exc:
+            notify(f"ERROR {exc}")
+            return 1
+        notify("READY")
+        return sup.run()
+    finally:
+        if sup._lock_fd >= 0:
+            sup.cleanup()
