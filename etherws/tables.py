@@ -280,11 +280,12 @@ class FdbTable:
         """Rewrite entry ``i`` under the seqlock (broker)."""
         w = self.words
         b = HEADER_WORDS + i * ENTRY_WORDS
-        w[b + E_SEQ] += 1
+        seq = w[b + E_SEQ] | 1  # odd while writing; also repairs an entry left torn
+        w[b + E_SEQ] = seq
         w[b + E_KEY] = key
         w[b + E_PORT] = port
         w[b + E_SEEN] = seen_ns
-        w[b + E_SEQ] += 1
+        w[b + E_SEQ] = seq + 1
 
     def touch(self, i: int, seen_ns: int) -> None:
         """Update only the last-seen time of entry ``i`` (broker); one word, no seqlock."""

@@ -1,0 +1,236 @@
+"""The forwarding database: learn, look up and age (VLAN id, MAC) -> port (pure).
+
+The entries live in an ``etherws.tables.FdbTable`` (shared memory in production, a
+bytearray in tests) so that a restarted broker and the supervisor's ``listfdb`` see what
+was learned; this object is the table's only writer and keeps an in-memory index beside
+it so that a lookup never scans the table.
+
+Time is a parameter: ``now`` is float seconds of a monotonic clock, non-decreasing from
+one call to the next; the table stores ``int(now * 1e9)``. An entry is absent once
+``now - last_seen >= ageout_s`` (Linux's bridge expires at the same boundary), whether or
+not ``expire`` has removed it yet.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from enum import Enum
+from typing import Callable, Iterable, Iterator
+
+from etherws.frame import ZERO_MAC
+from etherws.tables import (F_IN_USE,
+                            F_REFUSED_FULL, F_REFUSED_PORT, FdbTable)
+
+TOUCH_INTERVAL_S = 1.0
+"""Least time between two writes of an entry's last-seen time: ages are shown with 1 s
+resolution, and a shared-memory store per frame would be wasted work on the hot path."""
+
+_NS = 1_000_000_000
+
+
+class LearnResult(Enum):
+    """What ``Fdb.learn`` did with a source address."""
+
+    LEARNED = "learned"
+    REFRESHED = "refreshed"
+    MOVED = "moved"
+    REFUSED_FULL = "refused-full"
+    REFUSED_PORT_FULL = "refused-port-full"
+    INVALID = "invalid"
+
+
+class Fdb:
+    """A learning table of fixed capacity over an ``FdbTable``.
+
+    The table is the authority and memory mirrors it exactly, last-seen times included: a
+    refresh less than ``TOUCH_INTERVAL_S`` after the last write changes neither, so ages
+    have that resolution. A full table learns nothing new (no eviction, so a MAC
+    flood cannot push out established stations); a port holding ``per_port_max`` entries
+    learns nothing new either. Both refusals are counted in the table's header.
+    """
+
+    def __init__(self, table: FdbTable, ageout_s: float = 300.0,
+                 per_port_max: int = 1024) -> None:
+        if ageout_s <= 0:
+            raise ValueError("ageout_s must be positive")
+        if per_port_max < 1:
+            raise ValueError("per_port_max must be at least 1")
+        self.table = table
+        self.ageout_s = float(ageout_s)
+        self.per_port_max = per_port_max
+        cap = table.capacity
+        self._words = table.words
+        self._index: dict[int, int] = {}
+        self._key = [0] * cap
+        self._port = [0] * cap
+        self._seen = [0.0] * cap
+        self._port_count: dict[int, int] = {}
+        # Entries oldest-first by last-seen: ``now`` never goes back, so appending (or
+        # moving to the end) whenever an entry's time is written keeps the order, and
+        # expire() only looks at the entries it removes plus one.
+        self._order: OrderedDict[int, None] = OrderedDict()
+        self._free: list[int] = []
+        self._rebuild()
+
+    # --- construction ---------------------------------------------------------------
+    def _rebuild(self) -> None:
+        """Index the table's entries, clearing torn, invalid and duplicate ones."""
+        found: list[tuple[int, int, int, int]] = []
+        for i in range(self.table.capacity):
+            if self.table.is_torn(i):
+                self.table.clear(i)  # the previous broker died inside this entry
+                continue
+            e = self.table.read(i)
+            if e is None:
+                continue
+            key, port, seen_ns = e
+            if not _key_learnable(key):
+                self.table.clear(i)
+                continue
+            found.append((seen_ns, i, key, port))
+        found.sort()  # oldest first, the order expire() relies on
+        for seen_ns, i, key, port in found:
+            old = self._index.get(key)
+            if old is not None:  # never written twice by us; keep the newer copy
+                self._drop(old)
+            self._index[key] = i
+            self._key[i], self._port[i], self._seen[i] = key, port, seen_ns / _NS
+            self._port_count[port] = self._port_count.get(port, 0) + 1
+            self._order[i] = None
+        # pop() hands out the lowest free index first
+        self._free = [i for i in range(self.table.capacity - 1, -1, -1)
+                      if i not in self._order]
+        self._words[F_IN_USE] = len(self._index)
+
+    # --- the hot path -----------------------------------------------------------------
+    def learn(self, vid: int, mac: bytes, port: int, now: float) -> LearnResult:
+        """Record that ``mac`` in VLAN ``vid`` was seen as a source on ``port`` at ``now``."""
+        key = (vid << 48) | int.from_bytes(mac, "big")
+        i = self._index.get(key)
+        if i is not None and self._port[i] == port:
+            if now - self._seen[i] >= TOUCH_INTERVAL_S:
+                return self._refresh(i, now)
+            return LearnResult.REFRESHED
+        if len(mac) != 6 or mac[0] & 1 or mac == ZERO_MAC or port <= 0 \
+                or not 0 <= vid < 4096:
+            return LearnResult.INVALID
+        if self._port_count.get(port, 0) >= self.per_port_max:
+            if i is not None:
+                # Leaving the old port in place would send this station's traffic to
+                # where it no longer is; forgetting it makes frames flood instead.
+                self._drop(i)
+            self._words[F_REFUSED_PORT] += 1
+            return LearnResult.REFUSED_PORT_FULL
+        if i is not None:
+            self._set(i, key, port, now)
+            return LearnResult.MOVED
+        if not self._free:
+            self._words[F_REFUSED_FULL] += 1
+            return LearnResult.REFUSED_FULL
+        i = self._free.pop()
+        self._index[key] = i
+        self._set(i, key, port, now)
+        self._words[F_IN_USE] = len(self._index)
+        return LearnResult.LEARNED
+
+    def lookup(self, vid: int, mac: bytes, now: float) -> int | None:
+        """The port ``mac`` in VLAN ``vid`` was last seen on, or None (unknown or aged)."""
+        i = self._index.get((vid << 48) | int.from_bytes(mac, "big"))
+        if i is None or now - self._seen[i] >= self.ageout_s:
+            return None
+        return self._port[i]
+
+    def _refresh(self, i: int, now: float) -> LearnResult:
+        if now - self._seen[i] >= self.ageout_s:
+            # Aged but not yet expired: seen again, it is a new station as far as anyone
+            # reading the table can tell.
+            self._set(i, self._key[i], self._port[i], now)
+            return LearnResult.LEARNED
+        self._seen[i] = now
+        self.table.touch(i, int(now * _NS))
+        self._order.move_to_end(i)
+        return LearnResult.REFRESHED
+
+    def _set(self, i: int, key: int, port: int, now: float) -> None:
+        """(Re)write entry ``i`` for ``key`` on ``port``; ``key`` is already indexed."""
+        old = self._port[i]
+        if old != port:
+            if old:
+                self._port_count[old] -= 1
+            self._port_count[port] = self._port_count.get(port, 0) + 1
+        self._key[i], self._port[i], self._seen[i] = key, port, now
+        self.table.write(i, key, port, int(now * _NS))
+        self._order[i] = None
+        self._order.move_to_end(i)
+
+    def _drop(self, i: int) -> None:
+        """Remove entry ``i`` from the table and the index."""
+        key, port = self._key[i], self._port[i]
+        if self._index.get(key) == i:
+            del self._index[key]
+        n = self._port_count[port] - 1
+        if n:
+            self._port_count[port] = n
+        else:
+            del self._port_count[port]
+        self._key[i], self._port[i], self._seen[i] = 0, 0, 0.0
+        self.table.clear(i)
+        self._order.pop(i, None)
+        self._free.append(i)
+        self._words[F_IN_USE] = len(self._index)
+
+    # --- housekeeping -----------------------------------------------------------------
+    def expire(self, now: float) -> int:
+        """Remove every entry aged out at ``now``; returns how many.
+
+        Costs O(removed): entries are kept in last-seen order.
+        """
+        removed = 0
+        order, seen, ageout_s = self._order, self._seen, self.ageout_s
+        while order:
+            i = next(iter(order))
+            if now - seen[i] < ageout_s:  # the same test as lookup(), to the last bit
+                break
+            self._drop(i)
+            removed += 1
+        return removed
+
+    def flush_port(self, port: int) -> int:
+        """Forget every address learned on ``port``; returns how many."""
+        return self._drop_where(lambda p: p == port)
+
+    def flush_all(self) -> int:
+        """Forget every address; returns how many."""
+        return self._drop_where(lambda p: True)
+
+    def retain_ports(self, ports: Iterable[int]) -> int:
+        """Forget the addresses of every port not in ``ports``; returns how many."""
+        keep = frozenset(ports)
+        return self._drop_where(lambda p: p not in keep)
+
+    def _drop_where(self, doomed: Callable[[int], bool]) -> int:
+        victims = [i for i in self._index.values() if doomed(self._port[i])]
+        for i in victims:
+            self._drop(i)
+        return len(victims)
+
+    # --- inspection -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def port_count(self, port: int) -> int:
+        """How many addresses are learned on ``port``."""
+        return self._port_count.get(port, 0)
+
+    def entries(self) -> Iterator[tuple[int, bytes, int, float]]:
+        """``(vid, mac, port, last_seen)`` of every entry, aged or not, oldest first."""
+        for i in self._order:
+            key = self._key[i]
+            yield key >> 48, (key & 0xFFFF_FFFF_FFFF).to_bytes(6, "big"), self._port[i], \
+                self._seen[i]
+
+
+def _key_learnable(key: int) -> bool:
+    mac = key & 0xFFFF_FFFF_FFFF
+    return bool(mac) and not (mac >> 40) & 1 and key >> 48 < 4096
+

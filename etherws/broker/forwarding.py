@@ -1,0 +1,121 @@
+"""Forwarding decisions: which ports a batch of frames from one port goes out of (pure).
+
+The rules of a learning bridge (IEEE 802.1D, as Linux's bridge applies them):
+
+- frames from a port that does not exist or is shut are dropped, and teach nothing;
+- the source (VLAN id, MAC) of every frame is learned on its ingress port;
+- a unicast frame to a known, live destination goes out of that port only; if that port is
+  the ingress port the frame is filtered (the destination is on the ingress segment), if
+  it is shut the frame is dropped;
+- a group-addressed frame or an unknown unicast floods to every port but the ingress
+  port and the shut ones.
+
+A frame never goes back out of its ingress port.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from etherws.broker.fdb import Fdb
+from etherws.frame import FrameError, header
+
+
+@dataclass(slots=True)
+class ForwardResult:
+    """What to do with one batch.
+
+    ``egress`` maps a port to the frames to send out of it, in order. Lists may be shared
+    between ports (a flooded batch is one list): treat them as read-only.
+    ``malformed`` frames could not be parsed; ``filtered`` frames were dropped by the rules.
+    """
+
+    egress: dict[int, list[bytes]] = field(default_factory=dict)
+    malformed: int = 0
+    filtered: int = 0
+
+
+class Forwarder:
+    """Applies the forwarding rules over an ``Fdb`` and the current set of ports."""
+
+    def __init__(self, fdb: Fdb) -> None:
+        self.fdb = fdb
+        self._shut: dict[int, bool] = {}
+        self._flood_cache: dict[int, tuple[int, ...]] = {}
+
+    def set_ports(self, ports: Mapping[int, bool]) -> None:
+        """Replace the set of ports: port number -> shut."""
+        self._shut = dict(ports)
+        self._flood_cache.clear()
+
+    @property
+    def ports(self) -> dict[int, bool]:
+        """The current ports: port number -> shut (a copy)."""
+        return dict(self._shut)
+
+    def flood_targets(self, in_port: int) -> tuple[int, ...]:
+        """The ports a frame from ``in_port`` floods to: live ones but ``in_port``, sorted."""
+        targets = self._flood_cache.get(in_port)
+        if targets is None:
+            targets = tuple(sorted(p for p, shut in self._shut.items()
+                                   if not shut and p != in_port))
+            self._flood_cache[in_port] = targets
+        return targets
+
+    def forward(self, in_port: int, frames: list[bytes], now: float) -> ForwardResult:
+        """Learn from and decide the egress of ``frames`` received on ``in_port`` at ``now``.
+
+        Within the result, frames to one destination keep their order; unicast frames to a
+        port come before the flooded ones (802.1D orders frames per destination and
+        source only, and a batch decides every frame to one destination alike).
+        """
+        result = ForwardResult()
+        if self._shut.get(in_port, True):  # unknown (None -> default) or shut
+            result.filtered = len(frames)
+            return result
+        shut_of = self._shut
+        learn, lookup = self.fdb.learn, self.fdb.lookup
+        unicast: dict[int, list[bytes]] = {}
+        flood: list[bytes] = []
+        malformed = filtered = 0
+        for f in frames:
+            try:
+                vid, dst, src = header(f)
+            except FrameError:
+                malformed += 1
+                continue
+            learn(vid, src, in_port, now)
+            if dst[0] & 1:
+                flood.append(f)
+                continue
+            out = lookup(vid, dst, now)
+            if out is None:
+                flood.append(f)
+            elif out == in_port:
+                filtered += 1
+            else:
+                shut = shut_of.get(out)
+                if shut is None:  # learned on a port since deleted: as good as unknown
+                    flood.append(f)
+                elif shut:
+                    filtered += 1
+                else:
+                    to = unicast.get(out)
+                    if to is None:
+                        unicast[out] = [f]
+                    else:
+                        to.append(f)
+        result.malformed, result.filtered = malformed, filtered
+        result.egress = self._merge(in_port, unicast, flood)
+        return result
+
+    def _merge(self, in_port: int, unicast: dict[int, list[bytes]],
+               flood: list[bytes]) -> dict[int, list[bytes]]:
+        if not flood:
+            return unicast
+        egress = unicast
+        for p in self.flood_targets(in_port):
+            to = egress.get(p)
+            egress[p] = flood if to is None else to + flood
+        return egress

@@ -1,0 +1,286 @@
+"""The broker process: a ZeroMQ ROUTER around the learning bridge (I/O shell).
+
+Every port worker connects a DEALER (routing id ``ipc.routing_id(port)``) to the data
+socket and sends batches (``etherws.ipc``); the broker learns, decides with
+``Forwarder`` and sends each egress port its frames in batches. It never blocks on a
+port: with ROUTER_MANDATORY a send to a full port raises ``zmq.Again`` and a send to a
+port that is not connected (its worker is restarting) raises EHOSTUNREACH, and either
+way the frames are dropped and counted in that port's slot
+(shared/research/library-fit.md §3).
+
+The port table tells which ports exist and which are shut (re-read whenever its
+generation moves); the FDB lives in shared memory, so a restarted broker keeps what was
+learned. The broker also serves flush requests and writes a heartbeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import os
+import signal
+import time
+from typing import Iterator
+
+import zmq
+
+from etherws import ipc, lifeline, logsetup, procargs, shm
+from etherws.broker.fdb import Fdb
+from etherws.broker.forwarding import Forwarder
+from etherws.paths import RunDir
+from etherws.tables import (H_BROKER_HEARTBEAT, H_BROKER_MALFORMED, H_FLUSH_DONE,
+                            H_FLUSH_PORT, H_FLUSH_REQUEST, S_BROKER_DROPS,
+                            S_BROKER_ERRORS, PortTable, TableError)
+
+log = logging.getLogger("etherws.broker")
+
+POLL_TIMEOUT_S = 0.25
+HEARTBEAT_INTERVAL_S = 0.25
+"""Half the 0.5 s the supervisor may rely on, so a busy loop iteration cannot miss it."""
+EXPIRE_INTERVAL_S = 1.0
+MAX_MESSAGES_PER_WAKEUP = 256
+"""Bounded work between two looks at the port table, flush requests and the heartbeat."""
+HWM = 1000
+"""Messages per pipe; smaller values give false zmq.Again to healthy peers (§3)."""
+
+
+class StopFlag:
+    """Set by a signal handler, read by the loop."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+
+class Broker:
+    """The broker's state around one bound ROUTER socket."""
+
+    def __init__(self, sock: zmq.Socket[bytes], ports: PortTable, fdb: Fdb) -> None:
+        self.sock = sock
+        self.ports = ports
+        self.words = ports.words
+        self.fdb = fdb
+        self.forwarder = Forwarder(fdb)
+        self._base: dict[int, int] = {}  # port -> first word of its slot
+        self._rid: dict[int, bytes] = {}
+        self._generation: int | None = None
+        self._next_heartbeat = 0.0
+        self._next_expire = 0.0
+
+    # --- the shared tables ------------------------------------------------------------
+    def sync_ports(self) -> int | None:
+        """Re-read the ports if the table changed; returns the addresses forgotten, or
+        None when nothing changed."""
+        generation = self.ports.generation  # before the slots: a change in between
+        if generation == self._generation:  # bumps it again and is seen next time
+            return None
+        self._generation = generation
+        base: dict[int, int] = {}
+        shut: dict[int, bool] = {}
+        for slot, port, is_shut in self.ports.ports():
+            if port not in base:
+                base[port] = self.ports.base(slot)
+                shut[port] = is_shut
+        self._base = base
+        self._rid = {port: ipc.routing_id(port) for port in base}
+        self.forwarder.set_ports(shut)
+        forgotten = self.fdb.retain_ports(base)
+        log.debug("port table generation %d: %d ports, %d addresses forgotten",
+                  generation, len(base), forgotten)
+        return forgotten
+
+    def serve_flush(self) -> None:
+        """Carry out a pending flush request from the supervisor."""
+        w = self.words
+        request = w[H_FLUSH_REQUEST]  # before the port: the supervisor writes it after
+        if request == w[H_FLUSH_DONE]:
+            return
+        port = w[H_FLUSH_PORT]
+        n = self.fdb.flush_all() if port == 0 else self.fdb.flush_port(port)
+        w[H_FLUSH_DONE] = request
+        log.debug("flush %d: %d addresses of %s forgotten", request, n,
+                  f"port {port}" if port else "all ports")
+
+    def housekeeping(self, now: float) -> None:
+        """Heartbeat and ageing, each at its own interval."""
+        if now >= self._next_heartbeat:
+            self.words[H_BROKER_HEARTBEAT] = time.monotonic_ns()
+            self._next_heartbeat = now + HEARTBEAT_INTERVAL_S
+        if now >= self._next_expire:
+            self.fdb.expire(now)
+            self._next_expire = now + EXPIRE_INTERVAL_S
+
+    # --- the data plane ---------------------------------------------------------------
+    def drain(self, now: float) -> int:
+        """Handle up to MAX_MESSAGES_PER_WAKEUP waiting messages; returns how many."""
+        recv = self.sock.recv_multipart
+        for n in range(MAX_MESSAGES_PER_WAKEUP):
+            try:
+                parts = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return n
+            self.handle(parts, now)
+        return MAX_MESSAGES_PER_WAKEUP
+
+    def handle(self, parts: list[bytes], now: float) -> None:
+        """Switch one message ``[routing id, batch]`` received from a worker."""
+        try:
+            if len(parts) != 2:
+                raise ipc.IpcError(f"message of {len(parts)} parts")
+            port = ipc.port_of(parts[0])
+            frames = ipc.unpack(parts[1])
+        except ipc.IpcError:
+            self.words[H_BROKER_MALFORMED] += 1
+            return
+        result = self.forwarder.forward(port, frames, now)
+        if result.malformed:
+            base = self._base.get(port)
+            if base is not None:
+                self.words[base + S_BROKER_ERRORS] += result.malformed
+        if result.egress:
+            self.deliver(result.egress)
+
+    def deliver(self, egress: dict[int, list[bytes]]) -> None:
+        """Send every port its frames; what a port cannot take now is dropped and counted."""
+        packed: dict[int, bytes] = {}  # id(list) -> message: a flood is packed once
+        for port, frames in egress.items():
+            rid = self._rid.get(port)
+            if rid is None:
+                continue
+            if len(frames) <= ipc.MAX_BATCH_FRAMES:
+                msg = packed.get(id(frames))
+                if msg is None:
+                    msg = packed[id(frames)] = ipc.pack(frames)
+                self._send(port, rid, msg, len(frames))
+                continue
+            for start in range(0, len(frames), ipc.MAX_BATCH_FRAMES):
+                chunk = frames[start:start + ipc.MAX_BATCH_FRAMES]
+                self._send(port, rid, ipc.pack(chunk), len(chunk))
+
+    def _send(self, port: int, rid: bytes, msg: bytes, nframes: int) -> None:
+        try:
+            self.sock.send_multipart([rid, msg], zmq.NOBLOCK)
+            return
+        except zmq.Again:
+            pass  # the port's pipe is full: a slow worker never stalls the others
+        except zmq.ZMQError as e:
+            if e.errno != errno.EHOSTUNREACH:  # not connected, e.g. its worker restarts
+                raise
+        self.words[self._base[port] + S_BROKER_DROPS] += nframes
+
+    # --- the loop ---------------------------------------------------------------------
+    def run(self, wake_fd: int, stopping: StopFlag) -> None:
+        """Serve until ``stopping`` is set (by a signal handler that also writes to
+        ``wake_fd``, so the poll returns at once)."""
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(wake_fd, zmq.POLLIN)
+        timeout_ms = int(POLL_TIMEOUT_S * 1000)
+        while not stopping.set:
+            events = dict(poller.poll(timeout_ms))
+            if wake_fd in events:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_fd, 512)
+            self.sync_ports()
+            self.serve_flush()
+            if self.sock in events:
+                self.drain(time.monotonic())
+            self.housekeeping(time.monotonic())
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[tuple[int, StopFlag]]:
+    """SIGTERM and SIGINT set a flag and wake the poll; restored afterwards."""
+    stopping = StopFlag()
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def handler(signum: int, _frame: object) -> None:
+        stopping.set = True
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    old_fd = signal.set_wakeup_fd(w)
+    try:
+        yield r, stopping
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for s, h in old.items():
+            signal.signal(s, h)
+        os.close(r)
+        os.close(w)
+
+
+def bind_router(ctx: zmq.Context[zmq.Socket[bytes]],
+                endpoint: str) -> zmq.Socket[bytes]:
+    """The broker's ROUTER, bound at ``endpoint`` with a socket file only we can use."""
+    sock = ctx.socket(zmq.ROUTER)
+    try:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # Again/EHOSTUNREACH instead of silence
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker reuses its routing id
+        sock.setsockopt(zmq.SNDHWM, HWM)
+        sock.setsockopt(zmq.RCVHWM, HWM)
+        sock.setsockopt(zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)
+        sock.setsockopt(zmq.LINGER, 0)
+        old = os.umask(0o077)
+        try:
+            sock.bind(endpoint)
+        finally:
+            os.umask(old)
+    except zmq.ZMQError:
+        sock.close(linger=0)
+        raise
+    return sock
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = procargs.child_parser("etherws-broker",
+                              "etherws broker: learns addresses and switches frames")
+    p.add_argument("--ageout", type=float, default=300.0, metavar="S",
+                   help="seconds after which an unseen address is forgotten (default 300)")
+    p.add_argument("--fdb-per-port", type=int, default=1024, metavar="N",
+                   help="most addresses learned on one port (default 1024)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the broker until SIGTERM/SIGINT; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.ageout <= 0 or args.fdb_per_port < 1:
+        parser.error("--ageout must be positive and --fdb-per-port at least 1")
+    lifeline.die_with_parent(args.parent_pid)
+    logsetup.configure(args, "broker")
+    with _stop_signals() as (wake_fd, stopping):  # early: a stop during start-up is clean
+        status = _serve(RunDir(args.rundir), args, wake_fd, stopping)
+    log.info("stopped, exit status %d", status)
+    return status
+
+
+def _serve(rundir: RunDir, args: argparse.Namespace, wake_fd: int,
+           stopping: StopFlag) -> int:
+    try:
+        ports = shm.open_port_table(rundir.port_table)
+        fdb = Fdb(shm.open_fdb_table(rundir.fdb_table), args.ageout, args.fdb_per_port)
+    except (OSError, TableError) as e:
+        log.error("cannot open the shared tables in %s: %s", rundir.root, e)
+        return procargs.EXIT_CONFIG
+    ctx = zmq.Context()
+    try:
+        try:
+            sock = bind_router(ctx, rundir.data_endpoint)
+        except zmq.ZMQError as e:
+            log.error("cannot bind %s: %s", rundir.data_endpoint, e)
+            return procargs.EXIT_CONFIG
+        try:
+            broker = Broker(sock, ports, fdb)
+            broker.sync_ports()  # forgets the addresses of ports deleted while we were away
+            broker.housekeeping(time.monotonic())
+            log.info("started on %s: %d ports, %d of %d addresses kept, ageout %gs",
+                     rundir.data_endpoint, len(broker.forwarder.ports), len(fdb),
+                     fdb.table.capacity, fdb.ageout_s)
+            broker.run(wake_fd, stopping)
+        finally:
+            sock.close(linger=0)
+    finally:
+        ctx.term()
+    return 0

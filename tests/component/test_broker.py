@@ -1,0 +1,411 @@
+"""The real broker process, with this test playing three port workers over DEALER sockets.
+
+Nothing here sleeps for correctness. To show that a frame did *not* go somewhere, a test
+first makes sure the broker has handled it, then sends a marker that must be the next
+thing the port receives: the broker's output to one port is a FIFO, so anything it had
+sent there earlier would arrive first. "The broker has handled it" is seen either from a
+frame reaching another port or through a barrier:
+
+- ``barrier(port)``: a malformed message from ``port`` bumps H_BROKER_MALFORMED once all
+  of that port's earlier messages have been switched (one pipe, in order);
+- ``table_barrier()``: a flush of a port that does not exist is served in the same loop
+  iteration as, and after, the re-read of a changed port table.
+
+Sync frames (EtherType 0x88b6) connect every DEALER before a test and are ignored by
+``recv``: the broker cannot send to a worker whose connection it has not seen yet.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import zmq
+
+import etherws
+from etherws import ipc, shm
+from etherws.paths import RunDir
+from etherws.tables import (F_IN_USE, H_BROKER_HEARTBEAT, H_BROKER_MALFORMED,
+                            S_BROKER_DROPS, S_BROKER_ERRORS, PortKind, fdb_key,
+                            split_key)
+from tests import support
+
+ROOT = str(Path(etherws.__file__).resolve().parent.parent)
+TEST_TYPE = b"\x88\xb5"
+SYNC_TYPE = b"\x88\xb6"
+BCAST = b"\xff" * 6
+NO_SUCH_PORT = 999
+WAIT_S = 10.0
+
+
+def mac(n: int) -> bytes:
+    return bytes([2, 0, 0, 0, 0, n])
+
+
+A, B, C = mac(1), mac(2), mac(3)
+
+
+def eth(dst: bytes, src: bytes, tag: str, size: int = 0) -> bytes:
+    """A test frame; ``tag`` tells frames apart in assertion messages."""
+    payload = tag.encode()
+    return dst + src + TEST_TYPE + payload + bytes(max(0, size - 14 - len(payload)))
+
+
+class Switch:
+    """A run directory with tables for ports 1..3 (slots 0..2), a broker, three DEALERs."""
+
+    def __init__(self, rundir: str, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+        self.rd = RunDir(rundir)
+        self.ctx = ctx
+        self.ports = shm.create_port_table(self.rd.port_table, 16)
+        self.fdb = shm.create_fdb_table(self.rd.fdb_table, 64)
+        for port in (1, 2, 3):
+            self.ports.claim(port - 1, port, PortKind.TAP)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sockets: list[zmq.Socket[bytes]] = []
+        self.dealers: dict[int, zmq.Socket[bytes]] = {}
+        self.inbox: dict[int, collections.deque[bytes]] = collections.defaultdict(
+            collections.deque)
+        self.synced: set[int] = set()
+
+    # --- processes and sockets ----------------------------------------------------------
+    def start_broker(self) -> None:
+        """Start a broker and wait until it has written a fresh heartbeat."""
+        since = time.monotonic_ns()
+        proc = self.proc = subprocess.Popen(
+            [sys.executable, "-m", "etherws.broker", "--rundir", self.rd.root,
+             "--parent-pid", str(os.getpid())], cwd=ROOT)
+        support.wait_until(lambda: self.ports.words[H_BROKER_HEARTBEAT] > since
+                           or proc.poll() is not None, WAIT_S, "the broker to start")
+        assert proc.poll() is None, f"broker exited with {proc.returncode}"
+
+    def socket(self, routing_id: bytes, rcvhwm: int = 1000) -> zmq.Socket[bytes]:
+        s: zmq.Socket[bytes] = self.ctx.socket(zmq.DEALER)
+        self.sockets.append(s)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.ROUTING_ID, routing_id)
+        s.setsockopt(zmq.RCVHWM, rcvhwm)
+        s.setsockopt(zmq.SNDTIMEO, int(WAIT_S * support.SCALE * 1000))
+        s.connect(self.rd.data_endpoint)
+        return s
+
+    def connect(self, port: int, rcvhwm: int = 1000) -> None:
+        self.dealers[port] = self.socket(ipc.routing_id(port), rcvhwm)
+
+    def close(self) -> None:
+        for s in self.sockets:
+            s.close(linger=0)
+        if self.proc is not None:
+            support.kill_process(self.proc)
+
+    # --- traffic --------------------------------------------------------------------------
+    def send(self, port: int, *frames: bytes) -> None:
+        self.dealers[port].send(ipc.pack(list(frames)))
+
+    def take_all(self, port: int) -> None:
+        """Move everything waiting on ``port`` into its inbox (sync frames only mark it)."""
+        s = self.dealers[port]
+        while True:
+            try:
+                msg = s.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            for f in ipc.unpack(msg):
+                if f[12:14] == SYNC_TYPE:
+                    self.synced.add(port)
+                else:
+                    self.inbox[port].append(f)
+
+    def recv(self, port: int, timeout_s: float = WAIT_S) -> bytes:
+        """The next test frame ``port`` receives; fails the test at the deadline."""
+        end = support.deadline(timeout_s)
+        while not self.inbox[port]:
+            if time.monotonic() > end:
+                raise AssertionError(f"port {port} received nothing in {timeout_s}s")
+            if self.dealers[port].poll(50):
+                self.take_all(port)
+        return self.inbox[port].popleft()
+
+    def expect(self, port: int, *frames: bytes) -> None:
+        """``port`` receives exactly these frames next, in this order."""
+        for want in frames:
+            got = self.recv(port)
+            assert got == want, f"port {port}: got {got[14:]!r}, expected {want[14:]!r}"
+
+    def sync(self, ports: tuple[int, ...] = (1, 2, 3)) -> None:
+        """Flood sync frames until every one of ``ports`` receives them."""
+        self.synced -= set(ports)
+        end = support.deadline(WAIT_S)
+        while not set(ports) <= self.synced:
+            assert time.monotonic() < end, f"ports {set(ports) - self.synced} never synced"
+            for p in ports:
+                self.send(p, BCAST + bytes([2, 0xFF, 0, 0, 0, p]) + SYNC_TYPE)
+            for p in ports:
+                if self.dealers[p].poll(20):
+                    self.take_all(p)
+
+    # --- barriers and table views -------------------------------------------------------
+    def barrier(self, port: int) -> None:
+        """Return once the broker has handled every message ``port`` sent so far."""
+        before = self.ports.words[H_BROKER_MALFORMED]
+        self.dealers[port].send(b"\x00")
+        support.wait_until(lambda: self.ports.words[H_BROKER_MALFORMED] > before, WAIT_S,
+                           f"the broker to handle port {port}'s messages")
+
+    def table_barrier(self) -> None:
+        """Return once the broker has seen the port table as it is now."""
+        ticket = self.ports.request_flush(NO_SUCH_PORT)
+        support.wait_until(lambda: self.ports.flush_done(ticket), WAIT_S,
+                           "the broker to see the port table")
+
+    def learned(self) -> dict[bytes, int]:
+        """Test MAC -> port, from the shared FDB (the sync addresses, 02:ff:..., left out)."""
+        out = {}
+        for _, key, port, _ in self.fdb.entries():
+            _, addr = split_key(key)
+            if addr[1] == 0:
+                out[addr] = port
+        return out
+
+    def seen_ns(self, addr: bytes) -> int:
+        return next(seen for _, key, _, seen in self.fdb.entries() if key == fdb_key(0, addr))
+
+    def slot_word(self, port: int, word: int) -> int:
+        return self.ports.words[self.ports.base(port - 1) + word]
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
+    c: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        yield c
+    finally:
+        c.term()
+
+
+@pytest.fixture
+def switch(rundir: str, ctx: zmq.Context[zmq.Socket[bytes]]) -> Iterator[Switch]:
+    sw = Switch(rundir, ctx)
+    try:
+        for port in (1, 2, 3):
+            sw.connect(port)
+        sw.start_broker()
+        yield sw
+    finally:
+        sw.close()
+
+
+# --- forwarding -------------------------------------------------------------------------------
+def test_broadcast_floods_to_the_others_and_not_back(switch: Switch) -> None:
+    switch.sync()
+    f = eth(BCAST, A, "bcast")
+    switch.send(1, f)
+    switch.expect(2, f)
+    switch.expect(3, f)
+    marker = eth(BCAST, B, "marker")
+    switch.send(2, marker)
+    switch.expect(1, marker)  # not f: it never came back
+    switch.expect(3, marker)
+    assert switch.learned() == {A: 1, B: 2}
+
+
+def test_learned_unicast_goes_to_one_port_only(switch: Switch) -> None:
+    switch.sync()
+    hello = eth(BCAST, A, "hello")
+    switch.send(1, hello)
+    switch.expect(2, hello)
+    switch.expect(3, hello)
+    reply = eth(A, B, "reply")
+    switch.send(2, reply)
+    switch.expect(1, reply)
+    marker = eth(BCAST, A, "marker")
+    switch.send(1, marker)
+    switch.expect(2, marker)  # its own reply did not come back
+    switch.expect(3, marker)  # and the reply was not flooded
+
+
+def test_shut_port_neither_sends_nor_receives(switch: Switch) -> None:
+    switch.sync()
+    c_hello = eth(BCAST, C, "c-hello")
+    switch.send(3, c_hello)
+    switch.expect(1, c_hello)
+    switch.expect(2, c_hello)
+    switch.ports.set_shut(2, True)
+    switch.table_barrier()
+    from_shut = [eth(BCAST, mac(9), "from-shut"), eth(A, mac(9), "from-shut-uni")]
+    switch.send(3, *from_shut)
+    switch.barrier(3)
+    to_shut = eth(C, A, "to-shut")  # known unicast to a shut port: dropped, not flooded
+    bcast = eth(BCAST, A, "bcast-while-shut")
+    switch.send(1, to_shut, bcast)
+    switch.expect(2, bcast)
+    marker = eth(BCAST, B, "marker")
+    switch.send(2, marker)
+    switch.expect(1, marker)
+    assert mac(9) not in switch.learned()
+    switch.ports.set_shut(2, False)
+    switch.table_barrier()
+    marker_1 = eth(BCAST, A, "marker-after-shut")
+    switch.send(1, marker_1)
+    switch.expect(3, marker_1)  # nothing sent while it was shut, not even the marker
+
+
+def test_deleted_port_gets_nothing_and_its_addresses_vanish(switch: Switch) -> None:
+    switch.sync()
+    c_hello = eth(BCAST, C, "c-hello")
+    switch.send(3, c_hello)
+    switch.expect(1, c_hello)
+    switch.expect(2, c_hello)
+    assert switch.learned()[C] == 3
+    switch.ports.release(2)
+    support.wait_until(lambda: C not in switch.learned(), WAIT_S, "port 3's addresses to go")
+    assert all(port != 3 for _, _, port, _ in switch.fdb.entries())
+    bcast = eth(BCAST, A, "bcast-while-deleted")
+    switch.send(1, bcast)
+    switch.expect(2, bcast)
+    ghost = eth(BCAST, mac(9), "from-deleted")
+    switch.send(3, ghost)
+    switch.barrier(3)
+    marker = eth(BCAST, B, "marker")
+    switch.send(2, marker)
+    switch.expect(1, marker)
+    assert mac(9) not in switch.learned()
+    switch.ports.claim(2, 3, PortKind.TAP)  # back, as a new port 3
+    switch.table_barrier()
+    switch.send(2, marker)
+    switch.expect(3, marker)  # the broadcast sent while it was deleted never came
+
+
+def test_flush_request_served(switch: Switch) -> None:
+    switch.sync()
+    for port, src in ((1, A), (2, B), (3, C)):
+        switch.send(port, eth(BCAST, src, f"hello-{port}"))
+    switch.barrier(1)
+    switch.barrier(2)
+    switch.barrier(3)
+    assert switch.learned() == {A: 1, B: 2, C: 3}
+    ticket = switch.ports.request_flush(1)
+    support.wait_until(lambda: switch.ports.flush_done(ticket), WAIT_S, "flush of port 1")
+    assert switch.learned() == {B: 2, C: 3}
+    ticket = switch.ports.request_flush(0)
+    support.wait_until(lambda: switch.ports.flush_done(ticket), WAIT_S, "flush of all")
+    assert list(switch.fdb.entries()) == [] and switch.fdb.words[F_IN_USE] == 0
+
+
+# --- never blocking, counting what is dropped -------------------------------------------------
+def test_slow_port_drops_are_counted_and_the_others_still_served(rundir: str,
+                                                                 ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+    sw = Switch(rundir, ctx)
+    try:
+        sw.connect(1)
+        sw.connect(2)
+        sw.connect(3, rcvhwm=1)  # a worker that will stop reading
+        sw.start_broker()
+        sw.sync()
+        drops_2 = sw.slot_word(2, S_BROKER_DROPS)  # sync may have lost some before
+        drops_3 = sw.slot_word(3, S_BROKER_DROPS)  # the DEALERs were connected
+        beat = sw.ports.words[H_BROKER_HEARTBEAT]
+        sent = 0
+        end = support.deadline(30)
+        while sw.slot_word(3, S_BROKER_DROPS) == drops_3:
+            assert time.monotonic() < end, "port 3 never filled up"
+            for _ in range(50):
+                sw.send(1, eth(BCAST, A, f"bulk-{sent}", 1500))
+                sent += 1
+            sw.take_all(2)  # port 2 keeps reading; port 3 never does
+        marker = eth(BCAST, A, "marker")
+        sw.send(1, marker)
+        while sw.recv(2) != marker:
+            pass  # the bulk frames before it
+        lost_2 = sw.slot_word(2, S_BROKER_DROPS) - drops_2
+        assert lost_2 <= 0.1 * sent, f"the healthy port lost {lost_2} of {sent} frames"
+        support.wait_until(lambda: sw.ports.words[H_BROKER_HEARTBEAT] > beat, 2.0,
+                           "a heartbeat while port 3 is stalled")
+    finally:
+        sw.close()
+
+
+def test_malformed_messages_are_counted(switch: Switch) -> None:
+    switch.sync()
+    before = switch.ports.words[H_BROKER_MALFORMED]
+    bad = [b"", b"\x02" + ipc.pack([b"x"])[1:], b"\x01\x00", b"\x01\x00\x05abc"]
+    for msg in bad:
+        switch.dealers[1].send(msg)
+    switch.dealers[1].send_multipart([ipc.pack([eth(BCAST, A, "x")]), b"extra part"])
+    stranger = switch.socket(b"not-a-port")
+    stranger.send(ipc.pack([eth(BCAST, A, "stranger")]))
+    support.wait_until(lambda: switch.ports.words[H_BROKER_MALFORMED] == before + 6, WAIT_S,
+                       "six malformed messages")
+    good = eth(BCAST, A, "good")
+    switch.send(1, b"short", good, b"\x00" * 13)  # a good batch with two bad frames in it
+    switch.expect(2, good)
+    switch.expect(3, good)
+    assert switch.slot_word(1, S_BROKER_ERRORS) == 2
+    assert switch.ports.read(0).errors == 2
+    assert switch.ports.words[H_BROKER_MALFORMED] == before + 6
+
+
+# --- life cycle -------------------------------------------------------------------------------
+def test_heartbeat_advances(switch: Switch) -> None:
+    first = switch.ports.words[H_BROKER_HEARTBEAT]
+    support.wait_until(lambda: switch.ports.words[H_BROKER_HEARTBEAT] > first, 2.0,
+                       "a new heartbeat")
+    support.wait_until(
+        lambda: time.monotonic_ns() - switch.ports.words[H_BROKER_HEARTBEAT] < 0.6e9,
+        2.0, "a heartbeat less than 0.6 s old")
+
+
+def _learn_a_b_c(switch: Switch) -> None:
+    hellos = {port: eth(BCAST, src, f"hello-{port}") for port, src in ((1, A), (2, B), (3, C))}
+    for port, hello in hellos.items():
+        switch.send(port, hello)
+    for port in hellos:  # the two others', in either order
+        got = {switch.recv(port), switch.recv(port)}
+        assert got == {h for p, h in hellos.items() if p != port}
+    assert switch.learned() == {A: 1, B: 2, C: 3}
+
+
+def _kill_9(switch: Switch) -> None:
+    assert switch.proc is not None
+    switch.proc.kill()
+    assert switch.proc.wait(timeout=WAIT_S * support.SCALE) == -signal.SIGKILL
+
+
+def test_kill_9_keeps_the_fdb_and_unicast_works_without_relearning(switch: Switch) -> None:
+    switch.sync()
+    _learn_a_b_c(switch)
+    b_seen = switch.seen_ns(B)
+    _kill_9(switch)
+    switch.start_broker()
+    assert switch.learned() == {A: 1, B: 2, C: 3}
+    assert switch.fdb.words[F_IN_USE] == len(list(switch.fdb.entries()))
+    switch.sync()  # the DEALERs reconnect by themselves
+    unicast = eth(B, A, "after-restart")
+    switch.send(1, unicast)
+    switch.expect(2, unicast)
+    marker = eth(BCAST, A, "marker")
+    switch.send(1, marker)
+    switch.expect(3, marker)  # not the unicast: B was known without a frame from it
+    assert switch.seen_ns(B) == b_seen  # and nothing re-learned it
+
+
+def test_restart_forgets_the_ports_deleted_meanwhile(switch: Switch) -> None:
+    switch.sync()
+    _learn_a_b_c(switch)
+    _kill_9(switch)
+    switch.ports.release(2)  # port 3 is deleted while no broker runs
+    switch.start_broker()
+    assert switch.learned() == {A: 1, B: 2}
+
+
+def test_sigterm_exits_0(switch: Switch) -> None:
+    assert switch.proc is not None
+    switch.proc.send_signal(signal.SIGTERM)
+    assert switch.proc.wait(timeout=WAIT_S * support.SCALE) == 0
