@@ -132,7 +132,7 @@ def decode_request(data: bytes) -> Request:
     """Parse and validate a request; raises RpcError (with the id when one was readable)."""
     try:
         msg = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: not a crash
         raise RpcError(Code.PARSE_ERROR, "request is not JSON") from None
     if not isinstance(msg, dict) or msg.get("jsonrpc") != JSONRPC:
         raise RpcError(Code.INVALID_REQUEST, "not a JSON-RPC 2.0 request")
@@ -152,7 +152,7 @@ def request_id(data: bytes) -> str | int | None:
     """The id of a request that may not decode, for addressing an error reply."""
     try:
         rid = json.loads(data).get("id")
-    except (ValueError, UnicodeDecodeError, AttributeError):
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
         return None
     return rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
 
@@ -176,15 +176,18 @@ def decode_reply(data: bytes, req_id: str) -> dict[str, Any]:
     """
     try:
         msg = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise RpcError(Code.INTERNAL_ERROR, "reply is not JSON") from None
     if not isinstance(msg, dict) or msg.get("jsonrpc") != JSONRPC or msg.get("id") != req_id:
         raise RpcError(Code.INTERNAL_ERROR, "reply is not an answer to this request")
     if "error" in msg:
         err = msg["error"] if isinstance(msg["error"], dict) else {}
         data_ = err.get("data") if isinstance(err.get("data"), dict) else {}
-        raise RpcError(int(err.get("code", Code.INTERNAL_ERROR)),
-                       str(err.get("message", "unknown error")), str(data_.get("reason", "")))
+        code = err.get("code")
+        if not isinstance(code, int) or isinstance(code, bool):
+            code = Code.INTERNAL_ERROR
+        raise RpcError(code, str(err.get("message", "unknown error")),
+                       str(data_.get("reason", "")))
     result = msg.get("result")
     if not isinstance(result, dict):
         raise RpcError(Code.INTERNAL_ERROR, "reply has no result object")

@@ -18,6 +18,7 @@ MAX_FRAME = 65535
 TPID_8021Q = b"\x81\x00"
 
 ZERO_MAC = Mac(bytes(6))
+_HEX = frozenset("0123456789abcdefABCDEF")
 BROADCAST_MAC = Mac(b"\xff" * 6)
 
 
@@ -64,7 +65,8 @@ def mac_to_text(mac: bytes) -> str:
 def mac_from_text(text: str) -> Mac:
     """Parse ``"02:00:00:00:00:01"`` (also ``-`` separated); raises ValueError."""
     parts = text.strip().replace("-", ":").split(":")
-    if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
+    if len(parts) != 6 or not all(1 <= len(p) <= 2 and all(c in _HEX for c in p)
+                                  for p in parts):
         raise ValueError(f"not a MAC address: {text!r}")
     try:
         return Mac(bytes(int(p, 16) for p in parts))

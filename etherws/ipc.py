@@ -48,10 +48,19 @@ def port_of(rid: bytes) -> int:
 
 
 def pack(frames: list[bytes]) -> bytes:
-    """Pack frames (each 1..65535 bytes, at most MAX_BATCH_FRAMES) into one message."""
+    """Pack frames (each 1..65535 bytes, at most MAX_BATCH_FRAMES) into one message.
+
+    Raises IpcError for frames or batches that unpack() would refuse: a sender must
+    drop such a frame on its own rather than lose the whole batch at the receiver.
+    """
+    if len(frames) > MAX_BATCH_FRAMES:
+        raise IpcError(f"batch of {len(frames)} frames exceeds {MAX_BATCH_FRAMES}")
     parts = [_VERSION_BYTE]
     for f in frames:
-        parts.append(_LEN.pack(len(f)))
+        n = len(f)
+        if not 0 < n <= 0xFFFF:
+            raise IpcError(f"frame of {n} bytes cannot be carried")
+        parts.append(_LEN.pack(n))
         parts.append(f)
     return b"".join(parts)
 

@@ -120,7 +120,12 @@ def split_key(key: int) -> tuple[int, bytes]:
 
 def _words(buf: memoryview | bytearray) -> memoryview:
     mv = memoryview(buf)
-    return mv if mv.format == "Q" else mv.cast("B").cast("Q")
+    if mv.format == "Q":
+        return mv
+    if mv.nbytes % WORD:
+        raise TableError(f"a table is a whole number of {WORD}-byte words; "
+                         f"this one has {mv.nbytes} bytes")
+    return mv.cast("B").cast("Q")
 
 
 def _check(words: memoryview, magic: int, what: str) -> None:

@@ -1,7 +1,7 @@
 """System-test harness: a real supervisor and hosts in network namespaces.
 
 A *host* is a network namespace with one end of a veth pair (addressed from
-192.0.2.0/24); the other end stays in the root namespace, where the switch runs, and
+203.0.113.0/24); the other end stays in the root namespace, where the switch runs, and
 is either a ``netdev`` port itself or bridged with a TAP port. Two ping endpoints are
 always in two different namespaces, or the kernel would deliver locally.
 """

@@ -14,7 +14,7 @@ from tests.system.harness import Host, Switch, alive, bridge, host, sigkill
 
 @pytest.fixture
 def hosts(switch: Switch) -> Iterator[tuple[Host, Host, int, int]]:
-    with host("192.0.2.11") as a, host("192.0.2.12") as b:
+    with host("203.0.113.11") as a, host("203.0.113.12") as b:
         tap = unique("etwt")
         tap_port = switch.add("tap", tap)
         with bridge(tap, a.outer):
@@ -55,7 +55,7 @@ def test_killed_broker_is_back_within_2s_and_keeps_the_fdb(switch: Switch, hosts
 
 def test_crash_loop_ends_fatal_and_other_ports_keep_forwarding(switch: Switch, hosts) -> None:
     a, b, _, _ = hosts
-    with host("192.0.2.13") as victim:
+    with host("203.0.113.13") as victim:
         port = switch.add("netdev", victim.outer)
         switch.wait_port(port, "up")
         delete_link(victim.outer)  # the worker's interface is gone: every restart fails

@@ -21,7 +21,7 @@ class Pair:
 
 @pytest.fixture
 def pair(switch: Switch) -> Iterator[Pair]:
-    with host("192.0.2.1") as a, host("192.0.2.2") as b:
+    with host("203.0.113.1") as a, host("203.0.113.2") as b:
         tap = unique("etwt")
         tap_port = switch.add("tap", tap)
         with bridge(tap, a.outer):
@@ -32,8 +32,8 @@ def pair(switch: Switch) -> Iterator[Pair]:
 
 
 def test_two_hosts_ping_and_listfdb_shows_each_mac_on_its_port(pair: Pair) -> None:
-    pair.a.wait_ping("192.0.2.2", 10)
-    assert pair.b.ping("192.0.2.1")
+    pair.a.wait_ping("203.0.113.2", 10)
+    assert pair.b.ping("203.0.113.1")
     fdb = {(e["mac"], e["port"]) for e in pair.sw.entries("listfdb")}
     assert (pair.a.mac(), pair.tap_port) in fdb
     assert (pair.b.mac(), pair.net_port) in fdb
@@ -46,17 +46,17 @@ def test_two_hosts_ping_and_listfdb_shows_each_mac_on_its_port(pair: Pair) -> No
 
 
 def test_shut_stops_traffic_and_unshut_brings_it_back(pair: Pair) -> None:
-    pair.a.wait_ping("192.0.2.2", 10)
+    pair.a.wait_ping("203.0.113.2", 10)
     pair.sw.ctl("setport", str(pair.net_port), "--shut", "1")
     assert pair.sw.port(pair.net_port)["shut"] is True
     # the ARP entry keeps unicast flowing only if frames pass: none may pass now
-    assert not any(pair.a.ping("192.0.2.2", 0.3) for _ in range(3))
+    assert not any(pair.a.ping("203.0.113.2", 0.3) for _ in range(3))
     pair.sw.ctl("setport", str(pair.net_port), "--shut", "0")
-    pair.a.wait_ping("192.0.2.2", 5)
+    pair.a.wait_ping("203.0.113.2", 5)
 
 
 def test_delport_removes_port_fdb_entries_and_tap(pair: Pair) -> None:
-    pair.a.wait_ping("192.0.2.2", 10)
+    pair.a.wait_ping("203.0.113.2", 10)
     a_mac = pair.a.mac()
     assert any(e["mac"] == a_mac for e in pair.sw.entries("listfdb"))
     pair.sw.ctl("delport", str(pair.tap_port))

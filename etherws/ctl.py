@@ -1,0 +1,277 @@
+"""etherws-ctl: control a running switch from the command line.
+
+Each command is one JSON-RPC request to the supervisor (etherws.control) and, unless
+``--json`` is given, one renderer from etherws.render. Exit codes::
+
+    0  done
+    1  the supervisor said no (the error reply's message and [reason] on stderr)
+    2  usage error
+    3  supervisor unreachable: no socket, not root, or no reply within --timeout
+
+Every failure is one line on stderr; tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from typing import Any, Callable, NoReturn, Sequence
+
+from etherws import __version__, paths, render
+from etherws.control import RpcError
+from etherws.ctlclient import ControlClient, PermissionDenied, Unreachable
+
+PROG = "etherws-ctl"
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+Params = Callable[[argparse.Namespace], dict[str, Any]]
+Renderer = Callable[[dict[str, Any]], str]
+
+
+class _ParserExit(Exception):
+    """argparse wants to exit (help, version, usage error): main returns the status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that returns from main instead of calling sys.exit."""
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise _ParserExit(status)
+
+    def error(self, message: str) -> NoReturn:
+        # Usage first, the one-line error last: the line a user (or a script) reads.
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+
+
+# --- argument types ------------------------------------------------------------------
+def port_number(value: str) -> int:
+    """A port number: a positive integer."""
+    try:
+        port = int(value, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if port < 1:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r} (ports start at 1)")
+    return port
+
+
+def positive_int(value: str) -> int:
+    """A positive integer (an MTU)."""
+    try:
+        n = int(value, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {value!r}")
+    return n
+
+
+def seconds(value: str) -> float:
+    """A positive number of seconds."""
+    try:
+        s = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 < s < 86400:
+        raise argparse.ArgumentTypeError(f"not a sensible timeout: {value!r}")
+    return s
+
+
+def shut_flag(value: str) -> bool:
+    """``--shut 0|1``."""
+    if value not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"--shut takes 0 or 1, not {value!r}")
+    return value == "1"
+
+
+# --- commands ------------------------------------------------------------------------
+def _command(sub: argparse._SubParsersAction, name: str, help_: str, method: str,
+             params: Params, renderer: Renderer | None) -> argparse.ArgumentParser:
+    """Add a command: its parser, the request it sends and how its result is shown."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+    p.set_defaults(method=method, params=params, renderer=renderer, command_parser=p)
+    return p
+
+
+def _add_addport(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("addport", help="add a port", description="Add a port to the switch.")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    # Each port kind is its own subcommand, so "addport client URL [options]" slots in
+    # beside these without touching them.
+    tap = _command(kinds, "tap", "a TAP device (created if it does not exist)", "addPort",
+                   lambda a: {"type": "tap", "target": a.name}, render.ports)
+    tap.add_argument("name", metavar="NAME", help="TAP device name, e.g. ethws0")
+    netdev = _command(kinds, "netdev", "an existing network interface (AF_PACKET)", "addPort",
+                      lambda a: {"type": "netdev", "target": a.ifname}, render.ports)
+    netdev.add_argument("ifname", metavar="IFNAME", help="interface name, e.g. eth1")
+
+
+def _setif_params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {"port": args.port}
+    for key in ("address", "netmask", "mtu"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    return params
+
+
+def _port_only(args: argparse.Namespace) -> dict[str, Any]:
+    return {"port": args.port}
+
+
+def _no_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {}
+
+
+def _add_commands(sub: argparse._SubParsersAction) -> None:
+    _add_addport(sub)
+    p = _command(sub, "setport", "shut (1) or open (0) a port", "setPort",
+                 lambda a: {"port": a.port, "shut": a.shut}, None)
+    p.add_argument("port", metavar="PORT", type=port_number)
+    p.add_argument("--shut", metavar="0|1", type=shut_flag, required=True,
+                   help="1: drop the port's traffic, 0: forward it again")
+    p = _command(sub, "delport", "delete a port", "delPort", _port_only, None)
+    p.add_argument("port", metavar="PORT", type=port_number)
+    p = _command(sub, "restartport", "restart a port's worker (also clears FATAL)",
+                 "restartPort", _port_only, None)
+    p.add_argument("port", metavar="PORT", type=port_number)
+    _command(sub, "listport", "list ports with state and counters", "listPort",
+             _no_params, render.ports)
+    p = _command(sub, "setif", "set a port interface's address, netmask or MTU",
+                 "setInterface", _setif_params, None)
+    p.add_argument("port", metavar="PORT", type=port_number)
+    p.add_argument("--address", metavar="A", help="IPv4 or IPv6 address (A or A/PREFIX)")
+    p.add_argument("--netmask", metavar="M", help="netmask, dotted or prefix length")
+    p.add_argument("--mtu", metavar="N", type=positive_int, help="MTU in bytes")
+    _command(sub, "listif", "list port interfaces with addresses and MTU", "listInterface",
+             _no_params, render.interfaces)
+    _command(sub, "listfdb", "list learned addresses", "listFdb", _no_params, render.fdb)
+    p = _command(sub, "flushfdb", "forget learned addresses (of one port, or all)", "flushFdb",
+                 lambda a: {} if a.port is None else {"port": a.port}, None)
+    p.add_argument("port", metavar="PORT", type=port_number, nargs="?")
+    _command(sub, "status", "show the supervisor, broker and FDB state", "getStatus",
+             _no_params, render.status)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The etherws-ctl argument parser."""
+    parser = _Parser(prog=PROG, description="Control a running etherws switch.",
+                     epilog="exit status: 0 done, 1 refused by the supervisor, 2 usage error, "
+                            "3 supervisor unreachable")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--rundir", metavar="DIR",
+                       help=f"the switch's run directory (default {paths.DEFAULT_RUNDIR})")
+    where.add_argument("--ctl", metavar="ENDPOINT",
+                       help="control endpoint, ipc://PATH or tcp://HOST:PORT")
+    parser.add_argument("--ctl-key", metavar="F", help="this client's CURVE key file (tcp://)")
+    parser.add_argument("--ctl-server-key", metavar="F",
+                        help="the supervisor's CURVE public key file (tcp://)")
+    parser.add_argument("--json", action="store_true", help="print the JSON result")
+    parser.add_argument("--timeout", metavar="S", type=seconds, default=5.0,
+                        help="give up after S seconds (default 5)")
+    parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_commands(sub)
+    return parser
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage rules argparse cannot express."""
+    if args.method == "setInterface" and args.address is None and args.netmask is None \
+            and args.mtu is None:
+        args.command_parser.error("give at least one of --address, --netmask, --mtu")
+    keys = (args.ctl_key, args.ctl_server_key)
+    if any(keys) and not (args.ctl or "").startswith("tcp://"):
+        parser.error("--ctl-key and --ctl-server-key go with --ctl tcp://...")
+    if any(keys) and not all(keys):
+        parser.error("--ctl-key and --ctl-server-key go together")
+    if args.ctl and not args.ctl.startswith(("ipc://", "tcp://")):
+        parser.error(f"--ctl: not a control endpoint: {args.ctl!r} (ipc://PATH or tcp://...)")
+
+
+# --- running -------------------------------------------------------------------------
+def _hint(args: argparse.Namespace) -> str:
+    where = f"--ctl {args.ctl}" if args.ctl else f"--rundir {args.rundir}"
+    return f"(is etherws-supervisor running? try: etherws-supervisor start {where})"
+
+
+def _fail(args: argparse.Namespace, message: str, status: int) -> int:
+    if args.debug:
+        traceback.print_exc()
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return status
+
+
+def _output(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(result))
+    elif args.renderer is not None:
+        print(args.renderer(result))
+    sys.stdout.flush()  # a closed pipe shows here, where main can handle it
+
+
+def run(args: argparse.Namespace) -> int:
+    """Send the request ``args`` describes and print the result; returns the exit status."""
+    curve = (args.ctl_key, args.ctl_server_key) if args.ctl_key else None
+    endpoint = args.ctl or paths.RunDir(args.rundir).ctl_endpoint
+    try:
+        client = ControlClient(endpoint, timeout_s=args.timeout, curve=curve)
+    except ValueError as err:  # the endpoint or its keys
+        return _fail(args, str(err), EXIT_USAGE)
+    try:
+        with client:
+            result = client.call(args.method, args.params(args))
+    except RpcError as err:
+        return _fail(args, f"{err.message} [{err.reason}]", EXIT_REFUSED)
+    except PermissionDenied as err:
+        return _fail(args, str(err), EXIT_UNREACHABLE)
+    except Unreachable as err:
+        return _fail(args, f"{err} {_hint(args)}", EXIT_UNREACHABLE)
+    _output(args, result)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run etherws-ctl with ``argv`` (default: the process arguments); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.rundir is None:
+            args.rundir = paths.DEFAULT_RUNDIR
+        _check_args(parser, args)
+    except _ParserExit as done:
+        return done.status
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (| head): nothing more to say, and nowhere to say it;
+        # point stdout at /dev/null so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:  # a bug: one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} "
+              "(--debug shows the traceback)", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+def console_main() -> None:
+    """The ``etherws-ctl`` console script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

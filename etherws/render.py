@@ -1,0 +1,211 @@
+"""Tables and units for etherws-ctl output (pure: results in, text out).
+
+Every renderer takes a control result (``{"entries": [...]}``, shapes in control.py's
+callers and DESIGN.md) and returns the text to print, without a trailing newline.
+Renderers are lenient about shape: a missing field shows as ``-`` rather than failing,
+so an older ctl can still show a newer supervisor's answer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+NONE = "-"
+GAP = "  "
+_UNITS = ("K", "M", "G", "T", "P")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its title and whether it is numeric (right-aligned)."""
+
+    title: str
+    numeric: bool = False
+
+
+# --- units -----------------------------------------------------------------------
+def duration(seconds: float | None) -> str:
+    """``12s``, ``3m04s``, ``2h05m``, ``3d04h``: two units at most, rounded down."""
+    if seconds is None:
+        return NONE
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def size(nbytes: float | None) -> str:
+    """Bytes in SI units, as ``ip -h`` shows them: ``980``, ``1.2K``, ``21.0M``, ``5.6G``."""
+    if nbytes is None:
+        return NONE
+    if nbytes < 1000:
+        return str(int(nbytes))
+    value = float(nbytes)
+    for unit in _UNITS:
+        value /= 1000
+        # Switch units before rounding could print "1000.0K".
+        if round(value, 1) < 1000 or unit == _UNITS[-1]:
+            return f"{value:.1f}{unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def percent(value: float | None) -> str:
+    """A CPU share: ``0.3%``."""
+    return NONE if value is None else f"{value:.1f}%"
+
+
+def number(value: Any) -> str:
+    """An integer count as text; None as ``-``."""
+    return NONE if value is None else str(value)
+
+
+def text(value: Any) -> str:
+    """A text field; None and ``""`` as ``-``."""
+    return NONE if value is None or value == "" else str(value)
+
+
+# --- tables ----------------------------------------------------------------------
+def table(columns: Sequence[Column], rows: Iterable[Sequence[str]]) -> str:
+    """An aligned table with a header row: numeric columns (and their titles) right-aligned,
+    text left; no trailing blanks."""
+    body = [list(r) for r in rows]
+    for r in body:
+        if len(r) != len(columns):
+            raise ValueError(f"row has {len(r)} cells for {len(columns)} columns")
+    widths = [len(c.title) for c in columns]
+    for r in body:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, r)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [cell.rjust(w) if c.numeric else cell.ljust(w)
+               for c, w, cell in zip(columns, widths, cells)]
+        return GAP.join(out).rstrip()
+
+    return "\n".join([line([c.title for c in columns])] + [line(r) for r in body])
+
+
+def _entries(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    entries = result.get("entries", [])
+    return [e for e in entries if isinstance(e, Mapping)] if isinstance(entries, list) else []
+
+
+# --- listPort (and addPort) --------------------------------------------------------
+PORT_COLUMNS = (
+    Column("PORT", True), Column("TYPE"), Column("TARGET"), Column("STATE"),
+    Column("PID", True), Column("RESTARTS", True), Column("UPTIME", True),
+    Column("CPU", True), Column("RSS", True), Column("RX", True), Column("TX", True),
+    Column("DROPS", True),
+)
+REASON = Column("REASON")
+
+
+def port_state(entry: Mapping[str, Any]) -> str:
+    """The state, with ``,shut`` appended for a shut port: ``up,shut``."""
+    state = text(entry.get("state"))
+    return state + ",shut" if entry.get("shut") else state
+
+
+def port_reason(entry: Mapping[str, Any]) -> str:
+    """Why a port is down, and when it is retried: ``exited with status 1, retry in 4s``."""
+    parts = [str(entry.get("reason") or "")]
+    retry = entry.get("next_retry")
+    if retry is not None:
+        parts.append(f"retry in {duration(retry)}")
+    return ", ".join(p for p in parts if p)
+
+
+def ports(result: Mapping[str, Any]) -> str:
+    """The listport table; a REASON column is added when any port has a reason."""
+    entries = _entries(result)
+    rows = [[
+        number(e.get("port")), text(e.get("type")), text(e.get("target")), port_state(e),
+        number(e.get("pid")), number(e.get("restarts")), duration(e.get("uptime")),
+        percent(e.get("cpu")), size(e.get("rss")), number(e.get("rx")), number(e.get("tx")),
+        number(e.get("drops")),
+    ] for e in entries]
+    reasons = [port_reason(e) for e in entries]
+    if any(reasons):
+        return table((*PORT_COLUMNS, REASON), [r + [why] for r, why in zip(rows, reasons)])
+    return table(PORT_COLUMNS, rows)
+
+
+# --- listInterface ---------------------------------------------------------------
+IF_COLUMNS = (
+    Column("PORT", True), Column("TYPE"), Column("TARGET"), Column("ADDRESS"),
+    Column("NETMASK"), Column("MTU", True),
+)
+
+
+def split_address(cidr: str) -> tuple[str, str]:
+    """``192.0.2.1/24`` -> (``192.0.2.1``, ``255.255.255.0``); IPv6 keeps ``/64``."""
+    try:
+        iface = ipaddress.ip_interface(cidr)
+    except ValueError:
+        return cidr, ""
+    if iface.version == 4:
+        return str(iface.ip), str(iface.netmask)
+    return str(iface.ip), f"/{iface.network.prefixlen}"
+
+
+def _if_addresses(entry: Mapping[str, Any]) -> list[tuple[str, str]]:
+    addrs = entry.get("addresses")
+    if isinstance(addrs, list) and addrs:
+        return [split_address(str(a)) for a in addrs]
+    return [(text(entry.get("address")), text(entry.get("netmask")))]
+
+
+def interfaces(result: Mapping[str, Any]) -> str:
+    """The listif table: one line per address, the port's columns on the first."""
+    rows: list[list[str]] = []
+    for e in _entries(result):
+        addrs = _if_addresses(e)
+        first_addr, first_mask = addrs[0]
+        rows.append([number(e.get("port")), text(e.get("type")), text(e.get("target")),
+                     first_addr, first_mask or NONE, number(e.get("mtu"))])
+        rows.extend(["", "", "", addr, mask or NONE, ""] for addr, mask in addrs[1:])
+    return table(IF_COLUMNS, rows)
+
+
+# --- listFdb ---------------------------------------------------------------------
+FDB_COLUMNS = (Column("VID", True), Column("MAC"), Column("PORT", True), Column("AGE", True))
+
+
+def fdb(result: Mapping[str, Any]) -> str:
+    """The listfdb table."""
+    return table(FDB_COLUMNS, [
+        [number(e.get("vid")), text(e.get("mac")), number(e.get("port")), duration(e.get("age"))]
+        for e in _entries(result)
+    ])
+
+
+# --- getStatus -------------------------------------------------------------------
+def _sub(entry: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = entry.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def status(result: Mapping[str, Any]) -> str:
+    """A key/value block per supervisor (there is one)."""
+    blocks = []
+    for e in _entries(result):
+        broker, table_ = _sub(e, "broker"), _sub(e, "fdb")
+        pairs = [
+            ("supervisor", f"pid {number(e.get('pid'))}, up {duration(e.get('uptime'))}"),
+            ("rundir", text(e.get("rundir"))),
+            ("ports", number(e.get("ports"))),
+            ("broker", f"{text(broker.get('state'))}, pid {number(broker.get('pid'))}, "
+                       f"{number(broker.get('restarts'))} restarts"
+                       + (f" ({broker['reason']})" if broker.get("reason") else "")),
+            ("fdb", f"{number(table_.get('entries'))} of {number(table_.get('capacity'))} "
+                    f"entries, refused: {number(table_.get('refused_full'))} table full, "
+                    f"{number(table_.get('refused_port'))} port limit"),
+        ]
+        width = max(len(k) for k, _ in pairs)
+        blocks.append("\n".join(f"{k.ljust(width)}{GAP}{v}" for k, v in pairs))
+    return "\n\n".join(blocks)

@@ -1,0 +1,322 @@
+"""The shared port-worker loop: one medium <-> the broker over the data plane (I/O).
+
+A *medium* is where a port's frames come from and go to: a TAP fd, an AF_PACKET
+socket, a WebSocket. This module knows nothing about which; it moves batches
+(``etherws.ipc`` format) between the medium and a DEALER connected to the broker's
+ROUTER, and keeps the worker-owned words of the port's slot in the port table
+(``etherws.tables``): rx/tx frames and bytes, errors, drops, heartbeat.
+
+Overload policy (shared/research/library-fit.md §6, "overload collapse"): read the
+medium only while the DEALER can take a message. When the broker is slow or away the
+medium's fd is not even polled, frames queue in the kernel and the kernel drops them
+for free (a TAP's tx queue, an AF_PACKET receive buffer) instead of this process
+spending CPU on frames that would be dropped further on. The medium reports those
+kernel drops through ``take_counts`` so ``listport`` shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import time
+from typing import Callable, Protocol, cast
+
+import zmq
+
+from etherws import ipc, lifeline, logsetup, procargs
+from etherws.frame import ETH_HLEN, MAX_FRAME
+from etherws.paths import RunDir
+from etherws.shm import open_port_table
+from etherws.tables import (S_DROPS, S_ERRORS, S_HEARTBEAT, S_PORT, S_RX, S_RX_BYTES,
+                            S_TX, S_TX_BYTES, PortTable, TableError)
+
+log = logging.getLogger(__name__)
+
+HWM = 1000
+"""Send and receive high-water marks of the DEALER, in batches. Below ~1000 libzmq's
+lazy credit updates cause false EAGAIN on healthy links (library-fit §3)."""
+RECV_BATCHES_PER_WAKEUP = 8
+"""Bound on broker batches written to the medium per wake-up (fairness with reads)."""
+POLL_TIMEOUT_MS = 200
+TICK_NS = 200_000_000
+"""Heartbeat and medium-counter period; the supervisor expects a heartbeat every 0.5 s."""
+
+
+class MediumClosed(Exception):
+    """Raised by a medium that ended for good: device deleted, connection closed.
+
+    The worker logs ``reason`` and exits with ``exit_status`` (1: the supervisor
+    restarts it; a WebSocket peer whose remote side hung up may choose 0).
+    """
+
+    def __init__(self, reason: str, exit_status: int = 1) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_status = exit_status
+
+
+class Medium(Protocol):
+    """One port's frame source and sink, polled by fd. Every call is non-blocking."""
+
+    def fileno(self) -> int:
+        """The fd to poll for readability (stays the same while the medium is open)."""
+
+    def read_batch(self, max_frames: int) -> list[bytes]:
+        """Up to ``max_frames`` whole Ethernet frames, [] when nothing is ready.
+
+        Raises MediumClosed when the medium has ended.
+        """
+
+    def write(self, frame: bytes) -> bool:
+        """Send one frame; False when it was dropped (no room, refused by the kernel)."""
+
+    def take_counts(self) -> tuple[int, int]:
+        """``(errors, drops)`` the medium saw on its own since the last call.
+
+        Errors: frames received but unusable (e.g. larger than the data plane carries).
+        Drops: frames lost before they reached us (kernel queue overflow).
+        """
+
+    def close(self) -> None:
+        """Release the medium (a persistent TAP stays)."""
+
+
+class SlotCounters:
+    """The worker-owned words of one port-table slot.
+
+    Only adds: a restarted worker continues the values its predecessor left.
+    """
+
+    def __init__(self, table: PortTable, slot: int) -> None:
+        self.words = table.words
+        self.base = table.base(slot)
+
+    def received(self, frames: int, nbytes: int) -> None:
+        """Frames read from the medium and handed to the broker (rx)."""
+        b = self.base
+        self.words[b + S_RX] += frames
+        self.words[b + S_RX_BYTES] += nbytes
+
+    def sent(self, frames: int, nbytes: int) -> None:
+        """Frames written out to the medium (tx)."""
+        b = self.base
+        self.words[b + S_TX] += frames
+        self.words[b + S_TX_BYTES] += nbytes
+
+    def add_errors(self, n: int) -> None:
+        """Malformed frames or messages, dropped."""
+        if n:
+            self.words[self.base + S_ERRORS] += n
+
+    def add_drops(self, n: int) -> None:
+        """Good frames lost for lack of room."""
+        if n:
+            self.words[self.base + S_DROPS] += n
+
+    def heartbeat(self, now_ns: int) -> None:
+        """Tell the supervisor this worker is alive."""
+        self.words[self.base + S_HEARTBEAT] = now_ns
+
+
+def split_valid(frames: list[bytes]) -> tuple[list[bytes], int]:
+    """``(frames the data plane can carry, how many were not)``: ETH_HLEN..MAX_FRAME bytes."""
+    good = [f for f in frames if ETH_HLEN <= len(f) <= MAX_FRAME]
+    return good, len(frames) - len(good)
+
+
+class BrokerLink:
+    """The worker's DEALER to the broker's ROUTER, routing id ``ipc.routing_id(port)``."""
+
+    def __init__(self, rundir: str, port: int) -> None:
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.DEALER)
+        s = self.socket
+        s.setsockopt(zmq.ROUTING_ID, ipc.routing_id(port))
+        s.setsockopt(zmq.SNDHWM, HWM)
+        s.setsockopt(zmq.RCVHWM, HWM)
+        s.setsockopt(zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)
+        s.setsockopt(zmq.LINGER, 0)
+        # IMMEDIATE: queue only on a completed connection. Without it a DEALER keeps
+        # accepting up to SNDHWM batches while the broker is away (restarting) and
+        # delivers them, stale, when it is back. With it, no POLLOUT while there is no
+        # broker, so the loop stops reading the medium and the kernel drops (and counts)
+        # frames; a batch that still races a disconnect raises EAGAIN and is counted.
+        s.setsockopt(zmq.IMMEDIATE, 1)
+        s.connect(RunDir(rundir).data_endpoint)
+
+    def writable(self) -> bool:
+        """True when a batch can be sent now (connected, below the high-water mark)."""
+        return bool(cast(int, self.socket.get(zmq.EVENTS)) & zmq.POLLOUT)
+
+    def send(self, message: bytes) -> bool:
+        """Send one batch without blocking; False when it was dropped."""
+        try:
+            self.socket.send(message, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    def recv(self) -> bytes | None:
+        """One batch from the broker, or None when none is waiting."""
+        try:
+            return self.socket.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+
+    def close(self) -> None:
+        """Close the socket (dropping what is queued) and the context."""
+        self.socket.close(linger=0)
+        self.context.term()
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checks it at least every POLL_TIMEOUT_MS."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        """Route SIGTERM and SIGINT here (a plain flag: no exception mid-update)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum: int, _frame: object) -> None:
+        self.requested = True
+
+
+class PortLoop:
+    """Moves frames between a medium and the broker until stopped or the medium ends."""
+
+    def __init__(self, medium: Medium, link: BrokerLink, counters: SlotCounters,
+                 stop: StopFlag) -> None:
+        self.medium = medium
+        self.link = link
+        self.counters = counters
+        self.stop = stop
+
+    def run(self) -> None:
+        """Loop until the stop flag is set; MediumClosed propagates."""
+        sock, fd = self.link.socket, self.medium.fileno()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        reading = False
+        next_tick = 0
+        while not self.stop.requested:
+            writable = self.link.writable()
+            if writable != reading:
+                # Drop early: poll the medium only while a batch can go out; otherwise
+                # wait for POLLOUT and leave the frames to the kernel.
+                if writable:
+                    poller.register(fd, zmq.POLLIN)
+                else:
+                    poller.unregister(fd)
+                poller.modify(sock, zmq.POLLIN if writable else zmq.POLLIN | zmq.POLLOUT)
+                reading = writable
+            events = dict(poller.poll(POLL_TIMEOUT_MS))
+            now = time.monotonic_ns()
+            if now >= next_tick:
+                self.tick(now)
+                next_tick = now + TICK_NS
+            if reading and fd in events:
+                self.upstream()
+            if events.get(sock, 0) & zmq.POLLIN:
+                self.downstream()
+
+    def tick(self, now_ns: int) -> None:
+        """Heartbeat, and fold in what the medium counted on its own."""
+        self.counters.heartbeat(now_ns)
+        errors, drops = self.medium.take_counts()
+        self.counters.add_errors(errors)
+        self.counters.add_drops(drops)
+
+    def upstream(self) -> None:
+        """One bounded batch from the medium to the broker."""
+        frames, bad = split_valid(self.medium.read_batch(ipc.MAX_BATCH_FRAMES))
+        self.counters.add_errors(bad)
+        if not frames:
+            return
+        if self.link.send(ipc.pack(frames)):
+            self.counters.received(len(frames), sum(map(len, frames)))
+        else:
+            self.counters.add_drops(len(frames))
+
+    def downstream(self) -> None:
+        """Up to RECV_BATCHES_PER_WAKEUP batches from the broker to the medium."""
+        write = self.medium.write
+        for _ in range(RECV_BATCHES_PER_WAKEUP):
+            message = self.link.recv()
+            if message is None:
+                return
+            try:
+                frames = ipc.unpack(message)
+            except ipc.IpcError:
+                self.counters.add_errors(1)
+                continue
+            sent = nbytes = 0
+            for f in frames:
+                if write(f):
+                    sent += 1
+                    nbytes += len(f)
+            self.counters.sent(sent, nbytes)
+            self.counters.add_drops(len(frames) - sent)
+
+
+OpenMedium = Callable[[argparse.Namespace], Medium]
+"""Opens a port's medium from the parsed arguments (``args.target`` and any extras)."""
+
+
+def _open_counters(args: argparse.Namespace) -> SlotCounters:
+    """The worker's slot, checked to belong to its port (else counters land elsewhere)."""
+    table = open_port_table(RunDir(args.rundir).port_table)
+    port = table.words[table.base(args.slot) + S_PORT]
+    if port != args.port:
+        raise ValueError(f"slot {args.slot} of the port table belongs to port {port}, "
+                         f"not {args.port}")
+    return SlotCounters(table, args.slot)
+
+
+def worker_main(argv: list[str] | None, prog: str, kind_label: str,
+                open_medium: OpenMedium,
+                add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+                ) -> int:
+    """Parse, open the medium, connect to the broker, run; the exit status.
+
+    0 after SIGTERM/SIGINT; procargs.EXIT_CONFIG when the medium or the port table
+    cannot be opened (one clear log line); MediumClosed's status when the medium ends.
+    Any other exception is a bug and ends the process (the supervisor restarts it).
+    """
+    parser = procargs.port_parser(prog, f"etherws {kind_label} port worker")
+    parser.add_argument("target", help=f"what the {kind_label} port attaches to")
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    lifeline.die_with_parent(args.parent_pid)
+    stop = StopFlag()
+    stop.install()
+    logsetup.configure(args, f"port {args.port} {kind_label}")
+    try:  # before any zmq context exists: nothing to tear down on failure
+        medium = open_medium(args)
+    except OSError as e:
+        log.error("%s", e.strerror or e)
+        return procargs.EXIT_CONFIG
+    try:
+        counters = _open_counters(args)
+    except (OSError, TableError, ValueError, IndexError) as e:
+        medium.close()
+        log.error("cannot use port table slot %d: %s", args.slot, e)
+        return procargs.EXIT_CONFIG
+    link = BrokerLink(args.rundir, args.port)
+    counters.heartbeat(time.monotonic_ns())
+    log.info("%s %s open; data plane %s", kind_label, args.target,
+             RunDir(args.rundir).data_endpoint)
+    try:
+        PortLoop(medium, link, counters, stop).run()
+    except MediumClosed as e:
+        log.error("%s %s: %s", kind_label, args.target, e.reason)
+        return e.exit_status
+    finally:
+        link.close()
+        medium.close()
+    log.info("stopped by signal")
+    return 0

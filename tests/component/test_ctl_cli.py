@@ -1,0 +1,349 @@
+"""etherws-ctl as a subprocess against a fake supervisor (a ROUTER in the test process).
+
+The fake binds where the real supervisor would (``paths.RunDir(rundir).ctl_endpoint``),
+answers with the real ``control.dispatch`` from a table of results, and records every
+request, so each test sees both sides: what the CLI sent and what the user saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import zmq
+
+from etherws import control, render
+from etherws.control import Refused
+from etherws.paths import RunDir
+from tests import support
+from tests.support import SCALE, wait_until
+
+REPO = str(Path(__file__).resolve().parents[2])
+ENV = {**os.environ, "PYTHONPATH": REPO, "PYTHONDONTWRITEBYTECODE": "1"}
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+# Interpreter start-up plus a zmq import, on a loaded machine.
+STARTUP_S = 3.0 * SCALE
+
+PORT = {"port": 1, "type": "tap", "target": "ethws0", "state": "up", "shut": False, "pid": 4242,
+        "restarts": 0, "uptime": 12.5, "cpu": 0.3, "rss": 21000000, "rx": 10, "tx": 12,
+        "rx_bytes": 980, "tx_bytes": 1200, "drops": 0, "errors": 0, "reason": "",
+        "next_retry": None}
+FATAL = {**PORT, "port": 2, "type": "netdev", "target": "eth1", "state": "fatal", "pid": None,
+         "restarts": 5, "uptime": None, "cpu": None, "rss": None,
+         "reason": "exited with status 78"}
+IFACE = {"port": 1, "type": "tap", "target": "ethws0", "address": "192.0.2.1",
+         "netmask": "255.255.255.0", "mtu": 1500, "addresses": ["192.0.2.1/24", "2001:db8::1/64"]}
+RESULTS: dict[str, dict[str, Any]] = {
+    "addPort": {"entries": [PORT]},
+    "setPort": {"entries": [{"port": 3, "shut": True}]},
+    "delPort": {"entries": [{"port": 2}]},
+    "restartPort": {"entries": [FATAL]},
+    "listPort": {"entries": [PORT, FATAL]},
+    "setInterface": {"entries": [IFACE]},
+    "listInterface": {"entries": [IFACE]},
+    "listFdb": {"entries": [{"vid": 0, "mac": "02:00:00:00:00:01", "port": 1, "age": 3}]},
+    "flushFdb": {"entries": []},
+    "getStatus": {"entries": [{"pid": 100, "rundir": "/run/etherws", "uptime": 7500,
+                               "ports": 2, "broker": {"state": "up", "pid": 101, "restarts": 0},
+                               "fdb": {"entries": 1, "capacity": 4096, "refused_full": 0,
+                                       "refused_port": 0}}]},
+}
+
+
+class FakeSupervisor:
+    """A ROUTER that serves control requests from RESULTS in a thread and records them."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.refuse: dict[str, Refused] = {}
+        self.silent = False  # True: swallow every request (a hung supervisor)
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(endpoint)
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="fake-supervisor", daemon=True)
+        self._thread.start()
+
+    def _handler(self, method: str) -> control.Handler:
+        def handle(params: dict[str, Any]) -> dict[str, Any]:
+            self.calls.append((method, params))
+            if method in self.refuse:
+                raise self.refuse[method]
+            return RESULTS[method]
+        return handle
+
+    def _serve(self) -> None:
+        handlers = {m: self._handler(m) for m in RESULTS}
+        try:
+            while not self._stop.is_set():
+                if not self.sock.poll(10):
+                    continue
+                *envelope, body = self.sock.recv_multipart()
+                if self.silent:
+                    self.calls.append(("(swallowed)", {}))
+                    continue
+                self.sock.send_multipart([*envelope, control.dispatch(body, handlers)])
+        except BaseException as exc:  # surfaced by close()
+            self.error = exc
+
+    def close(self) -> None:
+        """Stop the thread, close the socket, terminate the context."""
+        self._stop.set()
+        self._thread.join(timeout=5 * SCALE)
+        self.sock.close(linger=0)
+        self.ctx.term()
+        if self.error is not None:
+            raise self.error
+
+
+def start_fake(rundir: str) -> FakeSupervisor:
+    """A fake supervisor at ``rundir``'s control socket, once the socket exists."""
+    fake = FakeSupervisor(RunDir(rundir).ctl_endpoint)
+    wait_until(lambda: os.path.exists(RunDir(rundir).ctl_sock), 5, "the ctl socket")
+    return fake
+
+
+@pytest.fixture
+def fake(rundir: str) -> Iterator[FakeSupervisor]:
+    """A fake supervisor in this test's run directory."""
+    sup = start_fake(rundir)
+    try:
+        yield sup
+    finally:
+        sup.close()
+
+
+def ctl(*args: str, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m etherws.ctl ARGS`` (behind ``prefix``, e.g. setpriv)."""
+    cmd = [*(prefix or []), sys.executable, "-m", "etherws.ctl", *args]
+    return support.run(*cmd, check=False, timeout_s=30, cwd=REPO, env=ENV)
+
+
+def one_line(stderr: str) -> str:
+    """The only line on stderr (fails when there are more)."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+# --- every command: request sent, JSON printed ---------------------------------------------
+CASES = [
+    (["addport", "tap", "ethws0"], "addPort", {"type": "tap", "target": "ethws0"}),
+    (["addport", "netdev", "eth1"], "addPort", {"type": "netdev", "target": "eth1"}),
+    (["setport", "3", "--shut", "1"], "setPort", {"port": 3, "shut": True}),
+    (["setport", "3", "--shut", "0"], "setPort", {"port": 3, "shut": False}),
+    (["delport", "2"], "delPort", {"port": 2}),
+    (["restartport", "2"], "restartPort", {"port": 2}),
+    (["listport"], "listPort", {}),
+    (["setif", "1", "--address", "192.0.2.1/24"], "setInterface",
+     {"port": 1, "address": "192.0.2.1/24"}),
+    (["setif", "1", "--mtu", "9000"], "setInterface", {"port": 1, "mtu": 9000}),
+    (["setif", "1", "--address", "192.0.2.1", "--netmask", "255.255.255.0", "--mtu", "1400"],
+     "setInterface", {"port": 1, "address": "192.0.2.1", "netmask": "255.255.255.0",
+                      "mtu": 1400}),
+    (["listif"], "listInterface", {}),
+    (["listfdb"], "listFdb", {}),
+    (["flushfdb"], "flushFdb", {}),
+    (["flushfdb", "5"], "flushFdb", {"port": 5}),
+    (["status"], "getStatus", {}),
+]
+
+
+@pytest.mark.parametrize("argv, method, params", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_command_request_and_json(fake: FakeSupervisor, rundir: str, argv: list[str],
+                                  method: str, params: dict[str, Any]) -> None:
+    out = ctl("--rundir", rundir, "--json", *argv)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert json.loads(out.stdout) == RESULTS[method]
+    assert fake.calls == [(method, params)]
+
+
+@pytest.mark.parametrize("argv, renderer", [
+    (["listport"], render.ports),
+    (["addport", "tap", "ethws0"], render.ports),
+    (["listif"], render.interfaces),
+    (["listfdb"], render.fdb),
+    (["status"], render.status),
+])
+def test_tables(fake: FakeSupervisor, rundir: str, argv: list[str], renderer: Any) -> None:
+    out = ctl("--rundir", rundir, *argv)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert out.stdout == renderer(RESULTS[fake.calls[0][0]]) + "\n"
+    assert out.stdout.split("\n")[0].split()[:2] in (["PORT", "TYPE"], ["VID", "MAC"],
+                                                     ["supervisor", "pid"])
+
+
+def test_listport_table_shows_state_and_reason(fake: FakeSupervisor, rundir: str) -> None:
+    lines = ctl("--rundir", rundir, "listport").stdout.splitlines()
+    assert lines[0].split()[-1] == "REASON" and len(lines) == 3
+    assert lines[2].split()[:4] == ["2", "netdev", "eth1", "fatal"]
+    assert lines[2].endswith("exited with status 78")
+
+
+@pytest.mark.parametrize("argv", [
+    ["setport", "3", "--shut", "1"], ["delport", "2"], ["restartport", "2"],
+    ["setif", "1", "--mtu", "1400"], ["flushfdb"], ["flushfdb", "1"],
+])
+def test_quiet_commands(fake: FakeSupervisor, rundir: str, argv: list[str]) -> None:
+    out = ctl("--rundir", rundir, *argv)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
+    assert len(fake.calls) == 1
+
+
+def test_ctl_endpoint_option(fake: FakeSupervisor, rundir: str) -> None:
+    out = ctl("--ctl", RunDir(rundir).ctl_endpoint, "--json", "listfdb")
+    assert out.returncode == 0 and json.loads(out.stdout) == RESULTS["listFdb"]
+
+
+# --- errors ------------------------------------------------------------------------------------
+def test_error_reply(fake: FakeSupervisor, rundir: str) -> None:
+    fake.refuse["delPort"] = Refused("no-such-port", "no port 7")
+    out = ctl("--rundir", rundir, "delport", "7")
+    assert (out.returncode, out.stdout) == (1, "")
+    assert one_line(out.stderr) == "etherws-ctl: no port 7 [no-such-port]"
+
+
+def test_error_reply_with_json(fake: FakeSupervisor, rundir: str) -> None:
+    fake.refuse["addPort"] = Refused("bad-type", "unknown port type")
+    out = ctl("--rundir", rundir, "--json", "addport", "tap", "x")
+    assert (out.returncode, out.stdout) == (1, "")
+    assert one_line(out.stderr) == "etherws-ctl: unknown port type [bad-type]"
+
+
+def test_no_supervisor(rundir: str) -> None:
+    started = time.monotonic()
+    out = ctl("--rundir", rundir, "listport")
+    assert time.monotonic() - started < STARTUP_S
+    assert (out.returncode, out.stdout) == (3, "")
+    assert one_line(out.stderr) == (
+        f"etherws-ctl: no supervisor: {RunDir(rundir).ctl_sock} does not exist "
+        f"(is etherws-supervisor running? try: etherws-supervisor start --rundir {rundir})")
+
+
+def test_no_supervisor_hint_names_the_endpoint(rundir: str) -> None:
+    endpoint = "ipc://" + os.path.join(rundir, "other.sock")
+    out = ctl("--ctl", endpoint, "listport")
+    assert out.returncode == 3
+    assert one_line(out.stderr).endswith(f"try: etherws-supervisor start --ctl {endpoint})")
+
+
+def test_hung_supervisor_times_out(fake: FakeSupervisor, rundir: str) -> None:
+    fake.silent = True
+    started = time.monotonic()
+    out = ctl("--rundir", rundir, "--timeout", "1", "listport")
+    assert time.monotonic() - started < 1 + STARTUP_S
+    assert (out.returncode, out.stdout) == (3, "")
+    line = one_line(out.stderr)
+    assert line.startswith(f"etherws-ctl: no reply from the supervisor at "
+                           f"{RunDir(rundir).ctl_endpoint} within 1s")
+    assert line.endswith(f"(is etherws-supervisor running? try: etherws-supervisor start "
+                         f"--rundir {rundir})")
+
+
+def test_debug_shows_the_traceback(rundir: str) -> None:
+    out = ctl("--rundir", rundir, "--debug", "listport")
+    assert out.returncode == 3
+    assert "Traceback" in out.stderr and "Unreachable" in out.stderr
+    assert out.stderr.splitlines()[-1].startswith("etherws-ctl: no supervisor: ")
+
+
+USAGE = [
+    [], ["bogus"], ["delport"], ["delport", "0"], ["delport", "x"], ["delport", "1.5"],
+    ["delport", "1", "2"], ["restartport", "-3"], ["setport", "1"],
+    ["setport", "1", "--shut", "2"], ["setport", "1", "--shut", "yes"], ["setif", "1"],
+    ["setif", "1", "--mtu", "0"], ["setif", "1", "--mtu", "big"], ["setif", "--mtu", "1500"],
+    ["addport"], ["addport", "tap"], ["addport", "bridge", "br0"], ["flushfdb", "0"],
+    ["--timeout", "0", "listport"], ["--timeout", "soon", "listport"],
+    ["--rundir", "/tmp", "--ctl", "ipc:///tmp/x", "listport"],
+    ["--ctl", "tcp://127.0.0.1:7000", "listport"],
+    ["--ctl", "http://example.net/", "listport"],
+    ["--ctl-key", "k", "--ctl-server-key", "s", "listport"],
+    ["--ctl", "tcp://127.0.0.1:7000", "--ctl-key", "k", "listport"],
+]
+
+
+@pytest.mark.parametrize("argv", USAGE, ids=[" ".join(a) or "(nothing)" for a in USAGE])
+def test_usage_errors(fake: FakeSupervisor, rundir: str, argv: list[str]) -> None:
+    args = argv if any(a in ("--rundir", "--ctl") for a in argv) else ["--rundir", rundir, *argv]
+    out = ctl(*args)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert "Traceback" not in out.stderr
+    assert out.stderr.splitlines()[-1].startswith("etherws-ctl")
+    assert fake.calls == []
+
+
+def test_tcp_needs_curve_keys() -> None:
+    out = ctl("--ctl", "tcp://127.0.0.1:7000", "listport")
+    assert (out.returncode, out.stdout) == (2, "")
+    assert one_line(out.stderr) == \
+        "etherws-ctl: tcp:// control needs --ctl-key and --ctl-server-key"
+
+
+def test_help_and_version() -> None:
+    out = ctl("--help")
+    assert out.returncode == 0 and "listport" in out.stdout and "exit status" in out.stdout
+    out = ctl("addport", "--help")
+    assert out.returncode == 0 and "netdev" in out.stdout
+    out = ctl("--version")
+    assert out.returncode == 0 and out.stdout.startswith("etherws-ctl ")
+
+
+# --- not root ----------------------------------------------------------------------------------
+@pytest.fixture
+def root_rundir() -> Iterator[str]:
+    """A 0700 root-owned run directory whose parent everyone may traverse.
+
+    pytest's tmp_path lives under a 0700 directory, which would deny access one level
+    too early; this one sits in a fresh 0755 directory under /tmp, removed afterwards.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a root-only run directory and drop privileges")
+    base = tempfile.mkdtemp(prefix="etherws-ctl-test-", dir="/tmp")
+    try:
+        os.chmod(base, 0o755)
+        run = os.path.join(base, "run")
+        os.mkdir(run, 0o700)
+        yield run
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_not_root_on_a_private_rundir(root_rundir: str) -> None:
+    sup = start_fake(root_rundir)
+    try:
+        started = time.monotonic()
+        out = ctl("--rundir", root_rundir, "listport", prefix=NOBODY)
+        assert time.monotonic() - started < STARTUP_S
+        assert (out.returncode, out.stdout) == (3, "")
+        assert one_line(out.stderr) == (
+            f"etherws-ctl: permission denied on {root_rundir} (etherws-ctl must run as root)")
+        assert sup.calls == []
+    finally:
+        sup.close()
+
+
+def test_not_root_on_a_private_socket(root_rundir: str) -> None:
+    # The directory open to all, the socket file root's alone: ZeroMQ would hide the
+    # EACCES and wait for the timeout, the client must not.
+    os.chmod(root_rundir, 0o755)
+    sup = start_fake(root_rundir)
+    try:
+        os.chmod(RunDir(root_rundir).ctl_sock, 0o600)
+        out = ctl("--rundir", root_rundir, "listport", prefix=NOBODY)
+        assert (out.returncode, out.stdout) == (3, "")
+        assert one_line(out.stderr) == (f"etherws-ctl: permission denied on "
+                                        f"{RunDir(root_rundir).ctl_sock} "
+                                        f"(etherws-ctl must run as root)")
+    finally:
+        sup.close()

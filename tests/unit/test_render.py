@@ -1,0 +1,242 @@
+"""etherws.render: etherws-ctl's tables and units."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from etherws import render
+from etherws.render import Column
+
+PORT_UP = {"port": 1, "type": "tap", "target": "ethws0", "state": "up", "shut": False,
+           "pid": 4242, "restarts": 0, "uptime": 12.5, "cpu": 0.3, "rss": 21000000, "rx": 10,
+           "tx": 12, "rx_bytes": 980, "tx_bytes": 1200, "drops": 0, "errors": 0, "reason": "",
+           "next_retry": None}
+PORT_BACKOFF = {**PORT_UP, "port": 12, "type": "client", "target": "wss://example.net/",
+                "state": "backoff", "shut": True, "pid": None, "restarts": 3, "uptime": None,
+                "cpu": None, "rss": None, "rx": 100000, "drops": 5,
+                "reason": "exited with status 1", "next_retry": 4.2}
+
+
+# --- units ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("seconds, text", [
+    (None, "-"), (0, "0s"), (0.9, "0s"), (12.5, "12s"), (59.99, "59s"), (60, "1m00s"),
+    (184, "3m04s"), (3599, "59m59s"), (3600, "1h00m"), (7500, "2h05m"), (86399, "23h59m"),
+    (86400, "1d00h"), (273600, "3d04h"), (400 * 86400, "400d00h"), (-5, "0s"),
+])
+def test_duration(seconds: float | None, text: str) -> None:
+    assert render.duration(seconds) == text
+
+
+@pytest.mark.parametrize("nbytes, text", [
+    (None, "-"), (0, "0"), (980, "980"), (999, "999"), (1000, "1.0K"), (1200, "1.2K"),
+    (3_400_000, "3.4M"), (21_000_000, "21.0M"), (5_600_000_000, "5.6G"),
+    (999_960, "1.0M"),                 # would round to "1000.0K"
+    (999_949, "999.9K"),
+    (7_300_000_000_000, "7.3T"), (10**18, "1000.0P"),
+])
+def test_size(nbytes: int | None, text: str) -> None:
+    assert render.size(nbytes) == text
+
+
+@pytest.mark.parametrize("value, text", [(None, "-"), (0, "0.0%"), (0.3, "0.3%"),
+                                         (12.345, "12.3%"), (250, "250.0%")])
+def test_percent(value: float | None, text: str) -> None:
+    assert render.percent(value) == text
+
+
+@pytest.mark.parametrize("fn, value, text", [
+    (render.number, None, "-"), (render.number, 0, "0"), (render.number, 17, "17"),
+    (render.text, None, "-"), (render.text, "", "-"), (render.text, "eth0", "eth0"),
+])
+def test_cells(fn: Any, value: Any, text: str) -> None:
+    assert fn(value) == text
+
+
+@given(st.floats(0, 999 * 86400, allow_nan=False))
+def test_duration_is_short(seconds: float) -> None:
+    assert len(render.duration(seconds)) <= 7
+
+
+@given(st.integers(0, 10**17))
+def test_size_is_short(nbytes: int) -> None:
+    assert len(render.size(nbytes)) <= 6
+
+
+# --- tables ----------------------------------------------------------------------------------
+def test_table_alignment() -> None:
+    cols = (Column("N", True), Column("NAME"), Column("COUNT", True))
+    out = render.table(cols, [["1", "a", "5"], ["12", "longer", "1234567"]])
+    assert out.split("\n") == [
+        " N  NAME      COUNT",
+        " 1  a             5",
+        "12  longer  1234567",
+    ]
+
+
+def test_table_without_rows_is_its_header() -> None:
+    assert render.table((Column("A"), Column("B", True)), []) == "A  B"
+
+
+def test_table_strips_trailing_blanks() -> None:
+    out = render.table((Column("A"), Column("LONGTITLE")), [["x", ""]])
+    assert out.split("\n") == ["A  LONGTITLE", "x"]
+
+
+def test_table_refuses_ragged_rows() -> None:
+    with pytest.raises(ValueError):
+        render.table((Column("A"), Column("B")), [["1"]])
+
+
+words = st.text(alphabet="abcxyz0123456789:-./", min_size=1, max_size=12)
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=5).flatmap(
+    lambda numeric: st.tuples(st.just(numeric),
+                              st.lists(st.lists(words, min_size=len(numeric),
+                                                max_size=len(numeric)), max_size=6))))
+def test_table_property(case: tuple[list[bool], list[list[str]]]) -> None:
+    numeric, rows = case
+    cols = [Column(f"C{i}", n) for i, n in enumerate(numeric)]
+    lines = render.table(cols, rows).split("\n")
+    assert len(lines) == len(rows) + 1
+    assert lines[0].split() == [c.title for c in cols]
+    for line, row in zip(lines[1:], rows):
+        assert line.split() == row
+        assert line == line.rstrip()
+    # Every column ends (right-aligned) or starts (left-aligned) at one offset on all lines.
+    for i, col in enumerate(cols):
+        edges = set()
+        for line, cells in zip(lines, [[c.title for c in cols]] + rows):
+            start = _cell_start(line, cells, i)
+            edges.add(start + len(cells[i]) if col.numeric else start)
+        assert len(edges) == 1
+
+
+def _cell_start(line: str, cells: list[str], index: int) -> int:
+    pos = 0
+    for i, cell in enumerate(cells):
+        pos = line.index(cell, pos)
+        if i == index:
+            return pos
+        pos += len(cell)
+    raise AssertionError("unreachable")
+
+
+# --- listport ----------------------------------------------------------------------------
+def test_ports() -> None:
+    assert render.ports({"entries": [PORT_UP]}).split("\n") == [
+        "PORT  TYPE  TARGET  STATE   PID  RESTARTS  UPTIME   CPU    RSS  RX  TX  DROPS",
+        "   1  tap   ethws0  up     4242         0     12s  0.3%  21.0M  10  12      0",
+    ]
+
+
+def test_ports_with_a_reason() -> None:
+    lines = render.ports({"entries": [PORT_UP, PORT_BACKOFF]}).split("\n")
+    assert lines[0].endswith("DROPS  REASON")
+    assert lines[1].endswith("0")  # no reason: nothing after DROPS
+    assert "backoff,shut" in lines[2]
+    assert lines[2].endswith("      5  exited with status 1, retry in 4s")
+    assert lines[2].split()[4:9] == ["-", "3", "-", "-", "-"]
+
+
+@pytest.mark.parametrize("entry, reason", [
+    ({"reason": "exited with status 1"}, "exited with status 1"),
+    ({"reason": "", "next_retry": 125}, "retry in 2m05s"),
+    ({"reason": "killed by SIGSEGV", "next_retry": 0.5}, "killed by SIGSEGV, retry in 0s"),
+    ({}, ""),
+])
+def test_port_reason(entry: dict[str, Any], reason: str) -> None:
+    assert render.port_reason(entry) == reason
+
+
+@pytest.mark.parametrize("state, shut, text", [
+    ("up", False, "up"), ("up", True, "up,shut"), ("fatal", True, "fatal,shut"),
+    (None, False, "-"),
+])
+def test_port_state(state: str | None, shut: bool, text: str) -> None:
+    assert render.port_state({"state": state, "shut": shut}) == text
+
+
+def test_ports_tolerates_missing_fields_and_odd_shapes() -> None:
+    lines = render.ports({"entries": [{"port": 3}, "junk"]}).split("\n")
+    assert len(lines) == 2 and lines[1].split() == ["3"] + ["-"] * 11
+    assert render.ports({}) == render.ports({"entries": []}) == render.ports({"entries": 5})
+    assert render.ports({}).startswith("PORT  TYPE")
+
+
+# --- listif --------------------------------------------------------------------------------
+def test_interfaces() -> None:
+    result = {"entries": [
+        {"port": 1, "type": "tap", "target": "ethws0", "address": "192.0.2.1",
+         "netmask": "255.255.255.0", "mtu": 1500,
+         "addresses": ["192.0.2.1/24", "2001:db8::1/64", "198.51.100.7/32"]},
+        {"port": 2, "type": "netdev", "target": "eth1", "address": "", "netmask": "",
+         "mtu": 9000, "addresses": []},
+    ]}
+    assert render.interfaces(result).split("\n") == [
+        "PORT  TYPE    TARGET  ADDRESS       NETMASK           MTU",
+        "   1  tap     ethws0  192.0.2.1     255.255.255.0    1500",
+        "                      2001:db8::1   /64",
+        "                      198.51.100.7  255.255.255.255",
+        "   2  netdev  eth1    -             -                9000",
+    ]
+
+
+def test_interfaces_without_an_address_list() -> None:
+    # An older supervisor: address and netmask only.
+    out = render.interfaces({"entries": [{"port": 4, "type": "tap", "target": "t", "mtu": 1400,
+                                          "address": "10.0.0.1", "netmask": "255.0.0.0"}]})
+    assert out.split("\n")[1].split() == ["4", "tap", "t", "10.0.0.1", "255.0.0.0", "1400"]
+
+
+@pytest.mark.parametrize("cidr, split", [
+    ("192.0.2.1/24", ("192.0.2.1", "255.255.255.0")),
+    ("192.0.2.1", ("192.0.2.1", "255.255.255.255")),
+    ("2001:db8::1/64", ("2001:db8::1", "/64")),
+    ("fe80::1/64", ("fe80::1", "/64")),
+    ("garbage", ("garbage", "")),
+])
+def test_split_address(cidr: str, split: tuple[str, str]) -> None:
+    assert render.split_address(cidr) == split
+
+
+# --- listfdb --------------------------------------------------------------------------------
+def test_fdb() -> None:
+    result = {"entries": [{"vid": 0, "mac": "02:00:00:00:00:01", "port": 1, "age": 3},
+                          {"vid": 100, "mac": "02:00:00:00:00:02", "port": 12, "age": 250}]}
+    assert render.fdb(result).split("\n") == [
+        "VID  MAC                PORT    AGE",
+        "  0  02:00:00:00:00:01     1     3s",
+        "100  02:00:00:00:00:02    12  4m10s",
+    ]
+
+
+# --- status -----------------------------------------------------------------------------------
+def test_status() -> None:
+    result = {"entries": [{"pid": 4242, "rundir": "/run/etherws", "uptime": 7500, "ports": 3,
+                           "broker": {"state": "up", "pid": 4243, "restarts": 1},
+                           "fdb": {"entries": 12, "capacity": 4096, "refused_full": 5,
+                                   "refused_port": 0}}]}
+    assert render.status(result).split("\n") == [
+        "supervisor  pid 4242, up 2h05m",
+        "rundir      /run/etherws",
+        "ports       3",
+        "broker      up, pid 4243, 1 restarts",
+        "fdb         12 of 4096 entries, refused: 5 table full, 0 port limit",
+    ]
+
+
+def test_status_shows_why_the_broker_is_down() -> None:
+    broker = {"state": "backoff", "pid": None, "restarts": 4, "reason": "killed by SIGKILL"}
+    out = render.status({"entries": [{"broker": broker}]})
+    assert "broker      backoff, pid -, 4 restarts (killed by SIGKILL)" in out.split("\n")
+
+
+def test_status_tolerates_missing_parts() -> None:
+    out = render.status({"entries": [{"pid": 1, "broker": None}]})
+    assert "broker      -, pid -, - restarts" in out.split("\n")
+    assert render.status({"entries": []}) == ""

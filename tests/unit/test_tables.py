@@ -1,0 +1,283 @@
+"""etherws.tables: the shared port table and FDB layouts, over plain bytearrays."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from etherws import tables
+from etherws.tables import (
+    FDB_MAGIC, FLAG_SHUT, HEADER_WORDS, PORT_MAGIC, SLOT_WORDS, FdbTable, PortKind, PortTable,
+    TableError,
+)
+
+NSLOTS = 4
+CAPACITY = 8
+
+
+def port_table(nslots: int = NSLOTS) -> PortTable:
+    """An empty port table in a bytearray."""
+    return PortTable.format(bytearray(PortTable.size(nslots)), nslots)
+
+
+def fdb_table(capacity: int = CAPACITY) -> FdbTable:
+    """An empty FDB in a bytearray."""
+    return FdbTable.format(bytearray(FdbTable.size(capacity)), capacity)
+
+
+# --- PortTable -------------------------------------------------------------------------
+def test_empty_port_table() -> None:
+    t = port_table()
+    assert t.nslots == NSLOTS
+    assert t.generation == 0
+    assert list(t.ports()) == []
+    assert PortTable.size(NSLOTS) == (HEADER_WORDS + NSLOTS * SLOT_WORDS) * 8
+
+
+def test_reopen_sees_the_same_table() -> None:
+    buf = bytearray(PortTable.size(NSLOTS))
+    PortTable.format(buf, NSLOTS).claim(1, 7, PortKind.TAP)
+    again = PortTable(buf)
+    assert list(again.ports()) == [(1, 7, False)]
+    # A buffer already cast to words works as well (an mmap cast by the caller).
+    assert PortTable(memoryview(buf).cast("Q")).nslots == NSLOTS
+
+
+def test_claim_zeroes_the_slot_and_bumps_generation() -> None:
+    t = port_table()
+    b = t.base(2)
+    for i in range(SLOT_WORDS):
+        t.words[b + i] = 99  # a previous port's leftovers
+    t.words[b + tables.S_PORT] = 0
+    t.claim(2, 5, PortKind.NETDEV, shut=True)
+    s = t.read(2)
+    assert (s.slot, s.port, s.shut, s.kind) == (2, 5, True, PortKind.NETDEV)
+    assert (s.heartbeat_ns, s.rx, s.rx_bytes, s.tx, s.tx_bytes, s.errors, s.drops) == (0,) * 7
+    assert t.generation == 1
+
+
+def test_claim_refuses_a_slot_in_use_and_out_of_range() -> None:
+    t = port_table()
+    t.claim(0, 1, PortKind.TAP)
+    with pytest.raises(ValueError):
+        t.claim(0, 2, PortKind.TAP)
+    for slot in (-1, NSLOTS):
+        with pytest.raises(IndexError):
+            t.claim(slot, 3, PortKind.TAP)
+    assert t.generation == 1
+
+
+def test_release() -> None:
+    t = port_table()
+    t.claim(1, 4, PortKind.CLIENT)
+    t.release(1)
+    assert list(t.ports()) == []
+    assert t.read(1).port == 0
+    assert t.generation == 2
+    t.claim(1, 6, PortKind.SERVER)  # the slot is free again
+    assert list(t.ports()) == [(1, 6, False)]
+
+
+def test_set_shut_keeps_other_flags() -> None:
+    t = port_table()
+    t.claim(0, 1, PortKind.TAP)
+    other = 1 << 7
+    t.words[t.base(0) + tables.S_FLAGS] |= other
+    t.set_shut(0, True)
+    assert t.read(0).shut and t.words[t.base(0) + tables.S_FLAGS] == other | FLAG_SHUT
+    assert list(t.ports()) == [(0, 1, True)]
+    t.set_shut(0, False)
+    assert not t.read(0).shut and t.words[t.base(0) + tables.S_FLAGS] == other
+    assert t.generation == 3
+
+
+@pytest.mark.parametrize("used, start, expected", [
+    ([], 0, 0),
+    ([], 3, 3),
+    ([0], 0, 1),
+    ([2, 3], 2, 0),          # wraps around
+    ([1], 1, 2),
+    ([0, 1, 2], 3, 3),
+    ([0, 1, 2, 3], 0, None),  # full
+    ([0, 1, 2, 3], 2, None),
+])
+def test_free_slot_round_robin(used: list[int], start: int, expected: int | None) -> None:
+    t = port_table()
+    for slot in used:
+        t.claim(slot, slot + 1, PortKind.TAP)
+    assert t.free_slot(start) == expected
+
+
+def test_flush_tickets() -> None:
+    t = port_table()
+    first = t.request_flush(5)
+    assert t.words[tables.H_FLUSH_PORT] == 5 and not t.flush_done(first)
+    second = t.request_flush(0)
+    assert second == first + 1 and t.words[tables.H_FLUSH_PORT] == 0
+    t.words[tables.H_FLUSH_DONE] = first  # the broker carried out the first
+    assert t.flush_done(first) and not t.flush_done(second)
+    t.words[tables.H_FLUSH_DONE] = second
+    assert t.flush_done(first) and t.flush_done(second)
+
+
+def test_read_sums_worker_and_broker_counters() -> None:
+    t = port_table()
+    t.claim(3, 9, PortKind.TAP)
+    b = t.base(3)
+    values = {tables.S_HEARTBEAT: 123, tables.S_RX: 1, tables.S_RX_BYTES: 60, tables.S_TX: 2,
+              tables.S_TX_BYTES: 120, tables.S_ERRORS: 3, tables.S_DROPS: 4,
+              tables.S_BROKER_DROPS: 10, tables.S_BROKER_ERRORS: 20}
+    for word, value in values.items():
+        t.words[b + word] = value
+    s = t.read(3)
+    assert (s.heartbeat_ns, s.rx, s.rx_bytes, s.tx, s.tx_bytes) == (123, 1, 60, 2, 120)
+    assert (s.errors, s.drops) == (23, 14)
+
+
+def test_port_kind_labels() -> None:
+    assert [k.label for k in PortKind] == ["tap", "netdev", "client", "server"]
+
+
+ops = st.lists(st.tuples(st.sampled_from(["claim", "release", "shut", "open"]),
+                         st.integers(0, NSLOTS - 1)), max_size=40)
+
+
+@given(ops)
+def test_port_table_follows_a_model(steps: list[tuple[str, int]]) -> None:
+    t = port_table()
+    model: dict[int, tuple[int, bool]] = {}
+    next_port = 1
+    for op, slot in steps:
+        before = t.generation
+        if op == "claim" and slot not in model:
+            t.claim(slot, next_port, PortKind.TAP)
+            model[slot] = (next_port, False)
+            next_port += 1
+        elif op == "release" and slot in model:
+            t.release(slot)
+            del model[slot]
+        elif op in ("shut", "open") and slot in model:
+            t.set_shut(slot, op == "shut")
+            model[slot] = (model[slot][0], op == "shut")
+        else:
+            continue
+        assert t.generation == before + 1
+        assert list(t.ports()) == [(s, p, shut) for s, (p, shut) in sorted(model.items())]
+        assert t.free_slot() == next((s for s in range(NSLOTS) if s not in model), None)
+
+
+# --- table errors --------------------------------------------------------------------
+def _header(magic: int, version: int, count: int, words: int) -> bytearray:
+    buf = bytearray(words * 8)
+    mv = memoryview(buf).cast("Q")
+    mv[0], mv[1], mv[2] = magic, version, count
+    return buf
+
+
+@pytest.mark.parametrize("cls, buf", [
+    (PortTable, bytearray()),
+    (PortTable, bytearray(8 * (HEADER_WORDS - 1))),
+    (PortTable, bytearray(PortTable.size(2))),                          # zeroed: no magic
+    (PortTable, _header(FDB_MAGIC, 1, 2, 100)),                         # an FDB
+    (PortTable, _header(PORT_MAGIC, 2, 2, 100)),                        # a newer version
+    (PortTable, _header(PORT_MAGIC, 1, 2, HEADER_WORDS + SLOT_WORDS)),  # short of slot 1
+    (FdbTable, bytearray()),
+    (FdbTable, _header(PORT_MAGIC, 1, 2, 100)),
+    (FdbTable, _header(FDB_MAGIC, 0, 2, 100)),
+    (FdbTable, _header(FDB_MAGIC, 1, 2, HEADER_WORDS + 7)),             # short of entry 1
+], ids=lambda v: v.__name__ if isinstance(v, type) else None)
+def test_table_error(cls: type, buf: bytearray) -> None:
+    with pytest.raises(TableError):
+        cls(buf)
+
+
+@pytest.mark.parametrize("cls", [PortTable, FdbTable])
+def test_table_error_on_ragged_buffer(cls: type) -> None:
+    with pytest.raises(TableError):
+        cls(bytearray(HEADER_WORDS * 8 + 3))
+
+
+def test_table_error_is_a_value_error() -> None:
+    assert issubclass(TableError, ValueError)
+
+
+# --- FdbTable --------------------------------------------------------------------------
+KEY = tables.fdb_key(10, bytes.fromhex("020000000001"))
+
+
+def test_empty_fdb() -> None:
+    t = fdb_table()
+    assert t.capacity == CAPACITY
+    assert list(t.entries()) == []
+    assert all(t.read(i) is None for i in range(CAPACITY))
+    assert FdbTable.size(CAPACITY) == (HEADER_WORDS + CAPACITY * tables.ENTRY_WORDS) * 8
+
+
+def test_fdb_write_read_touch_clear() -> None:
+    t = fdb_table()
+    t.write(3, KEY, 2, 1000)
+    assert t.read(3) == (KEY, 2, 1000)
+    assert list(t.entries()) == [(3, KEY, 2, 1000)]
+    seq = t.words[HEADER_WORDS + 3 * tables.ENTRY_WORDS + tables.E_SEQ]
+    assert seq == 2 and not t.is_torn(3)
+    t.touch(3, 2000)
+    assert t.read(3) == (KEY, 2, 2000)
+    t.clear(3)
+    assert t.read(3) is None and list(t.entries()) == []
+    assert not t.is_torn(3)
+
+
+def test_fdb_entry_with_port_zero_is_empty() -> None:
+    t = fdb_table()
+    t.write(0, KEY, 0, 5)
+    assert t.read(0) is None
+
+
+def test_fdb_torn_entry() -> None:
+    t = fdb_table()
+    t.write(1, KEY, 4, 7)
+    # The broker died between the two sequence bumps of a rewrite.
+    t.words[HEADER_WORDS + 1 * tables.ENTRY_WORDS + tables.E_SEQ] += 1
+    assert t.is_torn(1)
+    assert t.read(1, retries=3) is None  # reported empty, never half-written
+    assert list(t.entries()) == []
+
+
+@pytest.mark.parametrize("repair", ["write", "clear"])
+def test_fdb_rewrite_repairs_a_torn_entry(repair: str) -> None:
+    # A restarted broker rewrites or clears what its predecessor left half-written.
+    t = fdb_table()
+    t.write(1, KEY, 4, 7)
+    t.words[HEADER_WORDS + 1 * tables.ENTRY_WORDS + tables.E_SEQ] += 1  # died mid-write
+    if repair == "write":
+        t.write(1, KEY, 4, 8)
+    else:
+        t.clear(1)
+    assert not t.is_torn(1)
+    assert t.words[HEADER_WORDS + 1 * tables.ENTRY_WORDS + tables.E_SEQ] % 2 == 0
+    assert t.read(1, retries=3) == ((KEY, 4, 8) if repair == "write" else None)
+    t.write(1, KEY, 5, 9)  # and the entry keeps working afterwards
+    assert t.read(1) == (KEY, 5, 9)
+
+
+def test_fdb_entries_lists_every_entry_in_use() -> None:
+    t = fdb_table()
+    written = {i: (tables.fdb_key(i, bytes([2, 0, 0, 0, 0, i])), i + 1, i * 10)
+               for i in (0, 2, CAPACITY - 1)}
+    for i, (key, port, seen) in written.items():
+        t.write(i, key, port, seen)
+    assert list(t.entries()) == [(i, *v) for i, v in sorted(written.items())]
+
+
+# --- keys --------------------------------------------------------------------------------
+def test_fdb_key_layout() -> None:
+    assert tables.fdb_key(0, bytes.fromhex("020000000001")) == 0x020000000001
+    assert tables.fdb_key(1, bytes(6)) == 1 << 48
+
+
+@given(st.integers(0, 0xFFF), st.binary(min_size=6, max_size=6))
+def test_fdb_key_round_trip(vid: int, mac: bytes) -> None:
+    key = tables.fdb_key(vid, mac)
+    assert 0 <= key < 2**64
+    assert tables.split_key(key) == (vid, mac)
