@@ -33,6 +33,8 @@ class Config:
     ageout: float = DEFAULT_AGEOUT_S
     fdb_size: int = DEFAULT_FDB_SIZE
     ctl: str | None = None
+    ctl_secret_key: str | None = None
+    ctl_clients: str | None = None
     logfile: str | None = None
     logconf: str | None = None
     syslog: bool = False
@@ -47,7 +49,7 @@ class Config:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "rundir": (str,), "foreground": (bool,), "ageout": (int, float), "fdb_size": (int,),
-    "ctl": (str,), "logfile": (str,), "logconf": (str,), "syslog": (bool,),
+    "ctl": (str,), "ctl_secret_key": (str,), "ctl_clients": (str,), "logfile": (str,), "logconf": (str,), "syslog": (bool,),
     "debug": (bool,), "no_server": (bool,),
 }
 
@@ -92,9 +94,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError("--rundir must be an absolute path")
     if sum(bool(x) for x in (cfg.logfile, cfg.logconf, cfg.syslog)) > 1:
         raise ConfigError("choose one of --logfile, --logconf and --syslog")
-    if cfg.ctl is not None:
-        if cfg.ctl.startswith("tcp://"):
-            raise ConfigError("remote control over tcp:// needs CURVE keys, "
-                              "which this version does not support yet")
-        if not cfg.ctl.startswith("ipc:///"):
-            raise ConfigError("--ctl must be an ipc:///absolute/path endpoint")
+    remote = cfg.ctl is not None and cfg.ctl.startswith("tcp://")
+    keys = (cfg.ctl_secret_key, cfg.ctl_clients)
+    if remote and not all(keys):
+        raise ConfigError("--ctl tcp://... needs --ctl-secret-key and --ctl-clients "
+                          "(remote control is CURVE-only)")
+    if any(keys) and not remote:
+        raise ConfigError("--ctl-secret-key and --ctl-clients go with --ctl tcp://...")
+    if cfg.ctl is not None and not remote and not cfg.ctl.startswith("ipc:///"):
+        raise ConfigError("--ctl must be ipc:///absolute/path or tcp://ADDRESS:PORT")

@@ -20,7 +20,7 @@ import sys
 import traceback
 from typing import Any, Callable, NoReturn, Sequence
 
-from etherws import __version__, paths, render
+from etherws import __version__, curvekeys, paths, render
 from etherws.control import RpcError
 from etherws.ctlclient import ControlClient, PermissionDenied, Unreachable
 
@@ -160,6 +160,9 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("port", metavar="PORT", type=port_number, nargs="?")
     _command(sub, "status", "show the supervisor, broker and FDB state", "getStatus",
              _no_params, render.status)
+    p = _command(sub, "keygen", "write a CURVE key pair for remote control: "
+                 "FILE.key (public) and FILE.key_secret", "", _no_params, None)
+    p.add_argument("file", metavar="FILE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,8 +223,19 @@ def _output(args: argparse.Namespace, result: dict[str, Any]) -> None:
     sys.stdout.flush()  # a closed pipe shows here, where main can handle it
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    try:
+        public, secret = curvekeys.generate(args.file)
+    except curvekeys.KeyFileError as err:
+        return _fail(args, str(err), EXIT_REFUSED)
+    print(f"public key: {public}\nsecret key: {secret}")
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     """Send the request ``args`` describes and print the result; returns the exit status."""
+    if args.command == "keygen":
+        return _keygen(args)
     curve = (args.ctl_key, args.ctl_server_key) if args.ctl_key else None
     endpoint = args.ctl or paths.RunDir(args.rundir).ctl_endpoint
     try:

@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from etherws import control
+from etherws import control, curvekeys
 
 IPC = "ipc://"
 TCP = "tcp://"
@@ -50,13 +50,14 @@ class ControlClient:
             raise ValueError("the control timeout must be positive")
         if retries < 1:
             raise ValueError("a control call needs at least one try")
+        self._keys: tuple[bytes, bytes, bytes] | None = None
         if endpoint.startswith(TCP):
             if curve is None:
+                # Never talk to a remote supervisor in clear text.
                 raise ValueError("tcp:// control needs --ctl-key and --ctl-server-key")
-            # Remote control with CURVE keys is a later issue; refuse rather than
-            # talk to a remote supervisor in clear text.
-            raise ValueError("tcp:// control (CURVE) is not implemented yet")
-        if not endpoint.startswith(IPC) or len(endpoint) == len(IPC):
+            public, secret = curvekeys.load_secret(curve[0])  # KeyFileError is a ValueError
+            self._keys = (public, secret, curvekeys.load_public(curve[1]))
+        elif not endpoint.startswith(IPC) or len(endpoint) == len(IPC):
             raise ValueError(f"not a control endpoint: {endpoint!r} (use ipc://PATH)")
         self.endpoint = endpoint
         self.timeout_s = timeout_s
@@ -93,6 +94,8 @@ class ControlClient:
             sock.setsockopt(zmq.LINGER, 0)
             # Replies are small; a bigger one is garbage and must not exhaust memory.
             sock.setsockopt(zmq.MAXMSGSIZE, 16 * 1024 * 1024)
+            if self._keys is not None:
+                sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = self._keys
             sock.connect(self.endpoint)
             self._sock = sock
         return self._sock
@@ -105,6 +108,8 @@ class ControlClient:
 
     def check_socket(self) -> None:
         """Raise Unreachable at once when the ipc:// socket file cannot be used."""
+        if not self.endpoint.startswith(IPC):
+            return  # a refused tcp:// peer (wrong key) only ever shows as a timeout
         path = self.socket_path
         rundir = os.path.dirname(path) or "."
         try:

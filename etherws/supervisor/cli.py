@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--fdb-size", type=int, help="FDB capacity (default 8192)")
     s.add_argument("--ctl", metavar="ENDPOINT", help="control endpoint "
                    "(default ipc://RUNDIR/ctl.sock)")
+    s.add_argument("--ctl-secret-key", metavar="F", help="the supervisor's CURVE key pair "
+                   "(.key_secret from etherws-ctl keygen), for --ctl tcp://")
+    s.add_argument("--ctl-clients", metavar="DIR", help="directory of allowed client "
+                   "public keys (.key files), for --ctl tcp://")
     s.add_argument("--no-server", action="store_true", default=None,
                    help="do not accept WebSocket peers")
     s.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)
@@ -49,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         g = c.add_mutually_exclusive_group()
         g.add_argument("--rundir", default=DEFAULT_RUNDIR, help="run directory")
         g.add_argument("--ctl", metavar="ENDPOINT", help="control endpoint")
+        c.add_argument("--ctl-key", metavar="F", help="client CURVE key (tcp://)")
+        c.add_argument("--ctl-server-key", metavar="F", help="supervisor public key (tcp://)")
         c.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
     return p
 
@@ -142,11 +148,11 @@ def _start_detached(args: argparse.Namespace) -> int:
 
 def _forward_args(args: argparse.Namespace) -> list[str]:
     out = ["start", "--foreground"]
-    for opt in ("rundir", "config", "ageout", "fdb_size", "ctl", "logfile", "logconf"):
+    paths_ = ("config", "logfile", "logconf", "ctl_secret_key", "ctl_clients")
+    for opt in ("rundir", "ageout", "fdb_size", "ctl") + paths_:
         value = getattr(args, opt)
         if value is not None:
-            value = os.path.abspath(value) if opt in ("config", "logfile", "logconf") \
-                else value
+            value = os.path.abspath(value) if opt in paths_ else value
             out += ["--" + opt.replace("_", "-"), str(value)]
     for flag in ("no_server", "syslog", "debug"):
         if getattr(args, flag):
@@ -174,13 +180,18 @@ def _endpoint(args: argparse.Namespace) -> str:
 
 
 def _stop(args: argparse.Namespace) -> int:
+    curve = (args.ctl_key, args.ctl_server_key) if args.ctl_key else None
     try:
-        with ControlClient(_endpoint(args), timeout_s=args.timeout) as client:
+        with ControlClient(_endpoint(args), timeout_s=args.timeout, curve=curve) as client:
             pid = client.call("shutdown", {})["entries"][0]["pid"]
+    except ValueError as exc:  # an endpoint or key file that cannot work
+        return _fail(str(exc), EXIT_USAGE)
     except Unreachable as exc:
         return _fail(str(exc), EXIT_UNREACHABLE)
     except RpcError as exc:
         return _fail(f"{exc.message} [{exc.reason}]", EXIT_REFUSED)
+    if curve is not None:
+        return EXIT_OK  # a remote supervisor's pid means nothing on this host
     end = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < end:
         try:
@@ -195,6 +206,10 @@ def _status(args: argparse.Namespace) -> int:
     from etherws import ctl
 
     target = ["--ctl", args.ctl] if args.ctl else ["--rundir", args.rundir]
+    if args.ctl_key:
+        target += ["--ctl-key", args.ctl_key]
+    if args.ctl_server_key:
+        target += ["--ctl-server-key", args.ctl_server_key]
     return ctl.main(target + ["--timeout", str(args.timeout), "status"])
 
 

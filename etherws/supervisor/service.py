@@ -19,8 +19,9 @@ from collections import OrderedDict
 from typing import Callable
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
-from etherws import control, logsetup, shm
+from etherws import control, curvekeys, logsetup, shm
 from etherws.config import Config
 from etherws.paths import RunDir
 from etherws.supervisor import handlers
@@ -79,7 +80,8 @@ class Supervisor:
         self._lock_fd = -1
         self._replies: OrderedDict[str | int, bytes] = OrderedDict()
         self._ctx: zmq.Context | None = None
-        self._ctl: zmq.Socket | None = None
+        self._ctl_socks: list[zmq.Socket] = []
+        self._auth: ThreadAuthenticator | None = None
         self._wakeup_r = self._wakeup_w = -1
 
     # --- start-up ------------------------------------------------------------------
@@ -100,24 +102,56 @@ class Supervisor:
 
     @property
     def ctl_endpoint(self) -> str:
-        """Where etherws-ctl reaches us."""
-        return self.cfg.ctl or self.rundir.ctl_endpoint
+        """Where a local etherws-ctl reaches us (always an ipc:// socket file)."""
+        if self.cfg.ctl and self.cfg.ctl.startswith("ipc://"):
+            return self.cfg.ctl
+        return self.rundir.ctl_endpoint
 
-    def _bind_control(self) -> None:
-        self._ctx = zmq.Context()
+    def _control_socket(self, endpoint: str) -> zmq.Socket:
+        assert self._ctx is not None
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, control.MAX_REQUEST)
+        self._ctl_socks.append(sock)  # closed by cleanup() whatever happens next
+        return sock
+
+    def _bind_control(self) -> None:
+        self._ctx = zmq.Context()
+        sock = self._control_socket(self.ctl_endpoint)
         old = os.umask(0o077)  # the socket file must never be reachable by others
         try:
             sock.bind(self.ctl_endpoint)
         except zmq.ZMQError as exc:
-            sock.close()
             raise StartError(f"cannot bind control socket {self.ctl_endpoint}: {exc}") from None
         finally:
             os.umask(old)
         os.chmod(self.ctl_endpoint[len("ipc://"):], 0o600)
-        self._ctl = sock
+        if self.cfg.ctl and self.cfg.ctl.startswith("tcp://"):
+            self._bind_remote_control(self.cfg.ctl)
+
+    def _bind_remote_control(self, endpoint: str) -> None:
+        """A CURVE-only ROUTER: ZAP lets in only clients whose public key is allowed."""
+        assert self._ctx is not None and self.cfg.ctl_secret_key and self.cfg.ctl_clients
+        try:
+            public, secret = curvekeys.load_secret(self.cfg.ctl_secret_key)
+        except curvekeys.KeyFileError as exc:
+            raise StartError(str(exc)) from None
+        if not os.path.isdir(self.cfg.ctl_clients):
+            raise StartError(f"--ctl-clients {self.cfg.ctl_clients} is not a directory")
+        self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("etherws.zap"))
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=self.cfg.ctl_clients)
+        sock = self._control_socket(endpoint)
+        sock.curve_publickey, sock.curve_secretkey = public, secret
+        sock.curve_server = True
+        # a silent TCP peer must not hold a handshake slot for libzmq's default 30 s
+        sock.setsockopt(zmq.HANDSHAKE_IVL, 5000)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise StartError(f"cannot bind remote control {endpoint}: {exc}") from None
+        log.info("remote control on %s (CURVE, clients from %s)", endpoint,
+                 self.cfg.ctl_clients)
 
     def _child_argv(self, module: str) -> list[str]:
         argv = [sys.executable, "-m", module, "--rundir", self.rundir.root,
@@ -131,7 +165,6 @@ class Supervisor:
     # --- the loop --------------------------------------------------------------------
     def run(self) -> int:
         """Serve until stopped by a request or a signal; then stop everything."""
-        assert self._ctl is not None
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wakeup_w)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -139,15 +172,17 @@ class Supervisor:
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the poll up
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         poller = zmq.Poller()
-        poller.register(self._ctl, zmq.POLLIN)
+        for sock in self._ctl_socks:
+            poller.register(sock, zmq.POLLIN)
         poller.register(self._wakeup_r, zmq.POLLIN)
         while not self.stopping:
             events = dict(poller.poll(TICK_S * 1000))
             if self._wakeup_r in events:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wakeup_r, 512)
-            if self._ctl in events:
-                self._serve_control()
+            for sock in self._ctl_socks:
+                if sock in events:
+                    self._serve_control(sock)
             self.ports.tick(time.monotonic())
         log.info("supervisor stopping")
         return 0
@@ -155,17 +190,16 @@ class Supervisor:
     def _on_stop_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
 
-    def _serve_control(self) -> None:
-        assert self._ctl is not None
+    def _serve_control(self, sock: zmq.Socket) -> None:
         for _ in range(32):  # bounded: the loop must keep supervising under a flood
             try:
-                msg = self._ctl.recv_multipart(zmq.NOBLOCK)
+                msg = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if len(msg) != 3 or msg[1] != b"":
                 log.debug("control: dropped a message that is not a REQ envelope")
                 continue
-            self._ctl.send_multipart([msg[0], b"", self._reply(msg[2])])
+            sock.send_multipart([msg[0], b"", self._reply(msg[2])])
             if self.stopping:
                 return
 
@@ -200,8 +234,10 @@ class Supervisor:
         """Stop every child, delete what we created, release the run directory."""
         if hasattr(self, "ports"):
             self.ports.stop_all()
-        if self._ctl is not None:
-            self._ctl.close()
+        for sock in self._ctl_socks:
+            sock.close()
+        if self._auth is not None:
+            self._auth.stop()
         if self._ctx is not None:
             self._ctx.term()
         for path in (self.rundir.ctl_sock, self.rundir.data_sock, self.rundir.port_table,

@@ -40,8 +40,16 @@ def test_bad_files(text: str, message: str) -> None:
     ({"rundir": "run"}, "absolute"),
     ({"logfile": "/a", "syslog": True}, "choose one"),
     ({"ctl": "tcp://127.0.0.1:5555"}, "CURVE"),
+    ({"ctl": "tcp://127.0.0.1:5555", "ctl_clients": "/k"}, "CURVE"),
+    ({"ctl_secret_key": "/k", "ctl_clients": "/k"}, "go with --ctl tcp"),
     ({"ctl": "inproc://x"}, "ipc:///"),
 ])
 def test_bad_values(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build({}, values)
+
+
+def test_remote_control_needs_both_keys() -> None:
+    cfg = build({}, {"ctl": "tcp://127.0.0.1:5555", "ctl_secret_key": "/s.key_secret",
+                     "ctl_clients": "/clients"})
+    assert cfg.ctl == "tcp://127.0.0.1:5555"
