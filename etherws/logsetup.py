@@ -11,6 +11,8 @@ import logging
 import logging.config
 import logging.handlers
 import os
+import sys
+from types import TracebackType
 
 SYSLOG_SOCKET = "/dev/log"
 
@@ -58,3 +60,10 @@ def configure(args: argparse.Namespace, name: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # A crash's traceback must reach the log: a detached switch's stderr may lead nowhere.
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(etype: type[BaseException], value: BaseException,
+                  tb: TracebackType | None) -> None:
+    logging.getLogger().critical("uncaught exception, exiting", exc_info=(etype, value, tb))
