@@ -44,6 +44,8 @@ def child_arguments(args: argparse.Namespace) -> list[str]:
 def configure(args: argparse.Namespace, name: str) -> None:
     """Configure the root logger for a process called ``name`` (e.g. ``port 3 tap``)."""
     level = logging.DEBUG if getattr(args, "debug", False) else logging.INFO
+    # A crash's traceback must reach the log: a detached switch's stderr may lead nowhere.
+    sys.excepthook = _log_uncaught
     if getattr(args, "logconf", None):
         logging.config.fileConfig(args.logconf, disable_existing_loggers=False)
         return
@@ -60,8 +62,6 @@ def configure(args: argparse.Namespace, name: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # A crash's traceback must reach the log: a detached switch's stderr may lead nowhere.
-    sys.excepthook = _log_uncaught
 
 
 def _log_uncaught(etype: type[BaseException], value: BaseException,
