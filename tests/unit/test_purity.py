@@ -24,6 +24,9 @@ PURE = [
     "etherws.broker.fdb",
     "etherws.broker.forwarding",
     "etherws.supervisor.policy",
+    "etherws.config",
+    "etherws.ifaddr",
+    "etherws.htpasswd",
 ]
 
 FORBIDDEN = frozenset({

@@ -1,0 +1,277 @@
+"""AuthFile against real files: change detection, last good table, log-once failures.
+
+Each test owns files in tmp_path. Timestamps are set explicitly with os.utime where a
+test needs the "unchanged" fast path, so nothing depends on the clock's granularity
+and nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from etherws import authfile
+from etherws.authfile import AuthFile
+from etherws.htpasswd import HtpasswdTable, parse, verify
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "htpasswd"
+ALICE = (FIXTURES / "sha1.htpasswd").read_text(encoding="utf-8").splitlines()[0]
+BOB = ALICE.replace("alice:", "bobby:", 1)  # same length as ALICE
+HOUR_NS = 3600 * 10**9
+
+
+@pytest.fixture
+def htfile(tmp_path: Path) -> Path:
+    """Where the tests write their htpasswd file (not created yet)."""
+    return tmp_path / "htpasswd"
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Capture etherws.authfile at INFO and above."""
+    caplog.set_level(logging.INFO, logger="etherws.authfile")
+    return caplog
+
+
+def write(path: Path, text: str, age_ns: int | None = HOUR_NS) -> None:
+    """Rewrite ``path`` in place, mode 0600, with an mtime ``age_ns`` in the past.
+
+    An old mtime takes the file out of AuthFile's racy window, so an unchanged file is
+    served from the cache; ``age_ns=None`` keeps the fresh mtime of the write.
+    """
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+    if age_ns is not None:
+        then = time.time_ns() - age_ns
+        os.utime(path, ns=(then, then))
+
+
+def kept(reason: str) -> str:
+    """The warning for a failure while a good table is in force."""
+    return f"{reason}; keeping the last good table (1 users)"
+
+
+def nobody(reason: str) -> str:
+    """The warning for a failure before any good table."""
+    return f"{reason}; no users can log in until it is fixed"
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The WARNING messages logged so far."""
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_first_read(htfile: Path, logs: pytest.LogCaptureFixture) -> None:
+    write(htfile, ALICE + "\n")
+    auth = AuthFile(htfile)
+    table = auth.table()
+    assert list(table) == ["alice"] and verify(table, "alice", "s3cret!")
+    assert auth.path == str(htfile)
+    assert [r.getMessage() for r in logs.records] == [f"htpasswd {htfile} loaded: 1 users"]
+
+
+def test_unchanged_file_is_one_stat(htfile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(htfile, ALICE + "\n")
+    auth = AuthFile(htfile)
+    first = auth.table()
+    parses: list[str] = []
+    monkeypatch.setattr("etherws.authfile.parse", parses.append)
+    for _ in range(100):
+        assert auth.table() is first
+    assert parses == []
+
+
+def test_fresh_file_is_reread_until_its_mtime_is_old(
+        htfile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two same-size writes within one timestamp tick look identical to stat(): a file
+    # modified within RACY_WINDOW_NS is therefore read again on every call.
+    write(htfile, ALICE + "\n", age_ns=None)
+    auth = AuthFile(htfile)
+    auth.table()
+    reads: list[str] = []
+
+    def counting_parse(text: str) -> HtpasswdTable:
+        reads.append(text)
+        return parse(text)
+    monkeypatch.setattr("etherws.authfile.parse", counting_parse)
+    auth.table()
+    assert len(reads) == 1
+    old = time.time_ns() - HOUR_NS
+    os.utime(htfile, ns=(old, old))
+    auth.table()
+    auth.table()
+    assert len(reads) == 2  # read once more (the signature changed), then cached
+
+
+def test_rewrite_in_place_same_size(htfile: Path) -> None:
+    write(htfile, ALICE + "\n")
+    auth = AuthFile(htfile)
+    assert list(auth.table()) == ["alice"]
+    assert len(BOB) == len(ALICE)
+    write(htfile, BOB + "\n", age_ns=HOUR_NS // 2)  # same size, another (old) mtime
+    assert list(auth.table()) == ["bobby"]
+
+
+def test_rewrite_within_the_same_tick_is_seen(htfile: Path) -> None:
+    # No utime: whatever the filesystem's timestamp granularity, the change is seen.
+    write(htfile, ALICE + "\n", age_ns=None)
+    auth = AuthFile(htfile)
+    assert list(auth.table()) == ["alice"]
+    write(htfile, BOB + "\n", age_ns=None)
+    assert list(auth.table()) == ["bobby"]
+
+
+def test_touch_with_new_content(htfile: Path) -> None:
+    write(htfile, ALICE + "\n")
+    auth = AuthFile(htfile)
+    auth.table()
+    write(htfile, ALICE + "\n" + BOB + "\n", age_ns=None)
+    assert sorted(auth.table()) == ["alice", "bobby"]
+
+
+def test_replace_via_rename(htfile: Path, tmp_path: Path) -> None:
+    write(htfile, ALICE + "\n")
+    auth = AuthFile(htfile)
+    auth.table()
+    new = tmp_path / "htpasswd.new"
+    write(new, BOB + "\n", age_ns=HOUR_NS)  # same size and mtime: only the inode differs
+    os.utime(new, ns=(os.stat(htfile).st_atime_ns, os.stat(htfile).st_mtime_ns))
+    os.replace(new, htfile)
+    assert list(auth.table()) == ["bobby"]
+
+
+def test_garbled_file_keeps_last_good_and_logs_once(
+        htfile: Path, logs: pytest.LogCaptureFixture) -> None:
+    write(htfile, ALICE + "\n")
+    auth = AuthFile(htfile)
+    good = auth.table()
+    write(htfile, ALICE + "\nmallory:hunter2\n", age_ns=None)
+    for _ in range(5):
+        assert auth.table() is good
+    assert warnings(logs) == [
+        kept(f"cannot use {htfile}: line 2: unsupported hash (plain text or an unknown scheme)")]
+    assert "hunter2" not in logs.text and "mallory" not in logs.text
+
+
+def test_a_different_failure_is_logged_again(
+        htfile: Path, logs: pytest.LogCaptureFixture) -> None:
+    write(htfile, ALICE + "\n")
+    auth = AuthFile(htfile)
+    auth.table()
+    write(htfile, "garbage\n" + ALICE + "\n")
+    auth.table()
+    write(htfile, ALICE + "\ngarbage\n", age_ns=HOUR_NS // 2)
+    auth.table()
+    auth.table()
+    assert [w.split(": ", 1)[1][:6] for w in warnings(logs)] == ["line 1", "line 2"]
+
+
+def test_recovery_logs_and_the_next_failure_is_logged_again(
+        htfile: Path, logs: pytest.LogCaptureFixture) -> None:
+    write(htfile, ALICE + "\n")
+    auth = AuthFile(htfile)
+    auth.table()
+    write(htfile, "garbage\n", age_ns=HOUR_NS // 2)
+    auth.table()
+    write(htfile, BOB + "\n", age_ns=HOUR_NS // 3)
+    assert list(auth.table()) == ["bobby"]
+    write(htfile, "garbage\n", age_ns=HOUR_NS // 4)
+    assert list(auth.table()) == ["bobby"]
+    messages = [r.getMessage() for r in logs.records]
+    assert messages[0] == f"htpasswd {htfile} loaded: 1 users"
+    assert messages[2] == f"htpasswd {htfile} is usable again: 1 users"
+    assert len(warnings(logs)) == 2 and warnings(logs)[0] == warnings(logs)[1]
+
+
+def test_deleted_file_keeps_last_good(htfile: Path, logs: pytest.LogCaptureFixture) -> None:
+    write(htfile, ALICE + "\n")
+    auth = AuthFile(htfile)
+    good = auth.table()
+    htfile.unlink()
+    assert auth.table() is good and auth.table() is good
+    assert warnings(logs) == [kept(f"cannot read {htfile}: No such file or directory")]
+    write(htfile, BOB + "\n")
+    assert list(auth.table()) == ["bobby"]
+    assert logs.records[-1].getMessage() == f"htpasswd {htfile} is usable again: 1 users"
+
+
+def test_directory_in_place_of_the_file(htfile: Path, logs: pytest.LogCaptureFixture) -> None:
+    write(htfile, ALICE + "\n")
+    auth = AuthFile(htfile)
+    good = auth.table()
+    htfile.unlink()
+    htfile.mkdir()
+    assert auth.table() is good and auth.table() is good
+    assert warnings(logs) == [kept(f"cannot read {htfile}: not a regular file")]
+
+
+def test_unreadable_file(htfile: Path, logs: pytest.LogCaptureFixture,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # chmod 000 does not stop root, so make open() fail the way EACCES would.
+    write(htfile, ALICE + "\n")
+    auth = AuthFile(htfile)
+    good = auth.table()
+    write(htfile, BOB + "\n", age_ns=HOUR_NS // 2)
+    real_open = os.open
+
+    def denied(path: str, flags: int, mode: int = 0o777) -> int:
+        if path == str(htfile):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, mode)
+    monkeypatch.setattr(os, "open", denied)
+    assert auth.table() is good and auth.table() is good
+    assert warnings(logs) == [kept(f"cannot read {htfile}: Permission denied")]
+    monkeypatch.setattr(os, "open", real_open)
+    # A read error is not remembered: the next call tries again, file changed or not.
+    assert list(auth.table()) == ["bobby"]
+
+
+def test_never_good_means_nobody(htfile: Path, logs: pytest.LogCaptureFixture) -> None:
+    auth = AuthFile(htfile)
+    assert auth.table() == {} and not verify(auth.table(), "alice", "s3cret!")
+    write(htfile, "alice:hunter2\n")
+    assert auth.table() == {}
+    assert warnings(logs) == [
+        nobody(f"cannot read {htfile}: No such file or directory"),
+        nobody(f"cannot use {htfile}: line 1: unsupported hash (plain text or an unknown scheme)")]
+    write(htfile, ALICE + "\n", age_ns=HOUR_NS // 2)
+    assert verify(auth.table(), "alice", "s3cret!")
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"alice:\xff\xfe\n", "not UTF-8 (byte 6)"),
+    (b"x" * 64 + b"\n", "larger than 32 bytes"),
+])
+def test_unusable_bytes(htfile: Path, logs: pytest.LogCaptureFixture,
+                        monkeypatch: pytest.MonkeyPatch, data: bytes, reason: str) -> None:
+    monkeypatch.setattr(authfile, "MAX_FILE_BYTES", 32)
+    htfile.write_bytes(data)
+    os.chmod(htfile, 0o600)
+    assert AuthFile(htfile).table() == {}
+    assert warnings(logs) == [nobody(f"cannot use {htfile}: {reason}")]
+
+
+def test_byte_order_mark_and_crlf_are_fine(htfile: Path) -> None:
+    htfile.write_bytes(b"\xef\xbb\xbf" + ALICE.encode() + b"\r\n" + BOB.encode() + b"\r\n")
+    os.chmod(htfile, 0o600)
+    assert sorted(AuthFile(htfile).table()) == ["alice", "bobby"]
+
+
+def test_world_readable_file_is_warned_about_once(
+        htfile: Path, logs: pytest.LogCaptureFixture) -> None:
+    write(htfile, ALICE + "\n")
+    os.chmod(htfile, 0o644)
+    auth = AuthFile(htfile)
+    assert list(auth.table()) == ["alice"]
+    write(htfile, BOB + "\n", age_ns=HOUR_NS // 2)
+    os.chmod(htfile, 0o644)
+    assert list(auth.table()) == ["bobby"]
+    assert warnings(logs) == [f"htpasswd {htfile} is world-readable (mode 0644)"]
+    os.chmod(htfile, 0o666)
+    auth.table()
+    assert warnings(logs)[-1] == f"htpasswd {htfile} is world-writable (mode 0666)"
