@@ -18,13 +18,14 @@ Sync frames (EtherType 0x88b6) connect every DEALER before a test and are ignore
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import pytest
 import zmq
@@ -139,6 +140,12 @@ class Switch:
             got = self.recv(port)
             assert got == want, f"port {port}: got {got[14:]!r}, expected {want[14:]!r}"
 
+    def deliver(self, port: int, frame: bytes, *to: int) -> None:
+        """``port`` sends ``frame``; each of the ports ``to`` receives it next."""
+        self.send(port, frame)
+        for receiver in to:
+            self.expect(receiver, frame)
+
     def sync(self, ports: tuple[int, ...] = (1, 2, 3)) -> None:
         """Flood sync frames until every one of ``ports`` receives them."""
         self.synced -= set(ports)
@@ -161,9 +168,12 @@ class Switch:
 
     def table_barrier(self) -> None:
         """Return once the broker has seen the port table as it is now."""
-        ticket = self.ports.request_flush(NO_SUCH_PORT)
-        support.wait_until(lambda: self.ports.flush_done(ticket), WAIT_S,
-                           "the broker to see the port table")
+        self.flush(NO_SUCH_PORT, "the broker to see the port table")
+
+    def flush(self, port: int, what: str) -> None:
+        """Request a flush of ``port``'s addresses (0: all) and wait until it is served."""
+        ticket = self.ports.request_flush(port)
+        support.wait_until(lambda: self.ports.flush_done(ticket), WAIT_S, what)
 
     def learned(self) -> dict[bytes, int]:
         """Test MAC -> port, from the shared FDB (the sync addresses, 02:ff:..., left out)."""
@@ -190,53 +200,49 @@ def ctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
         c.term()
 
 
-@pytest.fixture
-def switch(rundir: str, ctx: zmq.Context[zmq.Socket[bytes]]) -> Iterator[Switch]:
+@contextlib.contextmanager
+def running_switch(rundir: str, ctx: zmq.Context[zmq.Socket[bytes]],
+                   rcvhwm: Mapping[int, int] | None = None) -> Iterator[Switch]:
+    """A Switch with ports 1..3 connected and a broker started; closed afterwards.
+
+    ``rcvhwm`` gives a port a receive high-water mark other than the default 1000.
+    """
     sw = Switch(rundir, ctx)
     try:
         for port in (1, 2, 3):
-            sw.connect(port)
+            sw.connect(port, (rcvhwm or {}).get(port, 1000))
         sw.start_broker()
         yield sw
     finally:
         sw.close()
 
 
+@pytest.fixture
+def switch(rundir: str, ctx: zmq.Context[zmq.Socket[bytes]]) -> Iterator[Switch]:
+    with running_switch(rundir, ctx) as sw:
+        yield sw
+
+
 # --- forwarding -------------------------------------------------------------------------------
 def test_broadcast_floods_to_the_others_and_not_back(switch: Switch) -> None:
     switch.sync()
-    f = eth(BCAST, A, "bcast")
-    switch.send(1, f)
-    switch.expect(2, f)
-    switch.expect(3, f)
-    marker = eth(BCAST, B, "marker")
-    switch.send(2, marker)
-    switch.expect(1, marker)  # not f: it never came back
-    switch.expect(3, marker)
+    switch.deliver(1, eth(BCAST, A, "bcast"), 2, 3)
+    # Next at port 1 the marker, not "bcast": it never came back.
+    switch.deliver(2, eth(BCAST, B, "marker"), 1, 3)
     assert switch.learned() == {A: 1, B: 2}
 
 
 def test_learned_unicast_goes_to_one_port_only(switch: Switch) -> None:
     switch.sync()
-    hello = eth(BCAST, A, "hello")
-    switch.send(1, hello)
-    switch.expect(2, hello)
-    switch.expect(3, hello)
-    reply = eth(A, B, "reply")
-    switch.send(2, reply)
-    switch.expect(1, reply)
-    marker = eth(BCAST, A, "marker")
-    switch.send(1, marker)
-    switch.expect(2, marker)  # its own reply did not come back
-    switch.expect(3, marker)  # and the reply was not flooded
+    switch.deliver(1, eth(BCAST, A, "hello"), 2, 3)
+    switch.deliver(2, eth(A, B, "reply"), 1)
+    # Next at port 2: its own reply did not come back; at port 3: the reply was not flooded.
+    switch.deliver(1, eth(BCAST, A, "marker"), 2, 3)
 
 
 def test_shut_port_neither_sends_nor_receives(switch: Switch) -> None:
     switch.sync()
-    c_hello = eth(BCAST, C, "c-hello")
-    switch.send(3, c_hello)
-    switch.expect(1, c_hello)
-    switch.expect(2, c_hello)
+    switch.deliver(3, eth(BCAST, C, "c-hello"), 1, 2)
     switch.ports.set_shut(2, True)
     switch.table_barrier()
     from_shut = [eth(BCAST, mac(9), "from-shut"), eth(A, mac(9), "from-shut-uni")]
@@ -246,68 +252,50 @@ def test_shut_port_neither_sends_nor_receives(switch: Switch) -> None:
     bcast = eth(BCAST, A, "bcast-while-shut")
     switch.send(1, to_shut, bcast)
     switch.expect(2, bcast)
-    marker = eth(BCAST, B, "marker")
-    switch.send(2, marker)
-    switch.expect(1, marker)
+    switch.deliver(2, eth(BCAST, B, "marker"), 1)
     assert mac(9) not in switch.learned()
     switch.ports.set_shut(2, False)
     switch.table_barrier()
-    marker_1 = eth(BCAST, A, "marker-after-shut")
-    switch.send(1, marker_1)
-    switch.expect(3, marker_1)  # nothing sent while it was shut, not even the marker
+    # Next at port 3: nothing sent while it was shut, not even the marker.
+    switch.deliver(1, eth(BCAST, A, "marker-after-shut"), 3)
 
 
 def test_deleted_port_gets_nothing_and_its_addresses_vanish(switch: Switch) -> None:
     switch.sync()
-    c_hello = eth(BCAST, C, "c-hello")
-    switch.send(3, c_hello)
-    switch.expect(1, c_hello)
-    switch.expect(2, c_hello)
+    switch.deliver(3, eth(BCAST, C, "c-hello"), 1, 2)
     assert switch.learned()[C] == 3
     switch.ports.release(2)
     support.wait_until(lambda: C not in switch.learned(), WAIT_S, "port 3's addresses to go")
     assert all(port != 3 for _, _, port, _ in switch.fdb.entries())
-    bcast = eth(BCAST, A, "bcast-while-deleted")
-    switch.send(1, bcast)
-    switch.expect(2, bcast)
-    ghost = eth(BCAST, mac(9), "from-deleted")
-    switch.send(3, ghost)
+    switch.deliver(1, eth(BCAST, A, "bcast-while-deleted"), 2)
+    switch.send(3, eth(BCAST, mac(9), "from-deleted"))
     switch.barrier(3)
     marker = eth(BCAST, B, "marker")
-    switch.send(2, marker)
-    switch.expect(1, marker)
+    switch.deliver(2, marker, 1)
     assert mac(9) not in switch.learned()
     switch.ports.claim(2, 3, PortKind.TAP)  # back, as a new port 3
     switch.table_barrier()
-    switch.send(2, marker)
-    switch.expect(3, marker)  # the broadcast sent while it was deleted never came
+    switch.deliver(2, marker, 3)  # the broadcast sent while it was deleted never came
 
 
 def test_flush_request_served(switch: Switch) -> None:
     switch.sync()
     for port, src in ((1, A), (2, B), (3, C)):
         switch.send(port, eth(BCAST, src, f"hello-{port}"))
-    switch.barrier(1)
-    switch.barrier(2)
-    switch.barrier(3)
+    for port in (1, 2, 3):
+        switch.barrier(port)
     assert switch.learned() == {A: 1, B: 2, C: 3}
-    ticket = switch.ports.request_flush(1)
-    support.wait_until(lambda: switch.ports.flush_done(ticket), WAIT_S, "flush of port 1")
+    switch.flush(1, "flush of port 1")
     assert switch.learned() == {B: 2, C: 3}
-    ticket = switch.ports.request_flush(0)
-    support.wait_until(lambda: switch.ports.flush_done(ticket), WAIT_S, "flush of all")
+    switch.flush(0, "flush of all")
     assert list(switch.fdb.entries()) == [] and switch.fdb.words[F_IN_USE] == 0
 
 
 # --- never blocking, counting what is dropped -------------------------------------------------
-def test_slow_port_drops_are_counted_and_the_others_still_served(rundir: str,
-                                                                 ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
-    sw = Switch(rundir, ctx)
-    try:
-        sw.connect(1)
-        sw.connect(2)
-        sw.connect(3, rcvhwm=1)  # a worker that will stop reading
-        sw.start_broker()
+def test_slow_port_drops_are_counted_and_the_others_still_served(
+        rundir: str, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+    # Port 3 is a worker that will stop reading.
+    with running_switch(rundir, ctx, rcvhwm={3: 1}) as sw:
         sw.sync()
         drops_2 = sw.slot_word(2, S_BROKER_DROPS)  # sync may have lost some before
         drops_3 = sw.slot_word(3, S_BROKER_DROPS)  # the DEALERs were connected
@@ -328,8 +316,6 @@ def test_slow_port_drops_are_counted_and_the_others_still_served(rundir: str,
         assert lost_2 <= 0.1 * sent, f"the healthy port lost {lost_2} of {sent} frames"
         support.wait_until(lambda: sw.ports.words[H_BROKER_HEARTBEAT] > beat, 2.0,
                            "a heartbeat while port 3 is stalled")
-    finally:
-        sw.close()
 
 
 def test_malformed_messages_are_counted(switch: Switch) -> None:
@@ -387,12 +373,9 @@ def test_kill_9_keeps_the_fdb_and_unicast_works_without_relearning(switch: Switc
     assert switch.learned() == {A: 1, B: 2, C: 3}
     assert switch.fdb.words[F_IN_USE] == len(list(switch.fdb.entries()))
     switch.sync()  # the DEALERs reconnect by themselves
-    unicast = eth(B, A, "after-restart")
-    switch.send(1, unicast)
-    switch.expect(2, unicast)
-    marker = eth(BCAST, A, "marker")
-    switch.send(1, marker)
-    switch.expect(3, marker)  # not the unicast: B was known without a frame from it
+    switch.deliver(1, eth(B, A, "after-restart"), 2)
+    # Next at port 3, not the unicast: B was known without a frame from it.
+    switch.deliver(1, eth(BCAST, A, "marker"), 3)
     assert switch.seen_ns(B) == b_seen  # and nothing re-learned it
 
 

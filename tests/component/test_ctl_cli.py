@@ -1,8 +1,9 @@
 """etherws-ctl as a subprocess against a fake supervisor (a ROUTER in the test process).
 
-The fake binds where the real supervisor would (``paths.RunDir(rundir).ctl_endpoint``),
-answers with the real ``control.dispatch`` from a table of results, and records every
-request, so each test sees both sides: what the CLI sent and what the user saw.
+The fake (``fakes.FakeSupervisor``) binds where the real supervisor would
+(``paths.RunDir(rundir).ctl_endpoint``), answers with the real ``control.dispatch`` from a
+table of results, and records every request, so each test sees both sides: what the CLI
+sent and what the user saw.
 """
 
 from __future__ import annotations
@@ -13,19 +14,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
-import zmq
 
-from etherws import control, render
+from etherws import render
 from etherws.control import Refused
 from etherws.paths import RunDir
 from tests import support
-from tests.support import SCALE, wait_until
+from tests.component.fakes import FakeSupervisor, swallow
+from tests.support import SCALE
 
 REPO = str(Path(__file__).resolve().parents[2])
 ENV = {**os.environ, "PYTHONPATH": REPO, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -59,69 +59,10 @@ RESULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class FakeSupervisor:
-    """A ROUTER that serves control requests from RESULTS in a thread and records them."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.refuse: dict[str, Refused] = {}
-        self.silent = False  # True: swallow every request (a hung supervisor)
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind(endpoint)
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="fake-supervisor", daemon=True)
-        self._thread.start()
-
-    def _handler(self, method: str) -> control.Handler:
-        def handle(params: dict[str, Any]) -> dict[str, Any]:
-            self.calls.append((method, params))
-            if method in self.refuse:
-                raise self.refuse[method]
-            return RESULTS[method]
-        return handle
-
-    def _serve(self) -> None:
-        handlers = {m: self._handler(m) for m in RESULTS}
-        try:
-            while not self._stop.is_set():
-                if not self.sock.poll(10):
-                    continue
-                *envelope, body = self.sock.recv_multipart()
-                if self.silent:
-                    self.calls.append(("(swallowed)", {}))
-                    continue
-                self.sock.send_multipart([*envelope, control.dispatch(body, handlers)])
-        except BaseException as exc:  # surfaced by close()
-            self.error = exc
-
-    def close(self) -> None:
-        """Stop the thread, close the socket, terminate the context."""
-        self._stop.set()
-        self._thread.join(timeout=5 * SCALE)
-        self.sock.close(linger=0)
-        self.ctx.term()
-        if self.error is not None:
-            raise self.error
-
-
-def start_fake(rundir: str) -> FakeSupervisor:
-    """A fake supervisor at ``rundir``'s control socket, once the socket exists."""
-    fake = FakeSupervisor(RunDir(rundir).ctl_endpoint)
-    wait_until(lambda: os.path.exists(RunDir(rundir).ctl_sock), 5, "the ctl socket")
-    return fake
-
-
 @pytest.fixture
-def fake(rundir: str) -> Iterator[FakeSupervisor]:
-    """A fake supervisor in this test's run directory."""
-    sup = start_fake(rundir)
-    try:
-        yield sup
-    finally:
-        sup.close()
+def fake(serve: Callable[..., FakeSupervisor]) -> FakeSupervisor:
+    """A fake supervisor in this test's run directory, answering from RESULTS."""
+    return serve(results=RESULTS)
 
 
 def ctl(*args: str, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -239,7 +180,7 @@ def test_no_supervisor_hint_names_the_endpoint(rundir: str) -> None:
 
 
 def test_hung_supervisor_times_out(fake: FakeSupervisor, rundir: str) -> None:
-    fake.silent = True
+    fake.respond = swallow
     started = time.monotonic()
     out = ctl("--rundir", rundir, "--timeout", "1", "listport")
     assert time.monotonic() - started < 1 + STARTUP_S
@@ -306,9 +247,8 @@ def root_rundir() -> Iterator[str]:
 
     pytest's tmp_path lives under a 0700 directory, which would deny access one level
     too early; this one sits in a fresh 0755 directory under /tmp, removed afterwards.
+    Only root can make it and drop privileges: the tests using it are system tests.
     """
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create a root-only run directory and drop privileges")
     base = tempfile.mkdtemp(prefix="etherws-ctl-test-", dir="/tmp")
     try:
         os.chmod(base, 0o755)
@@ -319,31 +259,29 @@ def root_rundir() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_not_root_on_a_private_rundir(root_rundir: str) -> None:
-    sup = start_fake(root_rundir)
-    try:
-        started = time.monotonic()
-        out = ctl("--rundir", root_rundir, "listport", prefix=NOBODY)
-        assert time.monotonic() - started < STARTUP_S
-        assert (out.returncode, out.stdout) == (3, "")
-        assert one_line(out.stderr) == (
-            f"etherws-ctl: permission denied on {root_rundir} (etherws-ctl must run as root)")
-        assert sup.calls == []
-    finally:
-        sup.close()
+@pytest.mark.system
+def test_not_root_on_a_private_rundir(root_rundir: str,
+                                      serve: Callable[..., FakeSupervisor]) -> None:
+    sup = serve(results=RESULTS, at=RunDir(root_rundir).ctl_endpoint)
+    started = time.monotonic()
+    out = ctl("--rundir", root_rundir, "listport", prefix=NOBODY)
+    assert time.monotonic() - started < STARTUP_S
+    assert (out.returncode, out.stdout) == (3, "")
+    assert one_line(out.stderr) == (
+        f"etherws-ctl: permission denied on {root_rundir} (etherws-ctl must run as root)")
+    assert sup.calls == []
 
 
-def test_not_root_on_a_private_socket(root_rundir: str) -> None:
+@pytest.mark.system
+def test_not_root_on_a_private_socket(root_rundir: str,
+                                      serve: Callable[..., FakeSupervisor]) -> None:
     # The directory open to all, the socket file root's alone: ZeroMQ would hide the
     # EACCES and wait for the timeout, the client must not.
     os.chmod(root_rundir, 0o755)
-    sup = start_fake(root_rundir)
-    try:
-        os.chmod(RunDir(root_rundir).ctl_sock, 0o600)
-        out = ctl("--rundir", root_rundir, "listport", prefix=NOBODY)
-        assert (out.returncode, out.stdout) == (3, "")
-        assert one_line(out.stderr) == (f"etherws-ctl: permission denied on "
-                                        f"{RunDir(root_rundir).ctl_sock} "
-                                        f"(etherws-ctl must run as root)")
-    finally:
-        sup.close()
+    serve(results=RESULTS, at=RunDir(root_rundir).ctl_endpoint)
+    os.chmod(RunDir(root_rundir).ctl_sock, 0o600)
+    out = ctl("--rundir", root_rundir, "listport", prefix=NOBODY)
+    assert (out.returncode, out.stdout) == (3, "")
+    assert one_line(out.stderr) == (f"etherws-ctl: permission denied on "
+                                    f"{RunDir(root_rundir).ctl_sock} "
+                                    f"(etherws-ctl must run as root)")

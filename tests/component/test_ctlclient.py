@@ -1,106 +1,27 @@
-"""etherws.ctlclient against a real ZeroMQ ROUTER on an ipc:// endpoint in the test process."""
+"""etherws.ctlclient against a real ZeroMQ ROUTER on an ipc:// endpoint in the test process.
+
+The ROUTER is ``fakes.FakeSupervisor`` with a responder per test; the ``serve`` and
+``endpoint`` fixtures are in ``conftest``.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
-import threading
 import time
 from typing import Any, Callable, Iterator
 
 import pytest
-import zmq
 
 from etherws import control
 from etherws.control import Code, Refused, RpcError
 from etherws.ctlclient import ControlClient, Unreachable
 from etherws.paths import RunDir
+from tests.component.fakes import answer, swallow
 from tests.support import SCALE, wait_until
 
-# respond(request body, index of the request) -> reply, or None to swallow the request
-Responder = Callable[[bytes, int], "bytes | None"]
 SLACK_S = 1.0 * SCALE
-
-
-class FakeSupervisor:
-    """A ROUTER bound at an endpoint, answering from a thread with ``respond``."""
-
-    def __init__(self, endpoint: str, respond: Responder) -> None:
-        self.respond = respond
-        self.requests: list[bytes] = []
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind(endpoint)
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        # The socket moves to the server thread: Thread.start() is the memory barrier
-        # ZeroMQ asks for when a socket changes threads.
-        self._thread = threading.Thread(target=self._serve, name="fake-supervisor", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        try:
-            while not self._stop.is_set():
-                if not self.sock.poll(10):
-                    continue
-                *envelope, body = self.sock.recv_multipart()
-                reply = self.respond(body, len(self.requests))
-                self.requests.append(body)
-                if reply is not None:
-                    self.sock.send_multipart([*envelope, reply])
-        except BaseException as exc:  # surfaced by close(), so a broken fake fails the test
-            self.error = exc
-
-    def ids(self) -> list[Any]:
-        """The request ids seen, in order."""
-        return [json.loads(r)["id"] for r in self.requests]
-
-    def close(self) -> None:
-        """Stop the thread, close the socket, terminate the context (idempotent)."""
-        if self.ctx.closed:
-            return
-        self._stop.set()
-        self._thread.join(timeout=5 * SCALE)
-        self.sock.close(linger=0)
-        self.ctx.term()
-        if self.error is not None:
-            raise self.error
-
-
-def answer(result: dict[str, Any]) -> Responder:
-    """A responder that answers every request with ``result``."""
-    def respond(body: bytes, index: int) -> bytes:
-        return control.encode_result(control.decode_request(body).id, result)
-    return respond
-
-
-def swallow(body: bytes, index: int) -> None:
-    """A responder that never answers."""
-    return None
-
-
-@pytest.fixture
-def endpoint(rundir: str) -> str:
-    """The control endpoint in this test's run directory."""
-    return RunDir(rundir).ctl_endpoint
-
-
-@pytest.fixture
-def serve(endpoint: str) -> Iterator[Callable[[Responder], FakeSupervisor]]:
-    """Start fake supervisors; all of them are closed afterwards, also on failure."""
-    started: list[FakeSupervisor] = []
-
-    def start(respond: Responder) -> FakeSupervisor:
-        fake = FakeSupervisor(endpoint, respond)
-        started.append(fake)
-        wait_until(lambda: os.path.exists(endpoint[len("ipc://"):]), 5, "the ctl socket")
-        return fake
-
-    yield start
-    for fake in started:
-        fake.close()
 
 
 @pytest.fixture
@@ -256,7 +177,7 @@ def test_stale_socket_file_times_out(rundir: str) -> None:
 # --- construction and lifetime -------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, message", [
     ({"endpoint": "tcp://127.0.0.1:5555"}, "tcp:// control needs --ctl-key and --ctl-server-key"),
-    ({"endpoint": "tcp://127.0.0.1:5555", "curve": ("k", "s")}, "not implemented"),
+    ({"endpoint": "tcp://127.0.0.1:5555", "curve": ("k", "s")}, "cannot read CURVE key k: "),
     ({"endpoint": "/run/etherws/ctl.sock"}, "not a control endpoint"),
     ({"endpoint": "ipc://"}, "not a control endpoint"),
     ({"endpoint": "ipc:///x", "timeout_s": 0}, "timeout"),

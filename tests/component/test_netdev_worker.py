@@ -1,8 +1,8 @@
 """The netdev port worker on one end of a veth pair; the test holds the other end.
 
 The test process is the broker (a ROUTER at the data endpoint) and the wire (an
-AF_PACKET socket on the peer end). Helpers and the broker/spawn fixtures are shared
-with the TAP worker's tests.
+AF_PACKET socket on the peer end). The fakes and the shared fixtures are in ``fakes``
+and ``conftest``.
 """
 
 from __future__ import annotations
@@ -10,50 +10,22 @@ from __future__ import annotations
 import re
 import signal
 import struct
-from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
-from etherws import procargs
-from etherws.paths import RunDir
-from etherws.shm import create_port_table
 from etherws.tables import PortKind, PortTable
 from tests import support
-from tests.component.test_tap_worker import (PORT, SLOT, FakeBroker, KernelEnd, Spawner,
-                                             make_frame, prepare_link, slot, wait_counters,
-                                             wait_running)
+from tests.component.fakes import (FakeBroker, KernelEnd, Spawner, assert_config_error,
+                                   make_frame, prepare_link, slot, wait_counters)
 
 pytestmark = pytest.mark.system  # veth pairs and packet sockets: needs root
 
 
-
 @pytest.fixture
-def broker(rundir: str) -> Iterator[FakeBroker]:
-    """This test process as the broker."""
-    b = FakeBroker(rundir)
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-@pytest.fixture
-def spawn(rundir: str, tmp_path: Path) -> Iterator[Spawner]:
-    """Start netdev workers; all stopped afterwards."""
-    s = Spawner(rundir, tmp_path, "etherws.workers.netdev")
-    try:
-        yield s
-    finally:
-        s.stop_all()
-
-
-@pytest.fixture
-def table(rundir: str) -> PortTable:
-    """The port table with slot 0 claimed for port 1."""
-    t = create_port_table(RunDir(rundir).port_table, 8)
-    t.claim(SLOT, PORT, PortKind.NETDEV)
-    return t
+def port_kind() -> PortKind:
+    """Netdev workers, in a netdev slot."""
+    return PortKind.NETDEV
 
 
 @pytest.fixture
@@ -70,13 +42,9 @@ def veth() -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
-def wire(veth: tuple[str, str]) -> Iterator[KernelEnd]:
+def wire(veth: tuple[str, str], kernel_end: Callable[..., KernelEnd]) -> KernelEnd:
     """The test's packet socket on the peer end."""
-    end = KernelEnd(veth[1])
-    try:
-        yield end
-    finally:
-        end.close()
+    return kernel_end(veth[1])
 
 
 def promiscuity(name: str) -> int:
@@ -93,8 +61,7 @@ def tagged(frame: bytes, *tags: tuple[int, int]) -> bytes:
 def test_frames_flow_both_ways_promiscuous_without_echo(
         veth: tuple[str, str], wire: KernelEnd, table: PortTable, broker: FakeBroker,
         spawn: Spawner) -> None:
-    proc = spawn(veth[0])
-    wait_running(table, proc)
+    spawn.running(veth[0])
     assert promiscuity(veth[0]) == 1
     up = [make_frame(i, size) for i, size in enumerate([14, 60, 61, 1514] * 10)]
     for f in up:
@@ -122,8 +89,7 @@ def test_frames_flow_both_ways_promiscuous_without_echo(
 def test_vlan_tags_survive_both_ways(tags: list[tuple[int, int]], veth: tuple[str, str],
                                      wire: KernelEnd, table: PortTable,
                                      broker: FakeBroker, spawn: Spawner) -> None:
-    proc = spawn(veth[0])
-    wait_running(table, proc)
+    spawn.running(veth[0])
     up = tagged(make_frame(1), *tags)
     assert wire.send(up)
     assert broker.collect(1) == [up]  # the kernel stripped the outer tag; it is back
@@ -137,8 +103,7 @@ def test_frame_larger_than_the_data_plane_is_an_error(
         spawn: Spawner) -> None:
     for name in veth:
         support.run("ip", "link", "set", name, "mtu", "65535")
-    proc = spawn(veth[0])
-    wait_running(table, proc)
+    spawn.running(veth[0])
     too_big, biggest = make_frame(1, 14 + 65535), make_frame(2, 65535)
     assert wire.send(too_big)
     assert wire.send(biggest)
@@ -154,16 +119,12 @@ def test_frame_larger_than_the_data_plane_is_an_error(
 ])
 def test_unusable_interface_exits_with_config_error(target: str, message: str,
                                                     table: PortTable, spawn: Spawner) -> None:
-    proc = spawn(target)
-    assert proc.wait(timeout=10 * support.SCALE) == procargs.EXIT_CONFIG
-    lines = proc.stderr_text().splitlines()
-    assert len(lines) == 1 and message in lines[0], lines
+    assert_config_error(spawn(target), message)
 
 
 def test_sigterm_exits_zero_and_releases_promiscuous_mode(
         veth: tuple[str, str], table: PortTable, broker: FakeBroker, spawn: Spawner) -> None:
-    proc = spawn(veth[0])
-    wait_running(table, proc)
+    proc = spawn.running(veth[0])
     assert promiscuity(veth[0]) == 1
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=5 * support.SCALE) == 0
@@ -173,8 +134,7 @@ def test_sigterm_exits_zero_and_releases_promiscuous_mode(
 def test_link_down_up_survives_and_deletion_ends_the_worker(
         veth: tuple[str, str], wire: KernelEnd, table: PortTable, broker: FakeBroker,
         spawn: Spawner) -> None:
-    proc = spawn(veth[0])
-    wait_running(table, proc)
+    proc = spawn.running(veth[0])
     support.run("ip", "link", "set", veth[0], "down")
     broker.send([make_frame(1)])  # refused by the kernel (ENETDOWN): a drop
     support.wait_until(lambda: slot(table).drops == 1, 5, "a drop while down")
@@ -189,23 +149,20 @@ def test_link_down_up_survives_and_deletion_ends_the_worker(
 
 
 def test_stalled_broker_kernel_drops_are_counted(
-        veth: tuple[str, str], table: PortTable, broker: FakeBroker, spawn: Spawner) -> None:
-    proc = spawn(veth[0])
-    wait_running(table, proc)
-    wire = KernelEnd(veth[1], bypass_qdisc=True)
-    try:
-        offered = refused = 0
-        for i in range(40000):
-            offered += 1
-            refused += not wire.send(make_frame(i, 1000))
-        support.wait_until(lambda: slot(table).drops > 0, 3, "drops counted")
-        delivered = 0
+        veth: tuple[str, str], table: PortTable, broker: FakeBroker, spawn: Spawner,
+        kernel_end: Callable[..., KernelEnd]) -> None:
+    proc = spawn.running(veth[0])
+    wire = kernel_end(veth[1], bypass_qdisc=True)
+    offered = refused = 0
+    for i in range(40000):
+        offered += 1
+        refused += not wire.send(make_frame(i, 1000))
+    support.wait_until(lambda: slot(table).drops > 0, 3, "drops counted")
+    delivered = 0
 
-        def accounted() -> bool:
-            nonlocal delivered
-            delivered += broker.drain()
-            return delivered + slot(table).drops == offered - refused
-        support.wait_until(accounted, 20, "every frame delivered or counted as a drop")
-        assert proc.poll() is None
-    finally:
-        wire.close()
+    def accounted() -> bool:
+        nonlocal delivered
+        delivered += broker.drain()
+        return delivered + slot(table).drops == offered - refused
+    support.wait_until(accounted, 20, "every frame delivered or counted as a drop")
+    assert proc.poll() is None

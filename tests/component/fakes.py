@@ -1,0 +1,335 @@
+"""Stand-ins the component tests put around one real etherws process.
+
+- ``FakeBroker``: this test process as the broker of a port worker (a ROUTER at the
+  data endpoint);
+- ``KernelEnd``: the kernel side of a port (an AF_PACKET socket on its interface), which
+  injects test frames and collects the ones the worker writes;
+- ``Spawner`` / ``Worker``: port worker processes of one kind, in port ``PORT``'s slot;
+- ``FakeSupervisor``: a ROUTER at a control endpoint, for etherws-ctl and ctlclient;
+- small helpers on test frames and on the port table's slot.
+
+Every wait has a deadline (``tests.support``); nothing sleeps for correctness.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import zmq
+
+from etherws import control, ipc, procargs
+from etherws.control import Refused
+from etherws.paths import RunDir
+from etherws.tables import PortKind, PortSlot, PortTable
+from etherws.workers.netdev import vlan_tag
+from tests import support
+
+ROOT = Path(__file__).resolve().parents[2]
+ETHERTYPE = 0x88B5  # IEEE "local experimental": nothing else on the host sends it
+SOL_PACKET, PACKET_AUXDATA, PACKET_QDISC_BYPASS, PACKET_IGNORE_OUTGOING = 263, 8, 20, 23
+PORT, SLOT = 1, 0  # the port a worker test runs, and its slot in the port table
+WORKER_MODULES = {PortKind.TAP: "etherws.workers.tap",
+                  PortKind.NETDEV: "etherws.workers.netdev"}
+
+
+# --- test frames --------------------------------------------------------------------
+def make_frame(seq: int, size: int = 100) -> bytes:
+    """A frame to a random unicast MAC, EtherType ETHERTYPE, ``seq`` in the payload."""
+    head = b"\x02" + os.urandom(5) + b"\x02\x00\x00\x00\x00\x01" + struct.pack("!H", ETHERTYPE)
+    body = struct.pack("!I", seq) + bytes(range(256)) * (size // 256 + 1)
+    return (head + body)[:size]
+
+
+def is_test_frame(frame: bytes) -> bool:
+    """Ours: EtherType ETHERTYPE, untagged or behind one or two tags."""
+    return any(frame[off:off + 2] == struct.pack("!H", ETHERTYPE) for off in (12, 16, 20))
+
+
+# --- the broker side of a port worker ------------------------------------------------
+class FakeBroker:
+    """A ROUTER bound at the data endpoint, as the broker binds it."""
+
+    def __init__(self, rundir: str) -> None:
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.ROUTER)
+        for opt, value in ((zmq.ROUTER_MANDATORY, 1), (zmq.ROUTER_HANDOVER, 1),
+                           (zmq.LINGER, 0), (zmq.SNDHWM, 1000), (zmq.RCVHWM, 1000),
+                           (zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)):
+            self.sock.setsockopt(opt, value)
+        self.sock.bind(RunDir(rundir).data_endpoint)
+        self.received: list[bytes] = []  # every frame, ours or not, for the counters
+
+    def collect(self, count: int, timeout_s: float = 10) -> list[bytes]:
+        """Receive batches until ``count`` test frames arrived; returns those frames."""
+        ours: list[bytes] = []
+        end = support.deadline(timeout_s)
+        while len(ours) < count:
+            left_ms = int((end - time.monotonic()) * 1000)
+            assert left_ms > 0 and self.sock.poll(left_ms), \
+                f"broker got {len(ours)} of {count} frames"
+            parts = self.sock.recv_multipart()
+            assert len(parts) == 2 and parts[0] == ipc.routing_id(PORT)
+            frames = ipc.unpack(parts[1])
+            assert 1 <= len(frames) <= ipc.MAX_BATCH_FRAMES
+            self.received += frames
+            ours += [f for f in frames if is_test_frame(f)]
+        return ours
+
+    def drain(self) -> int:
+        """Receive every batch waiting now; the number of test frames in them."""
+        ours = 0
+        while self.sock.poll(0):
+            frames = ipc.unpack(self.sock.recv_multipart()[1])
+            self.received += frames
+            ours += sum(map(is_test_frame, frames))
+        return ours
+
+    def send(self, frames: list[bytes], timeout_s: float = 10) -> None:
+        """Send one batch to the port, waiting until the worker has connected."""
+        message = [ipc.routing_id(PORT), ipc.pack(frames)]
+        end = support.deadline(timeout_s)
+        while True:
+            try:
+                self.sock.send_multipart(message, zmq.NOBLOCK)
+                return
+            except zmq.ZMQError as e:  # EHOSTUNREACH until the DEALER is connected
+                if e.errno != zmq.EHOSTUNREACH or time.monotonic() > end:
+                    raise
+                time.sleep(0.02)
+
+    def close(self) -> None:
+        """Close the socket and the context."""
+        self.sock.close(linger=0)
+        self.context.term()
+
+
+# --- the kernel side of a port ------------------------------------------------------
+class KernelEnd:
+    """An AF_PACKET socket on an interface: the kernel side of a port."""
+
+    def __init__(self, ifname: str, bypass_qdisc: bool = False) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 0)
+        self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        if bypass_qdisc:  # straight to the driver: its drops come back as ENOBUFS
+            self.sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+        self.sock.bind((ifname, 3))  # ETH_P_ALL
+
+    def send(self, frame: bytes) -> bool:
+        """Send one frame; False when the driver dropped it (ENOBUFS)."""
+        try:
+            self.sock.send(frame)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.ENOBUFS):
+                return False
+            raise
+        return True
+
+    def collect(self, count: int, timeout_s: float = 10) -> list[bytes]:
+        """Receive until ``count`` test frames arrived (VLAN tags re-inserted)."""
+        ours: list[bytes] = []
+        end = support.deadline(timeout_s)
+        while len(ours) < count:
+            left = end - time.monotonic()
+            assert left > 0, f"kernel side got {len(ours)} of {count} frames"
+            if not select.select([self.sock], [], [], left)[0]:
+                continue
+            data, anc, _flags, _addr = self.sock.recvmsg(70000, 256)
+            tag = vlan_tag(anc)
+            frame = data[:12] + tag + data[12:] if tag else data
+            if is_test_frame(frame):
+                ours.append(frame)
+        return ours
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+def prepare_link(name: str) -> None:
+    """No IPv6 (no router solicitations, MLD reports: a quiet link), then up."""
+    conf = Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6")
+    if conf.exists():
+        conf.write_text("1")
+    support.run("ip", "link", "set", name, "up")
+
+
+# --- port workers -------------------------------------------------------------------
+def slot(table: PortTable) -> PortSlot:
+    """The port's slot now."""
+    return table.read(SLOT)
+
+
+def worker_argv(module: str, rundir: str, target: str, port: int = PORT) -> list[str]:
+    """The command line of a port worker for ``target`` in slot SLOT, as ``port``."""
+    return [sys.executable, "-m", module, "--rundir", rundir, "--parent-pid",
+            str(os.getpid()), "--port", str(port), "--slot", str(SLOT), target]
+
+
+class Worker(subprocess.Popen[bytes]):
+    """A port worker process whose stderr goes to a file."""
+
+    def __init__(self, argv: list[str], log: Path) -> None:
+        self.log = log
+        with open(log, "w") as err:
+            super().__init__(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=err)
+
+    def stderr_text(self) -> str:
+        """What the worker wrote to stderr so far."""
+        return self.log.read_text()
+
+
+def wait_running(table: PortTable, proc: Worker, after_ns: int = 0) -> None:
+    """Until the worker has opened its medium (its first heartbeat)."""
+    def beating() -> bool:
+        assert proc.poll() is None, proc.stderr_text()
+        return slot(table).heartbeat_ns > after_ns
+    support.wait_until(beating, 10, "the worker's first heartbeat")
+
+
+def wait_counters(table: PortTable, broker: FakeBroker, tx: list[bytes]) -> None:
+    """Until the slot's rx matches what the broker got and tx what it sent."""
+    want = (len(broker.received), sum(map(len, broker.received)),
+            len(tx), sum(map(len, tx)))
+    support.wait_until(
+        lambda: (lambda s: (s.rx, s.rx_bytes, s.tx, s.tx_bytes) == want)(slot(table)),
+        5, f"counters rx/rx_bytes/tx/tx_bytes == {want}, have {slot(table)}")
+
+
+def assert_config_error(proc: Worker, message: str) -> None:
+    """The worker exits with EXIT_CONFIG and one line on stderr that contains ``message``."""
+    assert proc.wait(timeout=10 * support.SCALE) == procargs.EXIT_CONFIG
+    lines = proc.stderr_text().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+class Spawner:
+    """Starts port workers of one kind as port PORT in slot SLOT; stops them all."""
+
+    def __init__(self, rundir: str, logdir: Path, module: str, table: PortTable) -> None:
+        self.rundir, self.logdir, self.module, self.table = rundir, logdir, module, table
+        self.procs: list[Worker] = []
+
+    def __call__(self, target: str) -> Worker:
+        """Start a worker on ``target``; do not wait for it."""
+        argv = worker_argv(self.module, self.rundir, target)
+        proc = Worker(argv, self.logdir / f"worker{len(self.procs)}.err")
+        self.procs.append(proc)
+        return proc
+
+    def running(self, target: str, after_ns: int = 0) -> Worker:
+        """Start a worker on ``target`` and wait for its first heartbeat after ``after_ns``."""
+        proc = self(target)
+        wait_running(self.table, proc, after_ns)
+        return proc
+
+    def stop_all(self) -> None:
+        """SIGTERM (then SIGKILL) every worker started here."""
+        for p in self.procs:
+            support.kill_process(p)
+
+
+# --- the supervisor side of the control socket --------------------------------------
+# respond(request body, index of the request) -> reply, or None to swallow the request
+Responder = Callable[[bytes, int], "bytes | None"]
+
+
+def answer(result: dict[str, Any]) -> Responder:
+    """A responder that answers every request with ``result``."""
+    def respond(body: bytes, index: int) -> bytes:
+        return control.encode_result(control.decode_request(body).id, result)
+    return respond
+
+
+def swallow(body: bytes, index: int) -> None:
+    """A responder that never answers (a hung supervisor)."""
+    return None
+
+
+class FakeSupervisor:
+    """A ROUTER bound at a control endpoint, answering from a thread with ``respond``.
+
+    Without a ``respond`` it answers as the real supervisor does: the real
+    ``control.dispatch`` with a handler per method of ``results`` that records
+    ``(method, params)`` in ``calls`` and returns ``results[method]``, or raises
+    ``refuse[method]`` when a test put a refusal there. ``requests`` holds every request
+    body received, answered or not. A test may swap ``respond`` while it serves.
+    """
+
+    def __init__(self, endpoint: str, respond: Responder | None = None,
+                 results: Mapping[str, dict[str, Any]] | None = None) -> None:
+        self.results: Mapping[str, dict[str, Any]] = results or {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.refuse: dict[str, Refused] = {}
+        self._handlers = {m: self._handler(m) for m in self.results}
+        self.respond: Responder = respond or self._dispatch
+        self.requests: list[bytes] = []
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(endpoint)
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        # The socket moves to the server thread: Thread.start() is the memory barrier
+        # ZeroMQ asks for when a socket changes threads.
+        self._thread = threading.Thread(target=self._serve, name="fake-supervisor", daemon=True)
+        self._thread.start()
+
+    def _handler(self, method: str) -> control.Handler:
+        def handle(params: dict[str, Any]) -> dict[str, Any]:
+            self.calls.append((method, params))
+            if method in self.refuse:
+                raise self.refuse[method]
+            return self.results[method]
+        return handle
+
+    def _dispatch(self, body: bytes, index: int) -> bytes:
+        return control.dispatch(body, self._handlers)
+
+    def _serve(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self.sock.poll(10):
+                    continue
+                *envelope, body = self.sock.recv_multipart()
+                reply = self.respond(body, len(self.requests))
+                self.requests.append(body)
+                if reply is not None:
+                    self.sock.send_multipart([*envelope, reply])
+        except BaseException as exc:  # surfaced by close(), so a broken fake fails the test
+            self.error = exc
+
+    def ids(self) -> list[Any]:
+        """The request ids seen, in order."""
+        return [json.loads(r)["id"] for r in self.requests]
+
+    def close(self) -> None:
+        """Stop the thread, close the socket, terminate the context (idempotent)."""
+        if self.ctx.closed:
+            return
+        self._stop.set()
+        self._thread.join(timeout=5 * support.SCALE)
+        self.sock.close(linger=0)
+        self.ctx.term()
+        if self.error is not None:
+            raise self.error
+
+
+def start_supervisor(endpoint: str, respond: Responder | None = None,
+                     results: Mapping[str, dict[str, Any]] | None = None) -> FakeSupervisor:
+    """A FakeSupervisor at the ipc:// ``endpoint``, once its socket file exists."""
+    fake = FakeSupervisor(endpoint, respond, results)
+    support.wait_until(lambda: os.path.exists(endpoint[len("ipc://"):]), 5, "the ctl socket")
+    return fake
