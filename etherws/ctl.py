@@ -54,26 +54,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --- argument types ------------------------------------------------------------------
+def _positive_int(value: str, what: str, hint: str = "") -> int:
+    try:
+        n = int(value, 10)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"not {what}: {value!r}{hint}")
+    return n
+
+
 def port_number(value: str) -> int:
     """A port number: a positive integer."""
-    try:
-        port = int(value, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
-    if port < 1:
-        raise argparse.ArgumentTypeError(f"not a port number: {value!r} (ports start at 1)")
-    return port
+    return _positive_int(value, "a port number", " (ports start at 1)")
 
 
 def positive_int(value: str) -> int:
     """A positive integer (an MTU)."""
-    try:
-        n = int(value, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {value!r}")
-    return n
+    return _positive_int(value, "a positive integer")
 
 
 def seconds(value: str) -> float:

@@ -180,6 +180,30 @@ def bridge(*members: str) -> Iterator[str]:
         delete_link(name)
 
 
+@dataclass
+class Pair:
+    """Host A behind a TAP port (bridged with it), host B behind a netdev port."""
+
+    a: Host
+    b: Host
+    tap: str
+    tap_port: int
+    net_port: int
+
+
+@contextlib.contextmanager
+def two_hosts(sw: Switch, address_a: str, address_b: str) -> Iterator[Pair]:
+    """The basic topology: both ports up, everything removed afterwards."""
+    with host(address_a) as a, host(address_b) as b:
+        tap = unique("etwt")
+        tap_port = sw.add("tap", tap)
+        with bridge(tap, a.outer):
+            net_port = sw.add("netdev", b.outer)
+            sw.wait_port(tap_port, "up")
+            sw.wait_port(net_port, "up")
+            yield Pair(a, b, tap, tap_port, net_port)
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie counts as gone: it no longer does anything)."""
     try:

@@ -8,21 +8,15 @@ from typing import Iterator
 
 import pytest
 
-from tests.support import SCALE, delete_link, unique, wait_until
-from tests.system.harness import Host, Switch, alive, bridge, host, sigkill
+from tests.support import SCALE, delete_link, wait_until
+from tests.system.harness import Host, Switch, alive, host, sigkill, two_hosts
 
 
 @pytest.fixture
 def hosts(switch: Switch) -> Iterator[tuple[Host, Host, int, int]]:
-    with host("203.0.113.11") as a, host("203.0.113.12") as b:
-        tap = unique("etwt")
-        tap_port = switch.add("tap", tap)
-        with bridge(tap, a.outer):
-            net_port = switch.add("netdev", b.outer)
-            switch.wait_port(tap_port, "up")
-            switch.wait_port(net_port, "up")
-            a.wait_ping(b.address, 10)
-            yield a, b, tap_port, net_port
+    with two_hosts(switch, "203.0.113.11", "203.0.113.12") as p:
+        p.a.wait_ping(p.b.address, 10)
+        yield p.a, p.b, p.tap_port, p.net_port
 
 
 @pytest.mark.parametrize("which", ["tap", "netdev"])

@@ -7,37 +7,23 @@ from typing import Iterator
 import pytest
 
 from tests.support import link_exists, unique, wait_until
-from tests.system.harness import Host, Switch, bridge, host
-
-
-class Pair:
-    """Host A behind a TAP port (bridged), host B behind a netdev port."""
-
-    def __init__(self, sw: Switch, a: Host, b: Host, tap: str, tap_port: int,
-                 net_port: int) -> None:
-        self.sw, self.a, self.b = sw, a, b
-        self.tap, self.tap_port, self.net_port = tap, tap_port, net_port
+from tests.system.harness import Pair, Switch, two_hosts
 
 
 @pytest.fixture
 def pair(switch: Switch) -> Iterator[Pair]:
-    with host("203.0.113.1") as a, host("203.0.113.2") as b:
-        tap = unique("etwt")
-        tap_port = switch.add("tap", tap)
-        with bridge(tap, a.outer):
-            net_port = switch.add("netdev", b.outer)
-            switch.wait_port(tap_port, "up")
-            switch.wait_port(net_port, "up")
-            yield Pair(switch, a, b, tap, tap_port, net_port)
+    with two_hosts(switch, "203.0.113.1", "203.0.113.2") as p:
+        yield p
 
 
-def test_two_hosts_ping_and_listfdb_shows_each_mac_on_its_port(pair: Pair) -> None:
+def test_two_hosts_ping_and_listfdb_shows_each_mac_on_its_port(
+        switch: Switch, pair: Pair) -> None:
     pair.a.wait_ping("203.0.113.2", 10)
     assert pair.b.ping("203.0.113.1")
-    fdb = {(e["mac"], e["port"]) for e in pair.sw.entries("listfdb")}
+    fdb = {(e["mac"], e["port"]) for e in switch.entries("listfdb")}
     assert (pair.a.mac(), pair.tap_port) in fdb
     assert (pair.b.mac(), pair.net_port) in fdb
-    ports = {e["port"]: e for e in pair.sw.entries("listport")}
+    ports = {e["port"]: e for e in switch.entries("listport")}
     assert ports[pair.tap_port]["type"] == "tap" and ports[pair.tap_port]["target"] == pair.tap
     assert ports[pair.net_port]["type"] == "netdev"
     for e in ports.values():
@@ -45,25 +31,25 @@ def test_two_hosts_ping_and_listfdb_shows_each_mac_on_its_port(pair: Pair) -> No
         assert e["rss"] > 0 and e["uptime"] >= 0 and e["restarts"] == 0
 
 
-def test_shut_stops_traffic_and_unshut_brings_it_back(pair: Pair) -> None:
+def test_shut_stops_traffic_and_unshut_brings_it_back(switch: Switch, pair: Pair) -> None:
     pair.a.wait_ping("203.0.113.2", 10)
-    pair.sw.ctl("setport", str(pair.net_port), "--shut", "1")
-    assert pair.sw.port(pair.net_port)["shut"] is True
+    switch.ctl("setport", str(pair.net_port), "--shut", "1")
+    assert switch.port(pair.net_port)["shut"] is True
     # the ARP entry keeps unicast flowing only if frames pass: none may pass now
     assert not any(pair.a.ping("203.0.113.2", 0.3) for _ in range(3))
-    pair.sw.ctl("setport", str(pair.net_port), "--shut", "0")
+    switch.ctl("setport", str(pair.net_port), "--shut", "0")
     pair.a.wait_ping("203.0.113.2", 5)
 
 
-def test_delport_removes_port_fdb_entries_and_tap(pair: Pair) -> None:
+def test_delport_removes_port_fdb_entries_and_tap(switch: Switch, pair: Pair) -> None:
     pair.a.wait_ping("203.0.113.2", 10)
     a_mac = pair.a.mac()
-    assert any(e["mac"] == a_mac for e in pair.sw.entries("listfdb"))
-    pair.sw.ctl("delport", str(pair.tap_port))
-    assert pair.sw.port(pair.tap_port) is None
-    assert all(e["port"] != pair.tap_port for e in pair.sw.entries("listfdb"))
+    assert any(e["mac"] == a_mac for e in switch.entries("listfdb"))
+    switch.ctl("delport", str(pair.tap_port))
+    assert switch.port(pair.tap_port) is None
+    assert all(e["port"] != pair.tap_port for e in switch.entries("listfdb"))
     assert not link_exists(pair.tap)
-    res = pair.sw.ctl("delport", str(pair.tap_port), check=False)
+    res = switch.ctl("delport", str(pair.tap_port), check=False)
     assert res.returncode == 1 and res.stderr.count("\n") == 1 and "no port" in res.stderr
 
 

@@ -27,6 +27,7 @@ PURE = [
     "etherws.config",
     "etherws.ifaddr",
     "etherws.htpasswd",
+    "etherws.wsframe",
 ]
 
 FORBIDDEN = frozenset({
