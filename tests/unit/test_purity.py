@@ -28,6 +28,7 @@ PURE = [
     "etherws.ifaddr",
     "etherws.htpasswd",
     "etherws.wsframe",
+    "etherws.wshandshake",
 ]
 
 FORBIDDEN = frozenset({
