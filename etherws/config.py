@@ -11,13 +11,15 @@ import tomllib
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from etherws.paths import DEFAULT_RUNDIR
+from etherws.paths import DEFAULT_RUNDIR, RunDir
 
 MIN_FDB, MAX_FDB = 16, 1_000_000
 MIN_AGEOUT_S, MAX_AGEOUT_S = 1.0, 86_400.0
 DEFAULT_FDB_SIZE = 8192
 DEFAULT_AGEOUT_S = 300.0
 FDB_PER_PORT = 1024
+MAX_SOCKET_PATH = 107
+"""sun_path holds 108 bytes with the terminating NUL (unix(7))."""
 
 
 class ConfigError(ValueError):
@@ -101,5 +103,10 @@ def validate(cfg: Config) -> None:
                           "(remote control is CURVE-only)")
     if any(keys) and not remote:
         raise ConfigError("--ctl-secret-key and --ctl-clients go with --ctl tcp://...")
-    if cfg.ctl is not None and not remote and not cfg.ctl.startswith("ipc:///"):
-        raise ConfigError("--ctl must be ipc:///absolute/path or tcp://ADDRESS:PORT")
+    if cfg.ctl is not None and not remote:
+        raise ConfigError("--ctl takes a tcp://ADDRESS:PORT endpoint; the local control "
+                          "socket is always RUNDIR/ctl.sock")
+    longest = RunDir(cfg.rundir).data_sock  # the longest socket path in the run directory
+    if len(longest.encode()) > MAX_SOCKET_PATH:
+        raise ConfigError(f"--rundir is too long: socket paths in it must fit in "
+                          f"{MAX_SOCKET_PATH} bytes")

@@ -62,6 +62,8 @@ def configure(args: argparse.Namespace, name: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # pyroute2 logs every netlink message at DEBUG (kilobytes a line): not our debugging
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
 
 
 def _log_uncaught(etype: type[BaseException], value: BaseException,

@@ -7,7 +7,6 @@ from typing import Iterator
 
 import pytest
 
-from tests import support
 
 
 def _needs_root(item: pytest.Item) -> bool:

@@ -80,17 +80,7 @@ class Child:
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop on purpose: SIGTERM, SIGKILL after ``timeout_s``, reap; no restart follows."""
-        if self.popen is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.terminate()
-            try:
-                self.popen.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=timeout_s)
-            self.popen = None
-            self._ps = None
-        self.life.stopped()
+        stop_children([self], timeout_s)
 
     def stats(self) -> tuple[float | None, int | None]:
         """CPU % since the previous call (100 = one core) and RSS bytes, or Nones."""
@@ -105,3 +95,30 @@ class Child:
         """Seconds since the current process started, or None when none runs."""
         return now - self.life.started_at if self.life.started_at is not None \
             and self.popen is not None else None
+
+
+def stop_children(children: list[Child], timeout_s: float) -> None:
+    """SIGTERM them all, wait on one shared deadline, SIGKILL the rest; no restarts follow.
+
+    A child stuck in uninterruptible sleep even after SIGKILL is left to the kernel
+    (and to PR_SET_PDEATHSIG) rather than hanging the supervisor's stop.
+    """
+    running = [c for c in children if c.popen is not None]
+    for c in running:
+        with contextlib.suppress(ProcessLookupError):
+            c.popen.terminate()  # type: ignore[union-attr]
+    end = time.monotonic() + timeout_s
+    for c in running:
+        p = c.popen
+        assert p is not None
+        try:
+            p.wait(timeout=max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=1.0)
+    for c in children:
+        c.popen = None
+        c._ps = None
+        c.life.stopped()

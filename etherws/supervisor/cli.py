@@ -8,6 +8,7 @@ a pipe until that process says READY (control socket bound, broker spawned) or E
 from __future__ import annotations
 
 import argparse
+import configparser
 import os
 import select
 import subprocess
@@ -83,6 +84,9 @@ def _start(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_USAGE)
     if os.geteuid() != 0:
         return _fail("must run as root (it creates TAP devices and raw sockets)", EXIT_REFUSED)
+    problem = _check_log_target(cfg)
+    if problem:
+        return _fail(problem, EXIT_USAGE)
     if cfg.foreground:
         return _run_foreground(cfg, args.notify_fd)
     if not (cfg.logfile or cfg.logconf or cfg.syslog):
@@ -93,10 +97,26 @@ def _start(args: argparse.Namespace) -> int:
     return _start_detached(args)
 
 
+def _check_log_target(cfg: config.Config) -> str:
+    """Why the log file or logging configuration cannot be used, or ""."""
+    if cfg.logfile:
+        try:
+            with open(cfg.logfile, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            return f"cannot write the log file {cfg.logfile}: {exc.strerror}"
+    if cfg.logconf and not os.access(cfg.logconf, os.R_OK):
+        return f"cannot read the logging configuration {cfg.logconf}"
+    return ""
+
+
 def _run_foreground(cfg: config.Config, notify_fd: int | None) -> int:
     from etherws.supervisor.service import serve  # zmq and pyroute2 load only here
 
-    logsetup.configure(cfg, "supervisor")  # type: ignore[arg-type]
+    try:
+        logsetup.configure(cfg, "supervisor")  # type: ignore[arg-type]
+    except (OSError, ValueError, KeyError, configparser.Error) as exc:  # a bad --logconf
+        return _fail(f"cannot configure logging: {exc}", EXIT_USAGE)
 
     def notify(message: str) -> None:
         if message.startswith("ERROR "):
@@ -118,7 +138,7 @@ def _start_detached(args: argparse.Namespace) -> int:
     try:
         child = subprocess.Popen(argv + ["--notify-fd", str(w)], stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=out, pass_fds=(w,),
-                                 start_new_session=True)
+                                 start_new_session=True, cwd="/")
     finally:
         os.close(w)
         if out is not subprocess.DEVNULL:

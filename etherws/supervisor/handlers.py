@@ -67,7 +67,9 @@ def add_port(sup: Supervisor, params: Params) -> dict[str, Any]:
     if kind is PortKind.TAP:
         if netif.exists(name) and not netif.is_tap(name):
             raise Refused("not-a-tap", f"interface {name} exists and is not a TAP device")
-        if not netif.exists(name):
+        if netif.exists(name):
+            _try_attach(name)
+        else:
             try:
                 tuntap.create_persistent_tap(name)
             except OSError as exc:
@@ -87,6 +89,15 @@ def add_port(sup: Supervisor, params: Params) -> dict[str, Any]:
     return {"entries": [port_entry(sup, port, time.monotonic())]}
 
 
+def _try_attach(name: str) -> None:
+    """Refuse an existing TUN/TAP the worker could never attach (a TUN device, flags
+    that differ, a TAP another process holds) now, not after a crash loop."""
+    try:
+        os.close(tuntap.attach_tap(name))
+    except OSError as exc:
+        raise Refused("tap-busy", f"cannot attach to {name}: {exc}") from None
+
+
 def set_port(sup: Supervisor, params: Params) -> dict[str, Any]:
     """setPort: shut or open a port."""
     port = _port(sup, params)
@@ -97,8 +108,10 @@ def set_port(sup: Supervisor, params: Params) -> dict[str, Any]:
 def del_port(sup: Supervisor, params: Params) -> dict[str, Any]:
     """delPort: stop the worker, forget its addresses, delete its TAP if we made it."""
     port = _port(sup, params)
+    # Releasing the slot bumps the port table's generation; the broker then forgets the
+    # port's addresses itself (and so does a restarted broker), while listfdb hides them
+    # at once because their port is gone.
     sup.ports.remove(port)
-    sup.flush(port.number, FLUSH_TIMEOUT_S)
     return {"entries": [{"port": port.number}]}
 
 
@@ -129,10 +142,11 @@ def set_interface(sup: Supervisor, params: Params) -> dict[str, Any]:
     except AddressError as exc:
         raise Refused("bad-value", str(exc)) from None
     try:
-        if mtu is not None:
-            netif.set_mtu(port.target, mtu)
+        # the address first: when it fails, nothing has changed yet
         if addr is not None:
             netif.set_address(port.target, addr)
+        if mtu is not None:
+            netif.set_mtu(port.target, mtu)
     except OSError as exc:
         raise Refused("netlink", str(exc)) from None
     return list_interface(sup, {"port": port.number})
@@ -162,8 +176,8 @@ def list_fdb(sup: Supervisor, params: Params) -> dict[str, Any]:
     entries = []
     for _, key, port, seen_ns in sup.fdb.entries():
         age_ns = max(0, now_ns - seen_ns)
-        if age_ns > ageout_ns:
-            continue  # expired, the broker removes it within a second
+        if age_ns >= ageout_ns or port not in sup.ports.ports:
+            continue  # expired or of a deleted port: the broker drops it within a second
         vid, mac = split_key(key)
         entries.append({"vid": vid, "mac": mac_to_text(mac), "port": port,
                         "age": int(age_ns // 1_000_000_000)})
@@ -177,7 +191,8 @@ def flush_fdb(sup: Supervisor, params: Params) -> dict[str, Any]:
     if number:
         _port(sup, params)
     if not sup.flush(number, FLUSH_TIMEOUT_S):
-        raise Refused("broker-down", "the broker did not answer; nothing was flushed")
+        raise Refused("broker-down", "the broker did not answer in time; "
+                                     "it flushes when it is back")
     return {"entries": []}
 
 

@@ -82,18 +82,22 @@ def set_mtu(name: str, mtu: int) -> None:
 def set_address(name: str, addr: IfAddress) -> None:
     """Make ``addr`` the interface's address of its family.
 
-    Other global addresses of the same family are removed first: "set" means the port
-    ends up with exactly this address, as etherws 1.3's setInterface did.
+    Other global addresses of the same family are removed: "set" means the port ends
+    up with exactly this address, as etherws 1.3's setInterface did. The new address
+    is added before the old ones go, and setting the address it already has changes
+    nothing (routes through it survive an idempotent configuration script).
     """
     with IPRoute() as ipr:
         idx = _index(ipr, name)
         try:
-            for msg in ipr.addr("dump", index=idx, family=_FAMILY[addr.family]):
-                if msg["scope"] == _SCOPE_LINK:
-                    continue
-                ipr.addr("del", index=idx, address=msg.get_attr("IFA_ADDRESS"),
-                         prefixlen=msg["prefixlen"])
-            ipr.addr("add", index=idx, address=addr.address, prefixlen=addr.prefixlen)
+            current = [(msg.get_attr("IFA_ADDRESS"), msg["prefixlen"])
+                       for msg in ipr.addr("dump", index=idx, family=_FAMILY[addr.family])
+                       if msg["scope"] != _SCOPE_LINK]
+            if (addr.address, addr.prefixlen) not in current:
+                ipr.addr("add", index=idx, address=addr.address, prefixlen=addr.prefixlen)
+            for address, prefixlen in current:
+                if (address, prefixlen) != (addr.address, addr.prefixlen):
+                    ipr.addr("del", index=idx, address=address, prefixlen=prefixlen)
         except NetlinkError as exc:
             raise _fail(name, exc) from None
 
@@ -105,11 +109,14 @@ def info(name: str) -> IfInfo | None:
         if not found:
             return None
         idx = found[0]
-        link = ipr.link("get", index=idx)[0]
-        addrs = []
-        for msg in ipr.addr("dump", index=idx):
-            if msg["scope"] == _SCOPE_LINK:
-                continue
-            fam = 4 if msg["family"] == _FAMILY[4] else 6
-            addrs.append((msg.get_attr("IFA_ADDRESS"), msg["prefixlen"], fam))
+        try:
+            link = ipr.link("get", index=idx)[0]
+            addrs = []
+            for msg in ipr.addr("dump", index=idx):
+                if msg["scope"] == _SCOPE_LINK:
+                    continue
+                fam = 4 if msg["family"] == _FAMILY[4] else 6
+                addrs.append((msg.get_attr("IFA_ADDRESS"), msg["prefixlen"], fam))
+        except NetlinkError:  # deleted between the lookup and the dump
+            return None
         return IfInfo(int(link.get_attr("IFLA_MTU")), tuple(addrs))

@@ -8,12 +8,13 @@ broker is supervised the same way, without a port number.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from etherws import tables, tuntap
-from etherws.supervisor.children import Child, exit_reason
-from etherws.supervisor.policy import State
+from etherws.supervisor.children import Child, exit_reason, stop_children
+from etherws.supervisor.policy import RestartPolicy, State
 from etherws.tables import PortKind, PortTable
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,10 @@ class PortManager:
         self._child_args = child_args  # module -> argv prefix with rundir, pid, logging
         self._next_port = 1
         self._next_slot = 0
-        self.broker = Child(child_args("etherws.broker"))
+        # The switch is nothing without its broker: never give up on it (no FATAL); keep
+        # retrying at the backoff cap instead.
+        self.broker = Child(child_args("etherws.broker"),
+                            RestartPolicy(max_crashes=sys.maxsize))
         self.broker_kill_reason = ""
 
     # --- ports ----------------------------------------------------------------
@@ -61,14 +65,18 @@ class PortManager:
         if slot is None:
             raise LookupError(f"all {self.table.nslots} port slots are in use")
         number = self._next_port
+        argv = self._child_args(WORKER_MODULES[kind]) + [
+            "--port", str(number), "--slot", str(slot), "--", target]
+        port = Port(number, kind, target, slot, Child(argv), created_tap)
+        self.table.claim(slot, number, kind)
+        try:
+            port.child.spawn(now)
+        except OSError:  # fork failed (EAGAIN, ENOMEM): nothing may be left behind
+            self.table.release(slot)
+            raise
         self._next_port += 1
         self._next_slot = (slot + 1) % self.table.nslots
-        self.table.claim(slot, number, kind)
-        argv = self._child_args(WORKER_MODULES[kind]) + [
-            "--port", str(number), "--slot", str(slot), target]
-        port = Port(number, kind, target, slot, Child(argv), created_tap)
         self.ports[number] = port
-        port.child.spawn(now)
         log.info("port %d: %s %s added (pid %s)", number, kind.label, target, port.child.pid)
         return port
 
@@ -128,7 +136,12 @@ class PortManager:
                     self._set_kill_reason(port, hung)
                     child.kill()
             if child.life.due(now):
-                child.spawn(now, restart=True)
+                try:
+                    child.spawn(now, restart=True)
+                except OSError as exc:  # fork failed: count it like a crash, retry later
+                    child.life.exited(now, f"cannot start: {exc}")
+                    log.error("%s: cannot start: %s", name, exc)
+                    continue
                 log.info("%s: restarted (pid %s)", name, child.pid)
 
     def _take_kill_reason(self, port: Port | None) -> str:
@@ -144,9 +157,14 @@ class PortManager:
         else:
             port.kill_reason = reason
 
-    def stop_all(self) -> None:
-        """Orderly stop: every worker, then the broker; TAPs we created are deleted."""
+    def stop_all(self, timeout_s: float = 3.0) -> None:
+        """Orderly stop: every worker, then the broker; TAPs we created are deleted.
+
+        All workers get SIGTERM at once and share one deadline, so a few hung ones
+        cannot make the stop take longer than ``timeout_s`` (plus the SIGKILL reap).
+        """
+        stop_children([p.child for p in self.ports.values()], timeout_s)
         for port in list(self.ports.values()):
             self.remove(port)
-        self.broker.stop()
+        stop_children([self.broker], timeout_s)
 

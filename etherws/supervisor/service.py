@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import signal
@@ -78,7 +79,7 @@ class Supervisor:
         self.started = time.monotonic()
         self.stopping = False
         self._lock_fd = -1
-        self._replies: OrderedDict[str | int, bytes] = OrderedDict()
+        self._replies: OrderedDict[bytes, bytes] = OrderedDict()
         self._ctx: zmq.Context | None = None
         self._ctl_socks: list[zmq.Socket] = []
         self._auth: ThreadAuthenticator | None = None
@@ -102,9 +103,8 @@ class Supervisor:
 
     @property
     def ctl_endpoint(self) -> str:
-        """Where a local etherws-ctl reaches us (always an ipc:// socket file)."""
-        if self.cfg.ctl and self.cfg.ctl.startswith("ipc://"):
-            return self.cfg.ctl
+        """Where a local etherws-ctl reaches us: always the run directory's socket, which
+        the run directory's lock protects from a second supervisor."""
         return self.rundir.ctl_endpoint
 
     def _control_socket(self, endpoint: str) -> zmq.Socket:
@@ -126,7 +126,7 @@ class Supervisor:
         finally:
             os.umask(old)
         os.chmod(self.ctl_endpoint[len("ipc://"):], 0o600)
-        if self.cfg.ctl and self.cfg.ctl.startswith("tcp://"):
+        if self.cfg.ctl:
             self._bind_remote_control(self.cfg.ctl)
 
     def _bind_remote_control(self, endpoint: str) -> None:
@@ -205,8 +205,13 @@ class Supervisor:
 
     def _reply(self, data: bytes) -> bytes:
         rid = control.request_id(data)
-        if rid is not None and rid in self._replies:
-            return self._replies[rid]  # a Lazy Pirate retry: do not do the work twice
+        # A Lazy Pirate retry resends the very same bytes: answer it from the cache rather
+        # than doing the work twice. Keyed by the whole request, not its id alone: clients
+        # that count ids from 1 must never get another request's reply.
+        key = hashlib.blake2b(data, digest_size=16).digest()
+        cached = self._replies.get(key)
+        if cached is not None:
+            return cached
         try:
             reply = control.dispatch(data, self._handlers)
         except Exception:  # a bug in a handler: log it, answer, keep the switch running
@@ -214,7 +219,7 @@ class Supervisor:
             reply = control.encode_error(rid, control.RpcError(
                 control.Code.INTERNAL_ERROR, "internal error (see the supervisor log)"))
         if rid is not None:
-            self._replies[rid] = reply
+            self._replies[key] = reply
             while len(self._replies) > REPLY_CACHE:
                 self._replies.popitem(last=False)
         return reply
@@ -245,8 +250,8 @@ class Supervisor:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         if self._lock_fd >= 0:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.rundir.lock)
+            # The lock file stays: unlinking it would let a starter that opened it before
+            # our exit lock a dead inode while another locks a new file, both "alone".
             os.close(self._lock_fd)
         log.info("supervisor stopped")
 
@@ -259,6 +264,9 @@ def serve(cfg: Config, notify: Callable[[str], None]) -> int:
             sup.prepare()
         except StartError as exc:
             notify(f"ERROR {exc}")
+            return 1
+        except OSError as exc:  # tmpfs full, read-only run directory, ...
+            notify(f"ERROR cannot prepare {cfg.rundir}: {exc}")
             return 1
         notify("READY")
         return sup.run()

@@ -37,11 +37,15 @@ class Switch:
                 "--rundir", rundir, "--debug", *(extra or [])]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._logf,
                                      stderr=self._logf)
-        wait_until(lambda: self.proc.poll() is not None or
-                   self.ctl("listport", check=False).returncode == 0,
-                   START_TIMEOUT_S, "the supervisor to answer")
-        if self.proc.poll() is not None:
-            raise AssertionError(f"supervisor exited at start:\n{self.log_text()}")
+        try:
+            wait_until(lambda: self.proc.poll() is not None or
+                       self.ctl("listport", check=False).returncode == 0,
+                       START_TIMEOUT_S, "the supervisor to answer")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"supervisor exited at start:\n{self.log_text()}")
+        except BaseException:
+            self.close()  # no fixture will get this object: clean up here
+            raise
 
     def log_text(self) -> str:
         """Everything the switch logged so far."""

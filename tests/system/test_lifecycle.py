@@ -88,7 +88,7 @@ def test_detached_start_status_and_stop(tmp_path) -> None:
         assert stop.returncode == 0, stop.stderr
         assert not alive(pid)
         assert not link_exists(tap)  # an orderly stop removes the TAPs it created
-        assert sorted(os.listdir(rundir)) == []
+        assert sorted(os.listdir(rundir)) == ["lock"]  # the lock file stays, on purpose
         assert "supervisor started" in logfile.read_text()
     finally:
         if alive(pid):
@@ -106,3 +106,14 @@ def test_start_with_bad_options_fails_with_one_line(tmp_path) -> None:
         res = supervisor("start", "--foreground", *args)
         assert res.returncode == 2, (args, res)
         assert res.stderr.startswith("etherws-supervisor: ") and res.stderr.count("\n") == 1
+
+
+def test_start_with_unusable_log_options_fails_with_one_line(tmp_path) -> None:
+    for args in (["--logfile", "/nonexistent-etw/x.log"],
+                 ["--logconf", str(tmp_path / "missing.conf")]):
+        for mode in (["--foreground"], []):
+            res = supervisor("start", *mode, "--rundir", str(tmp_path / "r"), *args)
+            assert res.returncode == 2, (args, mode, res)
+            assert res.stderr.startswith("etherws-supervisor: ")
+            assert res.stderr.count("\n") == 1
+            assert not os.path.exists(tmp_path / "r")  # refused before anything was made

@@ -3,12 +3,11 @@ and nothing outlives a killed supervisor."""
 
 from __future__ import annotations
 
-import time
 from typing import Iterator
 
 import pytest
 
-from tests.support import SCALE, delete_link, wait_until
+from tests.support import delete_link, wait_until
 from tests.system.harness import Host, Switch, alive, host, sigkill, two_hosts
 
 
@@ -25,8 +24,7 @@ def test_killed_worker_is_back_within_2s_same_port(switch: Switch, hosts, which:
     port = tap_port if which == "tap" else net_port
     old = switch.port(port)
     sigkill(old["pid"])
-    took = a.wait_ping(b.address, 2, "traffic to return after kill -9 of a worker")
-    assert took <= 2 * SCALE
+    a.wait_ping(b.address, 2, "traffic to return after kill -9 of a worker")
     new = wait_until(lambda: (e := switch.port(port)) and e["pid"] != old["pid"] and e,
                      5, "a new worker pid")
     assert new["port"] == port and new["restarts"] == 1 and new["state"] == "up"
@@ -39,8 +37,7 @@ def test_killed_broker_is_back_within_2s_and_keeps_the_fdb(switch: Switch, hosts
     assert (a.mac(), tap_port) in learned and (b.mac(), net_port) in learned
     old = switch.status()["broker"]
     sigkill(old["pid"])
-    took = a.wait_ping(b.address, 2, "traffic to return after kill -9 of the broker")
-    assert took <= 2 * SCALE
+    a.wait_ping(b.address, 2, "traffic to return after kill -9 of the broker")
     broker = wait_until(lambda: (s := switch.status()["broker"]) and s["pid"] != old["pid"]
                         and s["state"] == "up" and s, 5, "a new broker")
     assert broker["restarts"] == 1
@@ -70,7 +67,5 @@ def test_killed_supervisor_leaves_no_process(switch: Switch, hosts) -> None:
     kids = switch.descendants()
     assert len(kids) >= 3  # broker and two workers
     sigkill(switch.proc.pid)
-    start = time.monotonic()
     wait_until(lambda: not any(alive(k.pid) for k in kids), 2,
                "every child of a killed supervisor to exit")
-    assert time.monotonic() - start <= 2 * SCALE

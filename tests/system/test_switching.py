@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Iterator
 
 import pytest
 
-from tests.support import link_exists, unique, wait_until
+from etherws import tuntap
+
+from tests.support import delete_link, link_exists, run, unique, wait_until
 from tests.system.harness import Pair, Switch, two_hosts
 
 
@@ -14,6 +18,21 @@ from tests.system.harness import Pair, Switch, two_hosts
 def pair(switch: Switch) -> Iterator[Pair]:
     with two_hosts(switch, "203.0.113.1", "203.0.113.2") as p:
         yield p
+
+
+@contextlib.contextmanager
+def foreign_tuntap() -> Iterator[tuple[str, str]]:
+    """A TUN device, and a TAP that another process (this test) holds open."""
+    tun, busy = unique("etwu"), unique("etwb")
+    run("ip", "tuntap", "add", "dev", tun, "mode", "tun")
+    fd = -1
+    try:
+        fd = tuntap.attach_tap(busy)  # non-persistent: gone when the fd closes
+        yield tun, busy
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        delete_link(tun)
 
 
 def test_two_hosts_ping_and_listfdb_shows_each_mac_on_its_port(
@@ -85,6 +104,8 @@ def test_setif_and_listif(switch: Switch) -> None:
     (["addport", "netdev", "etwnope0"], "no interface"),
     (["addport", "tap", "lo"], "not a TAP"),
     (["addport", "tap", "bad/name"], "not a valid interface name"),
+    (["addport", "tap", "{tun}"], "cannot attach"),
+    (["addport", "tap", "{busy}"], "cannot attach"),
 ])
 def test_bad_requests_fail_with_one_line_and_change_nothing(
         switch: Switch, args: list[str], message: str) -> None:
@@ -92,7 +113,9 @@ def test_bad_requests_fail_with_one_line_and_change_nothing(
     port = switch.add("tap", tap)
     switch.ctl("setif", str(port), "--mtu", "1500")
     before = (switch.entries("listport"), switch.entries("listif"))
-    res = switch.ctl(*[a.format(port=port, tap=tap) for a in args], check=False)
+    with foreign_tuntap() as (tun, busy):
+        res = switch.ctl(*[a.format(port=port, tap=tap, tun=tun, busy=busy) for a in args],
+                         check=False)
     assert res.returncode == 1, res
     assert res.stderr.startswith("etherws-ctl: ") and res.stderr.count("\n") == 1
     assert message in res.stderr

@@ -42,7 +42,9 @@ def test_bad_files(text: str, message: str) -> None:
     ({"ctl": "tcp://127.0.0.1:5555"}, "CURVE"),
     ({"ctl": "tcp://127.0.0.1:5555", "ctl_clients": "/k"}, "CURVE"),
     ({"ctl_secret_key": "/k", "ctl_clients": "/k"}, "go with --ctl tcp"),
-    ({"ctl": "inproc://x"}, "ipc:///"),
+    ({"ctl": "inproc://x"}, "tcp://ADDRESS:PORT"),
+    ({"ctl": "ipc:///run/other.sock"}, "always RUNDIR/ctl.sock"),
+    ({"rundir": "/" + "r" * 100}, "too long"),
 ])
 def test_bad_values(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
