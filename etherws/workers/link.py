@@ -82,6 +82,26 @@ class Medium(Protocol):
         """Release the medium (a persistent TAP stays)."""
 
 
+# Optional medium hooks. A medium that buffers on its own (a WebSocket: decoded messages
+# left over from a bounded batch, bytes decrypted inside the TLS layer, output the
+# socket could not take yet, keepalive timers) defines them; TAP and AF_PACKET media
+# do not, and PortLoop uses these no-op defaults:
+#   pending_input() -> bool   input held that polling the fd would not announce
+#   pending_output() -> bool  output queued: poll the fd for POLLOUT and call flush()
+#   flush() -> None           send queued output without blocking (MediumClosed on loss)
+#   tick(now_ns) -> None      called every TICK_NS (MediumClosed when the peer is dead)
+def _no_pending() -> bool:
+    return False
+
+
+def _no_flush() -> None:
+    return None
+
+
+def _no_tick(now_ns: int) -> None:
+    return None
+
+
 class SlotCounters:
     """The worker-owned words of one port-table slot.
 
@@ -194,41 +214,51 @@ class PortLoop:
         self.link = link
         self.counters = counters
         self.stop = stop
+        self.pending_input: Callable[[], bool] = getattr(medium, "pending_input", _no_pending)
+        self.pending_output: Callable[[], bool] = getattr(medium, "pending_output", _no_pending)
+        self.flush: Callable[[], None] = getattr(medium, "flush", _no_flush)
+        self.medium_tick: Callable[[int], None] = getattr(medium, "tick", _no_tick)
 
     def run(self) -> None:
         """Loop until the stop flag is set; MediumClosed propagates."""
         sock, fd = self.link.socket, self.medium.fileno()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        reading = False
+        reading: bool | None = None  # not yet known: the first pass sets the masks
+        fd_mask = 0
         next_tick = 0
         while not self.stop.requested:
             writable = self.link.writable()
             if writable != reading:
                 # Drop early: poll the medium only while a batch can go out; otherwise
                 # wait for POLLOUT and leave the frames to the kernel.
-                if writable:
-                    poller.register(fd, zmq.POLLIN)
-                else:
-                    poller.unregister(fd)
                 poller.modify(sock, zmq.POLLIN if writable else zmq.POLLIN | zmq.POLLOUT)
                 reading = writable
-            events = dict(poller.poll(POLL_TIMEOUT_MS))
+            want = (zmq.POLLIN if reading else 0) | (zmq.POLLOUT if self.pending_output() else 0)
+            if want != fd_mask:
+                poller.register(fd, want)  # registers, changes the mask, or (0) unregisters
+                fd_mask = want
+            held = reading and self.pending_input()
+            events = dict(poller.poll(0 if held else POLL_TIMEOUT_MS))
             now = time.monotonic_ns()
             if now >= next_tick:
                 self.tick(now)
                 next_tick = now + TICK_NS
-            if reading and fd in events:
+            fd_events = events.get(fd, 0)
+            if fd_events & zmq.POLLOUT:
+                self.flush()
+            if reading and (held or fd_events & ~zmq.POLLOUT):
                 self.upstream()
             if events.get(sock, 0) & zmq.POLLIN:
                 self.downstream()
 
     def tick(self, now_ns: int) -> None:
-        """Heartbeat, and fold in what the medium counted on its own."""
+        """Heartbeat, fold in what the medium counted on its own, run the medium's timers."""
         self.counters.heartbeat(now_ns)
         errors, drops = self.medium.take_counts()
         self.counters.add_errors(errors)
         self.counters.add_drops(drops)
+        self.medium_tick(now_ns)
 
     def upstream(self) -> None:
         """One bounded batch from the medium to the broker."""
@@ -260,13 +290,14 @@ class PortLoop:
                     nbytes += len(f)
             self.counters.sent(sent, nbytes)
             self.counters.add_drops(len(frames) - sent)
+            self.flush()  # a buffering medium sends the batch now (may raise MediumClosed)
 
 
 OpenMedium = Callable[[argparse.Namespace], Medium]
 """Opens a port's medium from the parsed arguments (``args.target`` and any extras)."""
 
 
-def _open_counters(args: argparse.Namespace) -> SlotCounters:
+def open_counters(args: argparse.Namespace) -> SlotCounters:
     """The worker's slot, checked to belong to its port (else counters land elsewhere)."""
     table = open_port_table(RunDir(args.rundir).port_table)
     port = table.words[table.base(args.slot) + S_PORT]
@@ -301,7 +332,7 @@ def worker_main(argv: list[str] | None, prog: str, kind_label: str,
         log.error("%s", e.strerror or e)
         return procargs.EXIT_CONFIG
     try:
-        counters = _open_counters(args)
+        counters = open_counters(args)
     except (OSError, TableError, ValueError, IndexError) as e:
         medium.close()
         log.error("cannot use port table slot %d: %s", args.slot, e)

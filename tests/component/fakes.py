@@ -40,7 +40,8 @@ ETHERTYPE = 0x88B5  # IEEE "local experimental": nothing else on the host sends 
 SOL_PACKET, PACKET_AUXDATA, PACKET_QDISC_BYPASS, PACKET_IGNORE_OUTGOING = 263, 8, 20, 23
 PORT, SLOT = 1, 0  # the port a worker test runs, and its slot in the port table
 WORKER_MODULES = {PortKind.TAP: "etherws.workers.tap",
-                  PortKind.NETDEV: "etherws.workers.netdev"}
+                  PortKind.NETDEV: "etherws.workers.netdev",
+                  PortKind.CLIENT: "etherws.workers.client"}
 
 
 # --- test frames --------------------------------------------------------------------
@@ -171,20 +172,31 @@ def slot(table: PortTable) -> PortSlot:
     return table.read(SLOT)
 
 
-def worker_argv(module: str, rundir: str, target: str, port: int = PORT) -> list[str]:
+def worker_argv(module: str, rundir: str, target: str, port: int = PORT,
+                options: tuple[str, ...] = ()) -> list[str]:
     """The command line of a port worker for ``target`` in slot SLOT, as ``port``."""
     return [sys.executable, "-m", module, "--rundir", rundir, "--parent-pid",
-            str(os.getpid()), "--port", str(port), "--slot", str(SLOT), target]
+            str(os.getpid()), "--port", str(port), "--slot", str(SLOT), *options, target]
 
 
 class Worker(subprocess.Popen[bytes]):
-    """A port worker process whose stderr goes to a file."""
+    """A port worker process whose stderr goes to a file.
 
-    def __init__(self, argv: list[str], log: Path) -> None:
+    ``stdin_data`` is written to its stdin, which is then closed (a client worker's
+    secrets); ``env`` replaces the environment.
+    """
+
+    def __init__(self, argv: list[str], log: Path, stdin_data: bytes | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.log = log
         with open(log, "w") as err:
-            super().__init__(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=err)
+            super().__init__(argv, cwd=ROOT,
+                             stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, stderr=err, env=env)
+        if stdin_data is not None:
+            assert self.stdin is not None
+            with self.stdin:
+                self.stdin.write(stdin_data)
 
     def stderr_text(self) -> str:
         """What the worker wrote to stderr so far."""
@@ -222,10 +234,11 @@ class Spawner:
         self.rundir, self.logdir, self.module, self.table = rundir, logdir, module, table
         self.procs: list[Worker] = []
 
-    def __call__(self, target: str) -> Worker:
-        """Start a worker on ``target``; do not wait for it."""
-        argv = worker_argv(self.module, self.rundir, target)
-        proc = Worker(argv, self.logdir / f"worker{len(self.procs)}.err")
+    def __call__(self, target: str, *options: str, stdin_data: bytes | None = None,
+                 env: Mapping[str, str] | None = None) -> Worker:
+        """Start a worker on ``target`` with extra ``options``; do not wait for it."""
+        argv = worker_argv(self.module, self.rundir, target, options=options)
+        proc = Worker(argv, self.logdir / f"worker{len(self.procs)}.err", stdin_data, env)
         self.procs.append(proc)
         return proc
 

@@ -29,6 +29,8 @@ PURE = [
     "etherws.htpasswd",
     "etherws.wsframe",
     "etherws.wshandshake",
+    "etherws.backoff",
+    "etherws.keepalive",
 ]
 
 FORBIDDEN = frozenset({

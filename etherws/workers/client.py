@@ -1,0 +1,259 @@
+"""The client tunnel port worker: an outgoing WebSocket <-> the broker (I/O).
+
+``python -m etherws.workers.client --rundir R --parent-pid P --port N --slot S
+[--cacerts F] [--insecure] [--retry] [--ping-interval S] [--ping-timeout S]
+[log opts] URL``
+
+Secrets come on stdin, read to the end at start, as one JSON object (never argv,
+which every user of the host can read in /proc)::
+
+    {"user": "u" | null, "passwd": "p" | null, "proxy": "http://[user:pass@]host:port" | null}
+
+Life of the worker:
+
+- connect (websocket-client, in a thread of its own: a slow DNS lookup or connect
+  must not stop the main thread from beating the heartbeat — the supervisor kills a
+  worker whose heartbeat is 5 s old — nor from obeying SIGTERM at once);
+- up: ``link.PortLoop`` with a ``wsmedium.WsMedium`` until the connection ends;
+- backoff (``etherws.backoff``): wait, then connect again; forever, whatever the error.
+  Only the very first attempt is special: when it fails without ``--retry`` the
+  worker writes state "failed" and exits 0 (the supervisor removes the port and tells
+  the user why).
+
+The DEALER to the broker stays open across reconnects; frames the broker sends while
+there is no connection are dropped and counted. Every change of state is written to
+the port's status file (``etherws.portstatus``), with the last error, never a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import socket
+import sys
+import threading
+import time
+from typing import Callable
+
+import zmq
+
+from etherws import ipc, lifeline, logsetup, portstatus, procargs
+from etherws.backoff import Backoff
+from etherws.keepalive import Keepalive
+from etherws.tables import TableError
+from etherws.workers.link import (BrokerLink, MediumClosed, PortLoop, SlotCounters, StopFlag,
+                                  open_counters)
+from etherws.workers.wsconnect import CONNECT_TIMEOUT_S, Connector, Secrets, take_proxy_env
+from etherws.workers.wsmedium import WsMedium
+
+log = logging.getLogger(__name__)
+
+ATTEMPT_LIMIT_S = 3 * CONNECT_TIMEOUT_S
+"""An attempt still blocked after this (a DNS lookup that hangs, a server that drips
+its response) is abandoned: its thread closes whatever it gets later."""
+IDLE_POLL_MS = 50
+"""Broker poll slice while disconnected: bounds heartbeat age and SIGTERM latency."""
+
+
+class Attempt:
+    """One blocking connection attempt in a daemon thread; the main thread waits."""
+
+    def __init__(self, connect: Callable[[], socket.socket]) -> None:
+        self.done = threading.Event()
+        self.sock: socket.socket | None = None
+        self.error: Exception | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False
+        threading.Thread(target=self._run, args=(connect,), name="connect", daemon=True).start()
+
+    def _run(self, connect: Callable[[], socket.socket]) -> None:
+        try:
+            sock = connect()
+        except Exception as e:  # handed over: the main thread tells network errors from bugs
+            self.error = e
+        else:
+            with self._lock:
+                if self._abandoned:
+                    sock.close()
+                else:
+                    self.sock = sock
+        self.done.set()
+
+    def abandon(self) -> None:
+        """Give up on the attempt; a socket it produced (now or later) is closed."""
+        with self._lock:
+            self._abandoned = True
+            sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+
+
+class ClientWorker:
+    """Connect, carry frames, back off, connect again: until SIGTERM or a first failure."""
+
+    def __init__(self, args: argparse.Namespace, connector: Connector, counters: SlotCounters,
+                 link: BrokerLink, stop: StopFlag) -> None:
+        self.args = args
+        self.connector = connector
+        self.counters = counters
+        self.link = link
+        self.stop = stop
+        self.backoff = Backoff()
+        self.first: str | None = None  # outcome of the very first attempt
+
+    def run(self) -> int:
+        """The worker's life; the exit status (0: stopped, or failed for good)."""
+        while not self.stop.requested:
+            self._status("connecting")
+            outcome = self._attempt()
+            if outcome is None:
+                break
+            if isinstance(outcome, str):
+                log.warning("cannot connect to %s: %s", self.connector.target, outcome)
+                if self.first is None:
+                    self.first = "failed"
+                    if not self.args.retry:
+                        self._status("failed", outcome)
+                        log.error("first connection failed and --retry is not set: giving up")
+                        return 0
+                self._back_off(outcome)
+                continue
+            self.first = self.first or "ok"
+            reason = self._tunnel(outcome)
+            if reason is None:
+                break
+            log.warning("connection to %s ended: %s", self.connector.target, reason)
+            self._back_off(reason)
+        log.info("stopped by signal")
+        return 0
+
+    def _attempt(self) -> socket.socket | str | None:
+        """A connected socket, the error as one line, or None when stopped meanwhile."""
+        if self.connector.insecure and self.connector.target.secure:
+            log.warning("connecting to %s WITHOUT verifying its certificate (--insecure)",
+                        self.connector.target)
+        attempt = Attempt(self.connector.connect)
+        self._idle(time.monotonic_ns() + int(ATTEMPT_LIMIT_S * 1e9), attempt.done.is_set)
+        if not attempt.done.is_set() or self.stop.requested:
+            attempt.abandon()
+            return None if self.stop.requested else f"no answer within {ATTEMPT_LIMIT_S:g} s"
+        if attempt.error is not None:
+            text = self.connector.describe(attempt.error)
+            if text is None:
+                raise attempt.error  # not a network failure: a bug, the supervisor restarts us
+            return text
+        assert attempt.sock is not None
+        return attempt.sock
+
+    def _tunnel(self, sock: socket.socket) -> str | None:
+        """Carry frames until the connection ends (its reason) or SIGTERM (None)."""
+        now = time.monotonic()
+        self.backoff.connected(now)
+        self._status("up")
+        log.info("connected to %s%s", self.connector.target,
+                 f" through proxy {self.connector.proxy}" if self.connector.proxy else "")
+        keepalive = Keepalive(now, self.args.ping_interval, self.args.ping_timeout)
+        medium = WsMedium(sock, "client", keepalive=keepalive)
+        try:
+            PortLoop(medium, self.link, self.counters, self.stop).run()
+        except MediumClosed as e:
+            return e.reason
+        finally:
+            medium.close()
+        return None
+
+    def _back_off(self, error: str) -> None:
+        """Record the failure, publish the next attempt's time, wait for it."""
+        now_ns = time.monotonic_ns()
+        at_s = self.backoff.failed(now_ns / 1e9, random.uniform(-1.0, 1.0))
+        at_ns = max(now_ns, round(at_s * 1e9))
+        self._status("backoff", error, at_ns)
+        if at_ns > now_ns:
+            log.info("next attempt in %.1f s", (at_ns - now_ns) / 1e9)
+        self._idle(at_ns)
+
+    def _idle(self, until_ns: int, done: Callable[[], bool] | None = None) -> None:
+        """Beat the heartbeat and drop the broker's frames until a time, ``done`` or SIGTERM."""
+        while not self.stop.requested:
+            now = time.monotonic_ns()
+            self.counters.heartbeat(now)
+            if now >= until_ns or (done is not None and done()):
+                return
+            wait_ms = max(1, min(IDLE_POLL_MS, (until_ns - now) // 1_000_000))
+            if self.link.socket.poll(wait_ms, zmq.POLLIN):
+                self._discard()
+
+    def _discard(self) -> None:
+        """Drop what the broker sent while there is no connection, counting it."""
+        for _ in range(64):
+            message = self.link.recv()
+            if message is None:
+                return
+            try:
+                self.counters.add_drops(len(ipc.unpack(message)))
+            except ipc.IpcError:
+                self.counters.add_errors(1)
+
+    def _status(self, state: str, error: str = "", next_retry_ns: int | None = None) -> None:
+        """Publish the link state for the supervisor (never a secret)."""
+        portstatus.write(self.args.rundir, self.args.port, state,
+                         self.connector.scrub(error), next_retry_ns, self.first)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The client's own options and its URL."""
+    parser.add_argument("--cacerts", metavar="FILE",
+                        help="CA certificates (PEM) to verify a wss:// server with")
+    parser.add_argument("--insecure", action="store_true",
+                        help="do not verify the server's certificate (logged at every connect)")
+    parser.add_argument("--retry", action="store_true",
+                        help="keep trying when the first connection fails")
+    parser.add_argument("--ping-interval", type=float, default=20.0, metavar="S",
+                        help="ping the server after S seconds of silence (default 20)")
+    parser.add_argument("--ping-timeout", type=float, default=20.0, metavar="S",
+                        help="give the server up S seconds after an unanswered ping (default 20)")
+    parser.add_argument("url", help="ws://HOST[:PORT]/PATH or wss://...")
+
+
+def _prepare(args: argparse.Namespace, secrets_text: str) -> Connector | str:
+    """The connector, or why the port cannot work (written as state "failed")."""
+    if args.ping_interval <= 0 or args.ping_timeout <= 0:
+        return "--ping-interval and --ping-timeout must be positive"
+    try:
+        return Connector(args.url, Secrets.from_json(secrets_text), args.cacerts,
+                         args.insecure, take_proxy_env(os.environ))
+    except ValueError as e:
+        return str(e)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a client port worker; the exit status (0, or EXIT_CONFIG without a slot)."""
+    parser = procargs.port_parser("etherws-client-worker", "etherws client port worker")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    lifeline.die_with_parent(args.parent_pid)
+    stop = StopFlag()
+    stop.install()
+    logsetup.configure(args, f"port {args.port} client")
+    connector = _prepare(args, sys.stdin.read() if sys.stdin is not None else "")
+    if isinstance(connector, str):
+        log.error("%s", connector)
+        portstatus.write(args.rundir, args.port, "failed", connector, None, "failed")
+        return 0
+    try:
+        counters = open_counters(args)
+    except (OSError, TableError, ValueError, IndexError) as e:
+        log.error("cannot use port table slot %d: %s", args.slot, e)
+        return procargs.EXIT_CONFIG
+    counters.heartbeat(time.monotonic_ns())
+    link = BrokerLink(args.rundir, args.port)
+    try:
+        return ClientWorker(args, connector, counters, link, stop).run()
+    finally:
+        link.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""A port medium over an established WebSocket connection (I/O).
+
+The opening handshake is someone else's (websocket-client for a client port, the
+peer worker's server handshake); from then on this module frames and parses whole
+buffers with ``etherws.wsframe`` (library-fit §6: one big recv and one send per batch
+cost a third of a per-message library). One Ethernet frame is one binary message.
+
+What it owns, because no library does it any more (library-fit §6, "If you go that
+way"):
+
+- reading: one recv of up to READ_SIZE bytes per wake-up, parsed into messages that
+  are handed out at most ``max_frames`` at a time; the rest waits in ``pending_input``.
+- TLS: a record decrypted by OpenSSL may hold more than one recv() took; those bytes
+  sit in the SSL object, where poll() cannot see them (library-fit §2, verified). So
+  ``pending_input`` also reports ``SSLSocket.pending()`` and the loop comes back
+  without polling.
+- control frames: a ping is answered with a pong of the same payload (RFC 6455
+  §5.5.2); a Close is answered with a Close (§5.5.1) and ends the medium; a protocol
+  violation sends the decoder's close code (1002, 1007, 1009 ...) and ends it (§7.1.7).
+  Text messages are ignored and counted as errors (DESIGN "Wire protocol").
+- writing: frames are queued and encoded per broker batch (a client masks each with a
+  fresh key from one ``os.urandom`` call, §5.3), then sent without blocking. At most
+  OUT_LIMIT bytes wait for the socket; a frame that does not fit is refused (the loop
+  counts a drop), so a stalled peer costs bounded memory and never blocks the worker.
+- keepalive (``etherws.keepalive``): a ping after silence, MediumClosed when the peer
+  stays silent after it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import ssl
+
+from etherws import wsframe
+from etherws.frame import MAX_FRAME
+from etherws.keepalive import Keepalive, Verdict
+from etherws.workers.link import MediumClosed
+from etherws.wsframe import CloseCode, Opcode
+
+READ_SIZE = 256 * 1024
+"""Bytes taken from the socket per wake-up (library-fit §6 measured recv(256K))."""
+TLS_READ = 16 * 1024
+"""A TLS recv() returns at most one record's plaintext (16 KiB, RFC 8446 §5.1): asking
+for more only makes CPython allocate and shrink a larger buffer every time."""
+OUT_LIMIT = 4 * 1024 * 1024
+"""Encoded bytes allowed to wait for the socket; frames beyond it are dropped."""
+CONTROL_ROOM = 64 * 1024
+"""Extra room for control frames (pong, ping, close) past OUT_LIMIT. Bounded too: a
+peer that floods pings but reads nothing gets no pongs once this is used up."""
+PING_PAYLOAD = b"etherws"
+
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class WsMedium:
+    """Frames as binary messages over one connected socket (plain or TLS).
+
+    ``role`` is this end's side ("client" masks what it sends, §5.1), ``max_message``
+    the largest message accepted (larger: close 1009), ``keepalive`` the silence timer
+    or None for none. The socket is made non-blocking and is closed by ``close``.
+    """
+
+    def __init__(self, sock: socket.socket, role: str, max_message: int = MAX_FRAME,
+                 keepalive: Keepalive | None = None) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.decoder = wsframe.Decoder(role, max_message)
+        self.masking = role == "client"
+        self.keepalive = keepalive
+        self._ready: list[bytes] = []  # decoded messages not handed out yet
+        self._failure: str | None = None  # why the medium ended, raised once _ready is empty
+        self._batch: list[bytes] = []  # frames written since the last flush, not encoded
+        self._batch_bytes = 0
+        self._out = bytearray()  # encoded bytes the socket has not taken yet
+        self._close_sent = False
+        self._heard = False  # bytes arrived since the last tick
+        self._errors = 0
+        self.pongs_sent = 0
+
+    # --- the Medium protocol -----------------------------------------------------
+    def fileno(self) -> int:
+        """The socket's fd."""
+        return self.fd
+
+    def read_batch(self, max_frames: int) -> list[bytes]:
+        """Up to ``max_frames`` binary messages; raises MediumClosed once the link ended."""
+        if not self._ready and self._failure is None:
+            self._receive()
+        batch = self._ready[:max_frames]
+        del self._ready[:max_frames]
+        if not batch and self._failure is not None:
+            raise MediumClosed(self._failure)
+        return batch
+
+    def write(self, frame: bytes) -> bool:
+        """Queue one frame for the next flush; False (a drop) when there is no room."""
+        size = len(frame) + 14  # the largest header, and a client's masking key
+        if (self._close_sent or self._failure is not None
+                or len(self._out) + self._batch_bytes + size > OUT_LIMIT):
+            return False
+        self._batch.append(frame)
+        self._batch_bytes += size
+        return True
+
+    def take_counts(self) -> tuple[int, int]:
+        """``(text messages ignored, 0)`` since the last call."""
+        errors, self._errors = self._errors, 0
+        return errors, 0
+
+    def close(self) -> None:
+        """Say goodbye (close 1001) if nothing was said yet, without waiting; close."""
+        if not self._close_sent and self._failure is None:
+            self._send_close(CloseCode.GOING_AWAY, "")
+            try:
+                self._send()
+            except MediumClosed:
+                pass
+        self.sock.close()
+
+    # --- the optional hooks of PortLoop -------------------------------------------
+    def pending_input(self) -> bool:
+        """True when messages, an ending, or decrypted TLS bytes wait without the fd."""
+        return bool(self._ready) or self._failure is not None or (
+            self.tls and self.sock.pending() > 0)  # type: ignore[attr-defined]
+
+    def pending_output(self) -> bool:
+        """True while encoded bytes wait for the socket (poll for POLLOUT)."""
+        return bool(self._out)
+
+    def flush(self) -> None:
+        """Encode the queued frames and send as much as the socket takes now."""
+        self._encode_batch()
+        self._send()
+
+    def tick(self, now_ns: int) -> None:
+        """Run the keepalive: maybe send a ping; MediumClosed when the peer is dead."""
+        if self.keepalive is None:
+            return
+        now = now_ns / 1e9
+        if self._heard:
+            self.keepalive.heard(now)
+            self._heard = False
+        verdict = self.keepalive.check(now)
+        if verdict is Verdict.PING:
+            self._queue_control(Opcode.PING, PING_PAYLOAD)
+            self.flush()
+        elif verdict is Verdict.DEAD:
+            if self._unread_bytes():
+                # The loop holds off reading while the broker cannot take frames (drop
+                # early): what waits unread is the peer's, so it is alive.
+                self.keepalive.heard(now)
+                return
+            k = self.keepalive
+            raise MediumClosed(f"peer silent for {k.interval_s:g} s and "
+                               f"{k.timeout_s:g} s after a ping: connection dead")
+
+    # --- receiving ----------------------------------------------------------------
+    def _receive(self) -> None:
+        """One bounded read, parsed; control frames answered."""
+        data, eof = self._recv()
+        if data:
+            self._heard = True
+            try:
+                self._ready += self.decoder.feed(data)
+            except wsframe.ProtocolError as e:
+                self._ready += e.messages  # complete and valid: still delivered
+                self._fail(e.code, f"protocol error from the peer: {e.reason}")
+        self._answer_events()
+        if eof and self._failure is None:
+            self._failure = "connection closed by the peer without a Close frame"
+        if self._out:
+            self._send()
+
+    def _recv(self) -> tuple[bytes, bool]:
+        """``(bytes read, end of stream)``; a lost connection becomes the failure."""
+        chunks: list[bytes] = []
+        total, eof = 0, False
+        try:
+            while total < READ_SIZE:
+                chunk = self.sock.recv(TLS_READ if self.tls else READ_SIZE)
+                if not chunk:
+                    eof = True
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+                if not self.tls:
+                    break  # plain TCP: one recv; poll() tells when there is more
+                # TLS: recv() returns at most one record (16 KiB); read on to READ_SIZE.
+        except _WOULD_BLOCK:
+            pass
+        except OSError as e:
+            self._failure = f"connection lost: {e.strerror or e}"
+        return b"".join(chunks), eof
+
+    def _answer_events(self) -> None:
+        """Pong the pings, count the texts, answer a Close (§5.5)."""
+        for event in self.decoder.events:
+            if isinstance(event, wsframe.Ping):
+                if self._queue_control(Opcode.PONG, event.payload):
+                    self.pongs_sent += 1
+            elif isinstance(event, wsframe.Text):
+                self._errors += 1
+            elif isinstance(event, wsframe.Close):
+                self._peer_closed(event)
+        self.decoder.events.clear()
+
+    def _peer_closed(self, event: wsframe.Close) -> None:
+        """Echo the peer's Close (§5.5.1: with its status code) and end."""
+        if event.code == CloseCode.NO_STATUS:
+            self._queue_control(Opcode.CLOSE, b"")
+            self._close_sent = True
+        else:
+            self._send_close(event.code, "")
+        reason = f" {event.reason}" if event.reason else ""
+        self._failure = f"peer closed the connection ({event.code}{reason})"
+
+    def _fail(self, code: int, why: str) -> None:
+        """Fail the connection (§7.1.7): send Close ``code`` and end."""
+        self._send_close(code, why)
+        self._failure = f"{why} (closed with {code})"
+
+    # --- sending ------------------------------------------------------------------
+    def _send_close(self, code: int, reason: str) -> None:
+        """Queue a Close after every queued frame; nothing may follow it (§5.5.1)."""
+        if not self._close_sent:
+            self._queue_control(Opcode.CLOSE, wsframe.close_payload(code, reason))
+            self._close_sent = True
+
+    def _queue_control(self, opcode: Opcode, payload: bytes) -> bool:
+        """Queue a control frame behind the data; False when even CONTROL_ROOM is used."""
+        self._encode_batch()
+        if len(self._out) > OUT_LIMIT + CONTROL_ROOM:
+            return False
+        self._out += wsframe.frame(opcode, payload, os.urandom(4) if self.masking else None)
+        return True
+
+    def _encode_batch(self) -> None:
+        """Encode the frames written since the last flush into the output buffer."""
+        if not self._batch:
+            return
+        keys = None
+        if self.masking:
+            raw = os.urandom(4 * len(self._batch))  # one syscall per batch, cut in fours
+            keys = [raw[i:i + 4] for i in range(0, len(raw), 4)]
+        self._out += wsframe.binary_batch(self._batch, keys)
+        self._batch = []
+        self._batch_bytes = 0
+
+    def _send(self) -> None:
+        """One non-blocking send of the output buffer; MediumClosed when the link is lost.
+
+        A TLS send that could not finish (SSLWantWrite) must be retried with the same
+        bytes (SSL_write(3)); the buffer only ever loses what was sent from its front
+        and grows at its end, and CPython sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, so
+        the retry starts with the same bytes, as OpenSSL asks.
+        """
+        if not self._out:
+            return
+        try:
+            with memoryview(self._out) as view:
+                sent = self.sock.send(view)
+        except _WOULD_BLOCK:
+            return
+        except OSError as e:
+            self._failure = self._failure or f"connection lost: {e.strerror or e}"
+            raise MediumClosed(self._failure) from None
+        del self._out[:sent]
+
+    def _unread_bytes(self) -> bool:
+        """True when the peer's bytes wait in the kernel or the TLS layer."""
+        if self.tls and self.sock.pending() > 0:  # type: ignore[attr-defined]
+            return True
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        return bool(poller.poll(0))

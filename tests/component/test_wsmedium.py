@@ -1,0 +1,169 @@
+"""WsMedium over a real socket pair: batching, control frames, bounded output, keepalive.
+
+The far end is a plain socket in this test process, parsed with ``wsframe.Decoder`` in
+the server role (which insists that the client masked every frame).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Iterator
+
+import pytest
+
+from etherws import wsframe
+from etherws.keepalive import Keepalive
+from etherws.workers.link import MediumClosed
+from etherws.workers.wsmedium import OUT_LIMIT, PING_PAYLOAD, WsMedium
+from etherws.wsframe import Opcode
+
+Pair = tuple[WsMedium, socket.socket]
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    """A client-role medium and the server's end of its connection."""
+    a, b = socket.socketpair()
+    medium = WsMedium(a, "client", keepalive=Keepalive(0.0, 1.0, 1.0))
+    try:
+        yield medium, b
+    finally:
+        medium.sock.close()
+        b.close()
+
+
+def server_reads(peer: socket.socket, decoder: wsframe.Decoder, messages: int) -> list[bytes]:
+    """What the server end decodes until ``messages`` binary messages (or events) came."""
+    peer.settimeout(5)
+    got: list[bytes] = []
+    while len(got) + len(decoder.events) < messages:
+        data = peer.recv(1 << 20)
+        assert data, "connection closed"
+        got += decoder.feed(data)
+    return got
+
+
+def test_frames_are_masked_batched_and_arrive_intact(pair: Pair) -> None:
+    medium, peer = pair
+    frames = [bytes([i]) * (14 + i * 100) for i in range(50)]
+    assert all(medium.write(f) for f in frames)
+    medium.flush()
+    assert not medium.pending_output()
+    assert server_reads(peer, wsframe.Decoder("server", 1 << 20), 50) == frames
+
+
+def test_input_is_handed_out_in_bounded_batches(pair: Pair) -> None:
+    medium, peer = pair
+    frames = [i.to_bytes(2, "big") * 30 for i in range(300)]
+    peer.sendall(wsframe.binary_batch(frames))
+    got: list[bytes] = []
+    while len(got) < 300:
+        batch = medium.read_batch(64)
+        assert len(batch) <= 64
+        got += batch
+        assert medium.pending_input() == (len(got) < 300 and bool(medium._ready))
+    assert got == frames and not medium.pending_input()
+    assert medium.read_batch(64) == []  # nothing more: no error, no block
+
+
+def test_ping_gets_a_pong_and_text_is_counted(pair: Pair) -> None:
+    medium, peer = pair
+    frame = bytes(range(60))
+    peer.sendall(wsframe.frame(Opcode.TEXT, b"hello") + wsframe.frame(Opcode.PING, b"p1")
+                 + wsframe.frame(Opcode.BINARY, frame))
+    assert medium.read_batch(64) == [frame]
+    assert medium.take_counts() == (1, 0) and medium.take_counts() == (0, 0)
+    decoder = wsframe.Decoder("server", 1000)
+    server_reads(peer, decoder, 1)
+    assert decoder.events == [wsframe.Pong(b"p1")]
+
+
+@pytest.mark.parametrize("close_payload, echoed", [
+    (wsframe.close_payload(1000, "bye"), wsframe.Close(1000, "")),
+    (b"", wsframe.Close(1005, "")),
+])
+def test_a_close_is_answered_and_ends_the_medium(pair: Pair, close_payload: bytes,
+                                                 echoed: wsframe.Close) -> None:
+    medium, peer = pair
+    frame = bytes(60)
+    peer.sendall(wsframe.frame(Opcode.BINARY, frame) + wsframe.frame(Opcode.CLOSE, close_payload))
+    assert medium.read_batch(64) == [frame]  # what came before the Close is delivered
+    with pytest.raises(MediumClosed, match="peer closed the connection"):
+        medium.read_batch(64)
+    decoder = wsframe.Decoder("server", 1000)
+    server_reads(peer, decoder, 1)
+    assert decoder.events == [echoed]
+    assert not medium.write(frame)  # nothing after a Close (§5.5.1)
+
+
+@pytest.mark.parametrize("data, code", [
+    (b"\x82\x7f" + (70000).to_bytes(8, "big"), 1009),   # too big, refused from the header
+    (b"\x82\x80\x00\x00\x00\x00", 1002),                 # masked frame from a server
+    (wsframe.frame(Opcode.TEXT, b"\xff"), 1007),         # text that is not UTF-8
+])
+def test_a_protocol_error_sends_its_close_code(pair: Pair, data: bytes, code: int) -> None:
+    medium, peer = pair
+    peer.sendall(data)
+    with pytest.raises(MediumClosed, match=f"closed with {code}"):
+        while True:
+            medium.read_batch(64)
+    decoder = wsframe.Decoder("server", 1000)
+    server_reads(peer, decoder, 1)
+    assert isinstance(decoder.events[0], wsframe.Close) and decoder.events[0].code == code
+
+
+def test_eof_ends_the_medium(pair: Pair) -> None:
+    medium, peer = pair
+    peer.shutdown(socket.SHUT_WR)
+    with pytest.raises(MediumClosed, match="without a Close frame"):
+        medium.read_batch(64)
+
+
+def test_output_is_bounded_and_drops_when_the_peer_does_not_read(pair: Pair) -> None:
+    medium, peer = pair
+    frame = b"x" * 65000
+    accepted = 0
+    while medium.write(frame):
+        accepted += 1
+        medium.flush()
+        assert accepted < 10_000, "never refused"
+    assert medium.pending_output() and len(medium._out) <= OUT_LIMIT
+    # The peer reads again: everything accepted arrives, in order, nothing more.
+    decoder = wsframe.Decoder("server", 1 << 20)
+    got: list[bytes] = []
+    peer.settimeout(5)
+    while len(got) < accepted:
+        medium.flush()
+        got += decoder.feed(peer.recv(1 << 20))
+    assert got == [frame] * accepted and not medium.pending_output()
+
+
+def test_keepalive_pings_after_silence_and_gives_up(pair: Pair) -> None:
+    medium, peer = pair
+    medium.tick(500_000_000)
+    medium.tick(1_000_000_000)  # 1 s of silence: a ping
+    decoder = wsframe.Decoder("server", 1000)
+    server_reads(peer, decoder, 1)
+    assert decoder.events == [wsframe.Ping(PING_PAYLOAD)]
+    with pytest.raises(MediumClosed, match="connection dead"):
+        medium.tick(2_000_000_000)
+
+
+def test_unread_bytes_count_as_life(pair: Pair) -> None:
+    """While the loop holds off reading (broker busy), waiting bytes keep the peer alive."""
+    medium, peer = pair
+    medium.tick(1_000_000_000)
+    peer.sendall(wsframe.frame(Opcode.PONG, PING_PAYLOAD))
+    medium.tick(2_000_000_000)  # not read yet, but there: alive
+    medium.tick(2_500_000_000)
+    assert medium.read_batch(64) == []
+    medium.tick(3_000_000_000)  # heard at 3.0 s (read): silence starts again
+    medium.tick(3_900_000_000)
+
+
+def test_close_says_going_away(pair: Pair) -> None:
+    medium, peer = pair
+    medium.close()
+    decoder = wsframe.Decoder("server", 1000)
+    server_reads(peer, decoder, 1)
+    assert decoder.events == [wsframe.Close(1001, "")]

@@ -1,0 +1,82 @@
+"""PortLoop's optional medium hooks (flush, tick), with fakes (no sockets)."""
+
+from __future__ import annotations
+
+from etherws import ipc
+from etherws.tables import PortKind, PortTable
+from etherws.workers.link import PortLoop, SlotCounters, StopFlag
+
+FRAME = bytes(range(60))
+
+
+class BufferingMedium:
+    """Queues writes until flush; records ticks."""
+
+    def __init__(self) -> None:
+        self.queued: list[bytes] = []
+        self.flushed: list[list[bytes]] = []
+        self.ticks: list[int] = []
+
+    def fileno(self) -> int:
+        return -1
+
+    def read_batch(self, max_frames: int) -> list[bytes]:
+        return []
+
+    def write(self, frame: bytes) -> bool:
+        self.queued.append(frame)
+        return True
+
+    def take_counts(self) -> tuple[int, int]:
+        return 0, 0
+
+    def close(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        self.flushed.append(self.queued)
+        self.queued = []
+
+    def tick(self, now_ns: int) -> None:
+        self.ticks.append(now_ns)
+
+
+class FakeLink:
+    def __init__(self, waiting: list[bytes]) -> None:
+        self.waiting = waiting
+
+    def recv(self) -> bytes | None:
+        return self.waiting.pop(0) if self.waiting else None
+
+
+def make_loop(medium: BufferingMedium, link: FakeLink) -> tuple[PortLoop, PortTable]:
+    table = PortTable.format(bytearray(PortTable.size(2)), 2)
+    table.claim(1, 3, PortKind.CLIENT)
+    loop = PortLoop(medium, link, SlotCounters(table, 1), StopFlag())  # type: ignore[arg-type]
+    return loop, table
+
+
+def test_each_broker_batch_is_flushed_as_one() -> None:
+    medium = BufferingMedium()
+    loop, table = make_loop(medium, FakeLink([ipc.pack([FRAME] * 3), ipc.pack([FRAME])]))
+    loop.downstream()
+    assert medium.flushed == [[FRAME] * 3, [FRAME]]
+    assert table.read(1).tx == 4
+
+
+def test_tick_runs_the_medium_timers_after_the_heartbeat() -> None:
+    medium = BufferingMedium()
+    loop, table = make_loop(medium, FakeLink([]))
+    loop.tick(42)
+    assert medium.ticks == [42] and table.read(1).heartbeat_ns == 42
+
+
+def test_media_without_hooks_get_no_op_defaults() -> None:
+    class Plain:
+        def fileno(self) -> int:
+            return -1
+
+    loop = PortLoop(Plain(), FakeLink([]), None, StopFlag())  # type: ignore[arg-type]
+    assert not loop.pending_input() and not loop.pending_output()
+    loop.flush()
+    loop.medium_tick(1)
