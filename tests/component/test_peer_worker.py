@@ -23,7 +23,7 @@ import websocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Event, Message,
-                            Ping, Pong, RejectConnection, RejectData, Request, TextMessage)
+                            Ping, Pong, RejectConnection, RejectData, Request)
 from wsproto.extensions import PerMessageDeflate
 
 from etherws import portstatus, procargs, wsframe
