@@ -243,6 +243,9 @@ def test_frames_flow_both_ways_and_are_counted(rundir: str, table: PortTable,
     proc, sock = start_peer()
     client = Client(sock)
     client.open()
+    # the 101 is on the wire before the worker records "up": wait for the record
+    support.wait_until(lambda: (portstatus.read(rundir, PORT) or {}).get("state") == "up",
+                       5, "the status file to say up")
     assert portstatus.read(rundir, PORT) == {"v": 1, "state": "up", "error": "",
                                              "next_retry_ns": None, "first": None}
     down, up = exchange(broker, client)
