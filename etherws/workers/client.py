@@ -39,11 +39,11 @@ from typing import Callable
 
 import zmq
 
-from etherws import ipc, lifeline, logsetup, portstatus, procargs
+from etherws import ipc, portstatus, procargs
 from etherws.backoff import Backoff
 from etherws.keepalive import Keepalive
 from etherws.tables import TableError
-from etherws.workers.link import (BrokerLink, MediumClosed, PortLoop, SlotCounters, StopFlag,
+from etherws.workers.link import (BrokerLink, begin, MediumClosed, PortLoop, SlotCounters, StopFlag,
                                   open_counters)
 from etherws.workers.wsconnect import CONNECT_TIMEOUT_S, Connector, Secrets, take_proxy_env
 from etherws.workers.wsmedium import WsMedium
@@ -232,11 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run a client port worker; the exit status (0, or EXIT_CONFIG without a slot)."""
     parser = procargs.port_parser("etherws-client-worker", "etherws client port worker")
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    lifeline.die_with_parent(args.parent_pid)
-    stop = StopFlag()
-    stop.install()
-    logsetup.configure(args, f"port {args.port} client")
+    args, stop = begin(parser, argv, "client")
     connector = _prepare(args, sys.stdin.read() if sys.stdin is not None else "")
     if isinstance(connector, str):
         log.error("%s", connector)

@@ -307,6 +307,19 @@ def open_counters(args: argparse.Namespace) -> SlotCounters:
     return SlotCounters(table, args.slot)
 
 
+def begin(parser: argparse.ArgumentParser, argv: list[str] | None,
+          label: str | Callable[[argparse.Namespace], str]) -> tuple[argparse.Namespace, StopFlag]:
+    """Every port worker's first steps: parse, die with the supervisor, catch SIGTERM,
+    configure logging as ``port N <label>``. Returns the arguments and the stop flag."""
+    args = parser.parse_args(argv)
+    lifeline.die_with_parent(args.parent_pid)
+    stop = StopFlag()
+    stop.install()
+    name = label(args) if callable(label) else label
+    logsetup.configure(args, f"port {args.port} {name}")
+    return args, stop
+
+
 def worker_main(argv: list[str] | None, prog: str, kind_label: str,
                 open_medium: OpenMedium,
                 add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
@@ -321,11 +334,7 @@ def worker_main(argv: list[str] | None, prog: str, kind_label: str,
     parser.add_argument("target", help=f"what the {kind_label} port attaches to")
     if add_arguments is not None:
         add_arguments(parser)
-    args = parser.parse_args(argv)
-    lifeline.die_with_parent(args.parent_pid)
-    stop = StopFlag()
-    stop.install()
-    logsetup.configure(args, f"port {args.port} {kind_label}")
+    args, stop = begin(parser, argv, kind_label)
     try:  # before any zmq context exists: nothing to tear down on failure
         medium = open_medium(args)
     except OSError as e:

@@ -40,14 +40,14 @@ import ssl
 import sys
 import time
 
-from etherws import htpasswd, lifeline, logsetup, portstatus, procargs
+from etherws import htpasswd, portstatus, procargs
 from etherws.authfile import AuthFile
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.keepalive import Keepalive
 from etherws.tables import TableError
 from etherws.wsframe import CloseCode, Opcode, close_payload, frame
 from etherws.wshandshake import Accepted, Auth, Decision, Rejected, ServerHandshake, http_response
-from etherws.workers.link import (BrokerLink, MediumClosed, PortLoop, SlotCounters, StopFlag,
+from etherws.workers.link import (BrokerLink, begin, MediumClosed, PortLoop, SlotCounters, StopFlag,
                                   open_counters)
 from etherws.workers.wsmedium import WsMedium
 
@@ -399,11 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     started_ns = time.monotonic_ns()  # the opening deadline counts from here
     parser = procargs.port_parser("etherws-peer-worker", "etherws WebSocket peer port worker")
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    lifeline.die_with_parent(args.parent_pid)
-    stop = StopFlag()
-    stop.install()
-    logsetup.configure(args, f"port {args.port} peer {args.peer}")
+    args, stop = begin(parser, argv, lambda a: f"peer {a.peer}")
     try:
         sock = adopt_socket(args.fd)
     except (OSError, ValueError) as e:
