@@ -43,7 +43,8 @@ from etherws import ipc, portstatus, procargs
 from etherws.backoff import Backoff
 from etherws.keepalive import Keepalive
 from etherws.tables import TableError
-from etherws.workers.link import (BrokerLink, begin, MediumClosed, PortLoop, SlotCounters, StopFlag,
+from etherws.workers.link import (BrokerLink, MediumClosed, PortLoop, SlotCounters, StopFlag,
+                                  begin,
                                   open_counters)
 from etherws.workers.wsconnect import CONNECT_TIMEOUT_S, Connector, Secrets, take_proxy_env
 from etherws.workers.wsmedium import WsMedium

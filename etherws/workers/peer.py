@@ -47,7 +47,8 @@ from etherws.keepalive import Keepalive
 from etherws.tables import TableError
 from etherws.wsframe import CloseCode, Opcode, close_payload, frame
 from etherws.wshandshake import Accepted, Auth, Decision, Rejected, ServerHandshake, http_response
-from etherws.workers.link import (BrokerLink, begin, MediumClosed, PortLoop, SlotCounters, StopFlag,
+from etherws.workers.link import (BrokerLink, MediumClosed, PortLoop, SlotCounters, StopFlag,
+                                  begin,
                                   open_counters)
 from etherws.workers.wsmedium import WsMedium
 
