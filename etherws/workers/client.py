@@ -42,10 +42,8 @@ import zmq
 from etherws import ipc, portstatus, procargs
 from etherws.backoff import Backoff
 from etherws.keepalive import Keepalive
-from etherws.tables import TableError
 from etherws.workers.link import (BrokerLink, MediumClosed, PortLoop, SlotCounters, StopFlag,
-                                  begin,
-                                  open_counters)
+                                  begin, claim_slot)
 from etherws.workers.wsconnect import CONNECT_TIMEOUT_S, Connector, Secrets, take_proxy_env
 from etherws.workers.wsmedium import WsMedium
 
@@ -239,12 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", connector)
         portstatus.write(args.rundir, args.port, "failed", connector, None, "failed")
         return 0
-    try:
-        counters = open_counters(args)
-    except (OSError, TableError, ValueError, IndexError) as e:
-        log.error("cannot use port table slot %d: %s", args.slot, e)
+    counters = claim_slot(args)
+    if counters is None:
         return procargs.EXIT_CONFIG
-    counters.heartbeat(time.monotonic_ns())
     link = BrokerLink(args.rundir, args.port)
     try:
         return ClientWorker(args, connector, counters, link, stop).run()

@@ -307,6 +307,18 @@ def open_counters(args: argparse.Namespace) -> SlotCounters:
     return SlotCounters(table, args.slot)
 
 
+def claim_slot(args: argparse.Namespace) -> SlotCounters | None:
+    """open_counters plus the first heartbeat; None (logged) when the slot is unusable,
+    which the worker reports by exiting with procargs.EXIT_CONFIG."""
+    try:
+        counters = open_counters(args)
+    except (OSError, TableError, ValueError, IndexError) as e:
+        log.error("cannot use port table slot %d: %s", args.slot, e)
+        return None
+    counters.heartbeat(time.monotonic_ns())
+    return counters
+
+
 def begin(parser: argparse.ArgumentParser, argv: list[str] | None,
           label: str | Callable[[argparse.Namespace], str]) -> tuple[argparse.Namespace, StopFlag]:
     """Every port worker's first steps: parse, die with the supervisor, catch SIGTERM,
@@ -340,14 +352,11 @@ def worker_main(argv: list[str] | None, prog: str, kind_label: str,
     except OSError as e:
         log.error("%s", e.strerror or e)
         return procargs.EXIT_CONFIG
-    try:
-        counters = open_counters(args)
-    except (OSError, TableError, ValueError, IndexError) as e:
+    counters = claim_slot(args)
+    if counters is None:
         medium.close()
-        log.error("cannot use port table slot %d: %s", args.slot, e)
         return procargs.EXIT_CONFIG
     link = BrokerLink(args.rundir, args.port)
-    counters.heartbeat(time.monotonic_ns())
     log.info("%s %s open; data plane %s", kind_label, args.target,
              RunDir(args.rundir).data_endpoint)
     try:

@@ -44,12 +44,10 @@ from etherws import htpasswd, portstatus, procargs
 from etherws.authfile import AuthFile
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.keepalive import Keepalive
-from etherws.tables import TableError
 from etherws.wsframe import CloseCode, Opcode, close_payload, frame
 from etherws.wshandshake import Accepted, Auth, Decision, Rejected, ServerHandshake, http_response
 from etherws.workers.link import (BrokerLink, MediumClosed, PortLoop, SlotCounters, StopFlag,
-                                  begin,
-                                  open_counters)
+                                  begin, claim_slot)
 from etherws.workers.wsmedium import WsMedium
 
 log = logging.getLogger(__name__)
@@ -412,13 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         sock.close()
         log.error("%s", e)
         return procargs.EXIT_CONFIG
-    try:
-        counters = open_counters(args)
-    except (OSError, TableError, ValueError, IndexError) as e:
+    counters = claim_slot(args)
+    if counters is None:
         sock.close()
-        log.error("cannot use port table slot %d: %s", args.slot, e)
         return procargs.EXIT_CONFIG
-    counters.heartbeat(time.monotonic_ns())
     return Peer(args, counters, stop, context, handshake).run(sock, started_ns)
 
 
