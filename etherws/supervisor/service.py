@@ -107,7 +107,7 @@ class Supervisor:
         the run directory's lock protects from a second supervisor."""
         return self.rundir.ctl_endpoint
 
-    def _control_socket(self, endpoint: str) -> zmq.Socket:
+    def _control_socket(self) -> zmq.Socket:
         assert self._ctx is not None
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -117,7 +117,7 @@ class Supervisor:
 
     def _bind_control(self) -> None:
         self._ctx = zmq.Context()
-        sock = self._control_socket(self.ctl_endpoint)
+        sock = self._control_socket()
         old = os.umask(0o077)  # the socket file must never be reachable by others
         try:
             sock.bind(self.ctl_endpoint)
@@ -141,7 +141,7 @@ class Supervisor:
         self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("etherws.zap"))
         self._auth.start()
         self._auth.configure_curve(domain="*", location=self.cfg.ctl_clients)
-        sock = self._control_socket(endpoint)
+        sock = self._control_socket()
         sock.curve_publickey, sock.curve_secretkey = public, secret
         sock.curve_server = True
         # a silent TCP peer must not hold a handshake slot for libzmq's default 30 s
