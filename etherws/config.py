@@ -18,6 +18,12 @@ MIN_AGEOUT_S, MAX_AGEOUT_S = 1.0, 86_400.0
 DEFAULT_FDB_SIZE = 8192
 DEFAULT_AGEOUT_S = 300.0
 FDB_PER_PORT = 1024
+DEFAULT_MAX_PEERS = 64
+"""Each peer is a process of some 25 MB: 64 of them are already a big gateway."""
+MAX_PEERS = 1000
+"""Below the port table's 1024 slots, leaving room for TAP, netdev and client ports."""
+DEFAULT_PING_S = 20.0
+MIN_PING_S, MAX_PING_S = 1.0, 3600.0
 MAX_SOCKET_PATH = 107
 """sun_path holds 108 bytes with the terminating NUL (unix(7))."""
 
@@ -42,6 +48,28 @@ class Config:
     syslog: bool = False
     debug: bool = False
     no_server: bool = False
+    host: str = ""
+    port: int | None = None
+    path: str = "/"
+    sslkey: str | None = None
+    sslcert: str | None = None
+    htpasswd: str | None = None
+    max_peers: int = DEFAULT_MAX_PEERS
+    origin: tuple[str, ...] = ()
+    ping_interval: float = DEFAULT_PING_S
+    ping_timeout: float = DEFAULT_PING_S
+
+    @property
+    def tls(self) -> bool:
+        """The server speaks wss:// (TLS)."""
+        return self.sslcert is not None
+
+    @property
+    def server_port(self) -> int:
+        """The TCP port the server listens on: 80, or 443 with TLS, unless given."""
+        if self.port is not None:
+            return self.port
+        return 443 if self.tls else 80
 
     @property
     def fdb_per_port(self) -> int:
@@ -51,8 +79,11 @@ class Config:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "rundir": (str,), "foreground": (bool,), "ageout": (int, float), "fdb_size": (int,),
-    "ctl": (str,), "ctl_secret_key": (str,), "ctl_clients": (str,), "logfile": (str,), "logconf": (str,), "syslog": (bool,),
-    "debug": (bool,), "no_server": (bool,),
+    "ctl": (str,), "ctl_secret_key": (str,), "ctl_clients": (str,), "logfile": (str,),
+    "logconf": (str,), "syslog": (bool,),
+    "debug": (bool,), "no_server": (bool,), "host": (str,), "port": (int,), "path": (str,),
+    "sslkey": (str,), "sslcert": (str,), "htpasswd": (str,), "max_peers": (int,),
+    "origin": (list,), "ping_interval": (int, float), "ping_timeout": (int, float),
 }
 
 
@@ -70,6 +101,10 @@ def parse_toml(text: str) -> dict[str, Any]:
         if not isinstance(value, _TYPES[name]) or (
                 isinstance(value, bool) and bool not in _TYPES[name]):
             raise ConfigError(f"configuration file: {key!r} has the wrong type")
+        if isinstance(value, list):  # origin, the one list
+            if not all(isinstance(o, str) for o in value):
+                raise ConfigError("configuration file: 'origin' must be a list of strings")
+            value = tuple(value)
         out[name] = value
     return out
 
@@ -80,7 +115,7 @@ def build(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> Conf
     known = {f.name for f in fields(Config)}
     for key, value in cli_values.items():
         if key in known and value is not None and value is not False:
-            merged[key] = value
+            merged[key] = tuple(value) if isinstance(value, list) else value
     cfg = Config(**merged)
     validate(cfg)
     return cfg
@@ -106,7 +141,27 @@ def validate(cfg: Config) -> None:
     if cfg.ctl is not None and not remote:
         raise ConfigError("--ctl takes a tcp://ADDRESS:PORT endpoint; the local control "
                           "socket is always RUNDIR/ctl.sock")
+    _validate_server(cfg)
     longest = RunDir(cfg.rundir).data_sock  # the longest socket path in the run directory
     if len(longest.encode()) > MAX_SOCKET_PATH:
         raise ConfigError(f"--rundir is too long: socket paths in it must fit in "
                           f"{MAX_SOCKET_PATH} bytes")
+
+
+def _validate_server(cfg: Config) -> None:
+    if cfg.port is not None and not 1 <= cfg.port <= 65535:
+        raise ConfigError("--port must be between 1 and 65535")
+    if bool(cfg.sslkey) != bool(cfg.sslcert):
+        raise ConfigError("--sslkey and --sslcert go together")
+    if not cfg.path.startswith("/") or not cfg.path.isascii() or not cfg.path.isprintable() \
+            or " " in cfg.path:
+        raise ConfigError(f"--path must be an absolute URL path like /ws, not {cfg.path!r}")
+    if not 1 <= cfg.max_peers <= MAX_PEERS:
+        raise ConfigError(f"--max-peers must be between 1 and {MAX_PEERS}")
+    for name, value in (("--ping-interval", cfg.ping_interval),
+                        ("--ping-timeout", cfg.ping_timeout)):
+        if not MIN_PING_S <= value <= MAX_PING_S:
+            raise ConfigError(f"{name} must be between {MIN_PING_S:g} and {MAX_PING_S:g} s")
+    for origin in cfg.origin:
+        if not origin or not origin.isascii() or not origin.isprintable() or " " in origin:
+            raise ConfigError(f"--origin {origin!r} is not an origin like https://example.org")

@@ -72,6 +72,15 @@ METHODS: dict[str, Spec] = {
     "addPort": {
         "type": (str, True),
         "target": (str, True),
+        # client ports only; user, passwd, proxy and proxy_env are secrets: the
+        # supervisor hands them to the worker on its stdin and never echoes them
+        "user": (str, False),
+        "passwd": (str, False),
+        "cacerts": (str, False),
+        "insecure": (bool, False),
+        "proxy": (str, False),
+        "proxy_env": (dict, False),
+        "retry": (bool, False),
     },
     "setPort": {"port": (int, True), "shut": (bool, True)},
     "delPort": _PORT,
@@ -194,11 +203,38 @@ def decode_reply(data: bytes, req_id: str) -> dict[str, Any]:
     return result
 
 
-Handler = Callable[[dict[str, Any]], Mapping[str, Any]]
+Poll = Callable[[], "Mapping[str, Any] | None"]
 
 
-def dispatch(data: bytes, handlers: Mapping[str, Handler]) -> bytes:
-    """Decode a request, run its handler, encode the reply.
+@dataclass(frozen=True)
+class Later:
+    """A handler's answer that is not known yet (``addport client`` waits for the first
+    connection). ``poll`` returns the result, raises RpcError, or returns None: not yet."""
+
+    poll: Poll
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A reply still to come: the server calls ``reply`` until it gives bytes."""
+
+    id: str | int
+    poll: Poll
+
+    def reply(self) -> bytes | None:
+        """The encoded reply once the answer is known, else None."""
+        try:
+            result = self.poll()
+        except RpcError as err:
+            return encode_error(self.id, err)
+        return None if result is None else encode_result(self.id, result)
+
+
+Handler = Callable[[dict[str, Any]], "Mapping[str, Any] | Later"]
+
+
+def dispatch(data: bytes, handlers: Mapping[str, Handler]) -> bytes | Pending:
+    """Decode a request, run its handler, encode the reply (or return it Pending).
 
     Bad requests and RpcError from a handler become error replies; any other exception
     from a handler is a bug and propagates to the caller.
@@ -212,6 +248,9 @@ def dispatch(data: bytes, handlers: Mapping[str, Handler]) -> bytes:
         return encode_error(req.id, RpcError(Code.METHOD_NOT_FOUND,
                                              f"method {req.method!r} is not served here"))
     try:
-        return encode_result(req.id, handler(req.params))
+        result = handler(req.params)
     except RpcError as err:
         return encode_error(req.id, err)
+    if isinstance(result, Later):
+        return Pending(req.id, result.poll)
+    return encode_result(req.id, result)

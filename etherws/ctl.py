@@ -14,6 +14,7 @@ Every failure is one line on stderr; tracebacks only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -26,9 +27,15 @@ from etherws.ctlclient import ControlClient, PermissionDenied, Unreachable
 
 PROG = "etherws-ctl"
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+CLIENT_TIMEOUT_S = 50.0
+"""addport client waits for the first connection: the supervisor answers within 40 s."""
 
 Params = Callable[[argparse.Namespace], dict[str, Any]]
 Renderer = Callable[[dict[str, Any]], str]
+
+
+class _UsageError(Exception):
+    """A usage problem found while building a request (after parsing)."""
 
 
 class _ParserExit(Exception):
@@ -112,6 +119,54 @@ def _add_addport(sub: argparse._SubParsersAction) -> None:
     netdev = _command(kinds, "netdev", "an existing network interface (AF_PACKET)", "addPort",
                       lambda a: {"type": "netdev", "target": a.ifname}, render.ports)
     netdev.add_argument("ifname", metavar="IFNAME", help="interface name, e.g. eth1")
+    client = _command(kinds, "client", "an outgoing WebSocket tunnel to another switch",
+                      "addPort", _client_params, render.ports)
+    client.add_argument("--user", metavar="U", help="HTTP Basic auth user")
+    client.add_argument("--passwd", metavar="P", help="its password (asked for on the "
+                        "terminal, or read from a non-terminal stdin, when absent)")
+    client.add_argument("--cacerts", metavar="F", help="CA certificates (PEM) that "
+                        "verify the wss:// server (default: the system's)")
+    client.add_argument("--insecure", action="store_true",
+                        help="do not verify the wss:// server's certificate")
+    client.add_argument("--proxy", metavar="URL", help="HTTP proxy, http://[U:P@]HOST:PORT "
+                        "(default: http_proxy/https_proxy/no_proxy of this environment)")
+    client.add_argument("--retry", action="store_true", help="keep the port and keep "
+                        "trying when the first connection fails")
+    client.add_argument("url", metavar="URL", help="ws://HOST[:PORT]/PATH or wss://...")
+
+
+def _client_params(args: argparse.Namespace) -> dict[str, Any]:
+    """addPort client's params: secrets from options, the prompt and this environment."""
+    from etherws.workers.wsconnect import take_proxy_env
+
+    params: dict[str, Any] = {"type": "client", "target": args.url}
+    if args.user is not None:
+        params["user"] = args.user
+        params["passwd"] = args.passwd if args.passwd is not None else _ask_password(args.user)
+    elif args.passwd is not None:
+        params["passwd"] = args.passwd  # the supervisor refuses it with a clear reason
+    if args.cacerts:
+        params["cacerts"] = os.path.abspath(args.cacerts)
+    for flag in ("insecure", "retry"):
+        if getattr(args, flag):
+            params[flag] = True
+    if args.proxy:
+        params["proxy"] = args.proxy
+    # The proxy of whoever asks, as etherws 1.3 used its caller's environment; the
+    # supervisor's own environment is usually not the user's.
+    params["proxy_env"] = take_proxy_env(dict(os.environ))
+    return params
+
+
+def _ask_password(user: str) -> str:
+    """The password from the terminal (not echoed), or one line of a piped stdin."""
+    if sys.stdin.isatty():
+        return getpass.getpass(f"password for {user}: ")
+    line = sys.stdin.readline()
+    if not line:
+        raise _UsageError("--user without --passwd: no terminal to ask on and "
+                          "nothing on stdin")
+    return line.rstrip("\r\n")
 
 
 def _setif_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -236,13 +291,19 @@ def run(args: argparse.Namespace) -> int:
         return _keygen(args)
     curve = (args.ctl_key, args.ctl_server_key) if args.ctl_key else None
     endpoint = args.ctl or paths.RunDir(args.rundir).ctl_endpoint
+    timeout = args.timeout
+    if args.command == "addport" and args.kind == "client":
+        timeout = max(timeout, CLIENT_TIMEOUT_S)
     try:
-        client = ControlClient(endpoint, timeout_s=args.timeout, curve=curve)
+        params = args.params(args)  # may ask for a password: before any connection
+        client = ControlClient(endpoint, timeout_s=timeout, curve=curve)
+    except _UsageError as err:
+        return _fail(args, str(err), EXIT_USAGE)
     except ValueError as err:  # the endpoint or its keys
         return _fail(args, str(err), EXIT_USAGE)
     try:
         with client:
-            result = client.call(args.method, args.params(args))
+            result = client.call(args.method, params)
     except RpcError as err:
         return _fail(args, f"{err.message} [{err.reason}]", EXIT_REFUSED)
     except PermissionDenied as err:

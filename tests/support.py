@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -85,3 +86,10 @@ def delete_link(name: str, ns: str | None = None) -> None:
     if link_exists(name, ns):
         cmd = ["ip"] + (["-n", ns] if ns else []) + ["link", "del", "dev", name]
         run(*cmd, check=False)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

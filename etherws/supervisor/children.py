@@ -35,8 +35,15 @@ def exit_reason(returncode: int) -> str:
 class Child:
     """One supervised process: its command line, its Popen and its Lifecycle."""
 
-    def __init__(self, argv: list[str], policy: RestartPolicy | None = None) -> None:
+    def __init__(self, argv: list[str], policy: RestartPolicy | None = None,
+                 stdin_data: bytes | None = None, pass_fds: tuple[int, ...] = ()) -> None:
         self.argv = argv
+        self.restart_argv = argv
+        """The command line of restarts (a client port keeps retrying after a restart)."""
+        self.stdin_data = stdin_data
+        """Written to the process's stdin at every start (secrets: never in argv)."""
+        self.pass_fds = pass_fds
+        """Descriptors every start inherits (the listener's socket, a peer's connection)."""
         self.life = Lifecycle(policy or RestartPolicy())
         self.popen: subprocess.Popen[bytes] | None = None
         self.spawned_ns = 0
@@ -50,8 +57,18 @@ class Child:
     def spawn(self, now: float, restart: bool = False) -> None:
         """Start the process; ``restart`` counts it as a restart of the same port."""
         self.spawned_ns = time.monotonic_ns()
-        self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, close_fds=True,
-                                      process_group=0)
+        argv = self.restart_argv if restart else self.argv
+        stdin = subprocess.DEVNULL if self.stdin_data is None else subprocess.PIPE
+        self.popen = subprocess.Popen(argv, stdin=stdin, close_fds=True, process_group=0,
+                                      pass_fds=self.pass_fds)
+        if self.popen.stdin is not None:
+            # A few hundred bytes: they fit in the pipe buffer, so this never blocks
+            # even if the child is slow to read; a child that died at once is its
+            # restart policy's business, not a supervisor error.
+            with contextlib.suppress(BrokenPipeError):
+                self.popen.stdin.write(self.stdin_data or b"")
+            with contextlib.suppress(BrokenPipeError):
+                self.popen.stdin.close()
         try:
             self._ps = psutil.Process(self.popen.pid)
             self._ps.cpu_percent(None)  # the first call only primes the measurement

@@ -44,8 +44,26 @@ def _parser() -> argparse.ArgumentParser:
                    "(.key_secret from etherws-ctl keygen), for --ctl tcp://")
     s.add_argument("--ctl-clients", metavar="DIR", help="directory of allowed client "
                    "public keys (.key files), for --ctl tcp://")
-    s.add_argument("--no-server", action="store_true", default=None,
+    w = s.add_argument_group("WebSocket server (on unless --no-server)")
+    w.add_argument("--no-server", action="store_true", default=None,
                    help="do not accept WebSocket peers")
+    w.add_argument("--host", metavar="ADDR", help="address to listen on (default: all)")
+    w.add_argument("--port", type=int, metavar="N",
+                   help="TCP port (default 80, or 443 with --sslcert)")
+    w.add_argument("--path", metavar="/PATH", help="WebSocket path (default /)")
+    w.add_argument("--sslkey", metavar="F", help="TLS private key (PEM): serve wss://")
+    w.add_argument("--sslcert", metavar="F", help="TLS certificate chain (PEM)")
+    w.add_argument("--htpasswd", metavar="F", help="require HTTP Basic auth from this "
+                   "htpasswd file ({SHA}, bcrypt, apr1, SHA-256/512-crypt)")
+    w.add_argument("--max-peers", type=int, metavar="N",
+                   help="most peers at once; more get HTTP 503 (default 64)")
+    w.add_argument("--origin", action="append", metavar="ORIGIN",
+                   help="let browsers in only from this Origin (repeatable; default: "
+                   "no Origin check)")
+    w.add_argument("--ping-interval", type=float, metavar="S",
+                   help="ping a peer after S seconds of silence (default 20)")
+    w.add_argument("--ping-timeout", type=float, metavar="S",
+                   help="drop a peer S seconds after an unanswered ping (default 20)")
     s.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)
     logsetup.add_arguments(s)
     for name, text in (("stop", "stop the switch and remove what it created"),
@@ -168,12 +186,17 @@ def _start_detached(args: argparse.Namespace) -> int:
 
 def _forward_args(args: argparse.Namespace) -> list[str]:
     out = ["start", "--foreground"]
-    paths_ = ("config", "logfile", "logconf", "ctl_secret_key", "ctl_clients")
-    for opt in ("rundir", "ageout", "fdb_size", "ctl") + paths_:
+    paths_ = ("config", "logfile", "logconf", "ctl_secret_key", "ctl_clients", "sslkey",
+              "sslcert", "htpasswd")
+    values = ("rundir", "ageout", "fdb_size", "ctl", "host", "port", "path", "max_peers",
+              "ping_interval", "ping_timeout")
+    for opt in values + paths_:
         value = getattr(args, opt)
         if value is not None:
             value = os.path.abspath(value) if opt in paths_ else value
             out += ["--" + opt.replace("_", "-"), str(value)]
+    for origin in args.origin or ():
+        out += ["--origin", origin]
     for flag in ("no_server", "syslog", "debug"):
         if getattr(args, flag):
             out.append("--" + flag.replace("_", "-"))

@@ -7,23 +7,31 @@ for the user. Refusals change nothing.
 
 from __future__ import annotations
 
+import json
 import os
+import ssl
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from etherws import tuntap
-from etherws.control import Handler, Refused
+from etherws.control import Handler, Later, Refused
 from etherws.frame import mac_to_text
 from etherws.ifaddr import AddressError, check_mtu, parse_address
 from etherws.supervisor import netif
+from etherws.supervisor.policy import State
 from etherws.supervisor.ports import Port
 from etherws.tables import F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT, PortKind, split_key
+from etherws.workers.wsconnect import Target, check_proxy_env, parse_proxy
 
 if TYPE_CHECKING:
     from etherws.supervisor.service import Supervisor
 
 Params = dict[str, Any]
 FLUSH_TIMEOUT_S = 2.0
+FIRST_ANSWER_S = 40.0
+"""Longest wait for a client port's first connection before addport answers; above the
+worker's own limit for one attempt (``client.ATTEMPT_LIMIT_S``), so the worker decides."""
+MAX_URL = 2048
 
 
 def _port(sup: Supervisor, params: Params) -> Port:
@@ -35,28 +43,51 @@ def _port(sup: Supervisor, params: Params) -> Port:
 
 
 def port_entry(sup: Supervisor, port: Port, now: float) -> dict[str, Any]:
-    """A listPort entry."""
+    """A listPort entry.
+
+    While a tunnel port's worker runs, its state is the link's (connecting, up, backoff,
+    failed) with the link's next retry and last error: that is what the operator asks
+    about; the process's own state shows when it is not running.
+    """
     child, life = port.child, port.child.life
     cpu, rss = child.stats()
     slot = sup.table.read(port.slot)
+    state, reason = life.state.value, life.reason
+    next_retry = max(0.0, life.next_start_at - now) if life.next_start_at is not None else None
+    link = sup.ports.link(port)
+    if link is not None and life.state in (State.STARTING, State.UP):
+        state = str(link["state"])
+        reason = str(link["error"] or "") if state != "up" else reason
+        at_ns = link.get("next_retry_ns")
+        next_retry = max(0.0, (at_ns - time.monotonic_ns()) / 1e9) \
+            if isinstance(at_ns, int) and state == "backoff" else None
     return {
         "port": port.number, "type": port.kind.label, "target": port.target,
-        "state": life.state.value, "shut": port.shut, "pid": child.pid,
+        "state": state, "shut": port.shut, "pid": child.pid,
         "restarts": life.restarts, "uptime": child.uptime(now), "cpu": cpu, "rss": rss,
         "rx": slot.rx, "tx": slot.tx, "rx_bytes": slot.rx_bytes, "tx_bytes": slot.tx_bytes,
-        "drops": slot.drops, "errors": slot.errors, "reason": life.reason,
-        "next_retry": max(0.0, life.next_start_at - now)
-        if life.next_start_at is not None else None,
+        "drops": slot.drops, "errors": slot.errors, "reason": reason,
+        "next_retry": next_retry,
+        "link": None if link is None else link["state"],
     }
 
 
-def add_port(sup: Supervisor, params: Params) -> dict[str, Any]:
-    """addPort: a TAP (created or attached) or an existing interface (netdev)."""
-    kinds = {"tap": PortKind.TAP, "netdev": PortKind.NETDEV}
+CLIENT_ONLY = ("user", "passwd", "cacerts", "insecure", "proxy", "proxy_env", "retry")
+
+
+def add_port(sup: Supervisor, params: Params) -> dict[str, Any] | Later:
+    """addPort: a TAP (created or attached), an existing interface (netdev) or an
+    outgoing WebSocket (client)."""
+    kinds = {"tap": PortKind.TAP, "netdev": PortKind.NETDEV, "client": PortKind.CLIENT}
     kind = kinds.get(params["type"])
     if kind is None:
         raise Refused("bad-type", f"unknown port type {params['type']!r} "
-                                  f"(this version has: {', '.join(kinds)})")
+                                  f"(one of: {', '.join(kinds)})")
+    if kind is PortKind.CLIENT:
+        return add_client(sup, params)
+    extra = [k for k in CLIENT_ONLY if k in params]
+    if extra:
+        raise Refused("bad-option", f"{extra[0]!r} is an option of client ports")
     name = params["target"]
     if not tuntap.valid_ifname(name):
         raise Refused("bad-name", f"{name!r} is not a valid interface name")
@@ -81,12 +112,98 @@ def add_port(sup: Supervisor, params: Params) -> dict[str, Any]:
         raise Refused("bad-name", "the loopback interface cannot be a switch port")
     try:
         netif.set_up(name)
-        port = sup.ports.add(kind, name, created, time.monotonic())
+        port = sup.ports.add(kind, name, time.monotonic(), created_tap=created)
     except (OSError, LookupError) as exc:
         if created:
             tuntap.delete_persistent_tap(name)
         raise Refused("add-failed", f"cannot add {name}: {exc}") from None
     return {"entries": [port_entry(sup, port, time.monotonic())]}
+
+
+def _client_options(params: Params, target: Target) -> tuple[str, ...]:
+    """The client worker's command line options; Refused for ones that cannot work."""
+    options: list[str] = []
+    if (params.get("cacerts") or params.get("insecure")) and not target.secure:
+        raise Refused("bad-option", "--cacerts and --insecure are for wss:// URLs")
+    if params.get("cacerts") and params.get("insecure"):
+        raise Refused("bad-option", "choose --cacerts or --insecure, not both")
+    if params.get("cacerts"):
+        path = params["cacerts"]
+        if not os.path.isabs(path):
+            raise Refused("bad-option", f"--cacerts {path}: give an absolute path")
+        try:  # a CA file the worker could never load is an error now, not a crash loop
+            ssl.create_default_context(cafile=path)
+        except (OSError, ssl.SSLError) as exc:
+            why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            raise Refused("bad-cacerts", f"cannot use --cacerts {path}: {why}") from None
+        options += ["--cacerts", path]
+    if params.get("insecure"):
+        options.append("--insecure")
+    if params.get("retry"):
+        options.append("--retry")
+    return tuple(options)
+
+
+def _client_secrets(params: Params) -> bytes:
+    """What the client worker reads on its stdin; Refused (naming no secret) if unusable."""
+    if "passwd" in params and "user" not in params:
+        raise Refused("bad-option", "--passwd goes with --user")
+    if ":" in params.get("user", ""):
+        raise Refused("bad-option", "a Basic-auth user name cannot contain ':'")
+    try:
+        if params.get("proxy"):
+            parse_proxy(params["proxy"])
+        check_proxy_env(params.get("proxy_env"))
+    except ValueError as exc:
+        raise Refused("bad-proxy", str(exc)) from None
+    keys = ("user", "passwd", "proxy", "proxy_env")
+    return json.dumps({k: params.get(k) for k in keys}).encode()
+
+
+def add_client(sup: Supervisor, params: Params) -> Later:
+    """addPort client: start the worker, answer once its first connection is decided.
+
+    Without ``retry``, a first connection that fails removes the port again and the
+    request is refused with the worker's reason (authentication, certificate, ...).
+    """
+    url = params["target"]
+    if len(url) > MAX_URL:
+        raise Refused("bad-url", f"the URL is longer than {MAX_URL} characters")
+    try:
+        target = Target.parse(url)
+    except ValueError as exc:  # its message never repeats the URL (it may hold a password)
+        raise Refused("bad-url", str(exc)) from None
+    other = sup.ports.find_target(url)
+    if other is not None:
+        raise Refused("duplicate", f"{url} is already port {other.number}")
+    options = _client_options(params, target)
+    secrets = _client_secrets(params)
+    try:
+        port = sup.ports.add(PortKind.CLIENT, url, time.monotonic(), options=options,
+                             secrets=secrets)
+    except (OSError, LookupError) as exc:
+        raise Refused("add-failed", f"cannot add {url}: {exc}") from None
+    return Later(_first_answer(sup, port, bool(params.get("retry")),
+                               time.monotonic() + FIRST_ANSWER_S))
+
+
+def _first_answer(sup: Supervisor, port: Port, retry: bool,
+                  deadline: float) -> Callable[[], Mapping[str, Any] | None]:
+    def poll() -> Mapping[str, Any] | None:
+        now = time.monotonic()
+        if sup.ports.ports.get(port.number) is not port:
+            raise Refused("gone", f"port {port.number} was deleted before it connected")
+        link = sup.ports.link(port) or {}
+        first, life = link.get("first"), port.child.life
+        settled = first is not None or life.state in (State.FATAL, State.STOPPED)
+        if first == "ok" or (retry and (settled or now >= deadline)):
+            return {"entries": [port_entry(sup, port, now)]}
+        if not settled and now < deadline:
+            return None
+        why = link.get("error") or life.reason or f"no connection within {FIRST_ANSWER_S:g}s"
+        sup.ports.remove(port)
+        raise Refused("connect-failed", f"cannot connect to {port.target}: {why}")
+    return poll
 
 
 def _try_attach(name: str) -> None:
@@ -118,6 +235,9 @@ def del_port(sup: Supervisor, params: Params) -> dict[str, Any]:
 def restart_port(sup: Supervisor, params: Params) -> dict[str, Any]:
     """restartPort: clear FATAL (or just bounce a worker)."""
     port = _port(sup, params)
+    if port.kind is PortKind.SERVER:
+        raise Refused("not-restartable", f"port {port.number} is an accepted peer: its "
+                      "connection cannot be restarted (delport ends it; the peer reconnects)")
     sup.ports.restart(port, time.monotonic())
     return {"entries": [port_entry(sup, port, time.monotonic())]}
 
@@ -218,7 +338,7 @@ def shutdown(sup: Supervisor, params: Params) -> dict[str, Any]:
 
 def table(sup: Supervisor) -> dict[str, Handler]:
     """The method table for control.dispatch, bound to one supervisor."""
-    def bind(fn: Callable[[Supervisor, Params], dict[str, Any]]) -> Handler:
+    def bind(fn: Callable[[Supervisor, Params], dict[str, Any] | Later]) -> Handler:
         return lambda params: fn(sup, params)
     return {
         "addPort": bind(add_port), "setPort": bind(set_port), "delPort": bind(del_port),

@@ -2,7 +2,13 @@
 
 A port has a number (from 1, never reused while the supervisor runs), a slot in the
 shared port table, and a worker process restarted by the policy in ``policy.py``. The
-broker is supervised the same way, without a port number.
+broker and the WebSocket listener are supervised the same way, without a port number.
+
+Tunnel ports differ in what an exit means. A server port (one accepted peer) is never
+restarted: its connection is gone with it, the remote side reconnects, so the port
+goes away. A client port whose worker gave up ("failed" in its status file: the first
+connection failed without --retry) is stopped and waits for ``addport`` to remove it;
+any other exit of a client worker is a crash, and its restarts always keep retrying.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from etherws import tables, tuntap
+from etherws import portstatus, tables, tuntap
 from etherws.supervisor.children import Child, exit_reason, stop_children
 from etherws.supervisor.policy import RestartPolicy, State
 from etherws.tables import PortKind, PortTable
@@ -22,7 +28,10 @@ log = logging.getLogger(__name__)
 WORKER_MODULES = {
     PortKind.TAP: "etherws.workers.tap",
     PortKind.NETDEV: "etherws.workers.netdev",
+    PortKind.CLIENT: "etherws.workers.client",
+    PortKind.SERVER: "etherws.workers.peer",
 }
+TUNNELS = (PortKind.CLIENT, PortKind.SERVER)
 
 
 @dataclass
@@ -42,8 +51,10 @@ class Port:
 class PortManager:
     """Owns every port and the broker: spawn, restart, watch heartbeats, remove."""
 
-    def __init__(self, table: PortTable, child_args: Callable[[str], list[str]]) -> None:
+    def __init__(self, table: PortTable, child_args: Callable[[str], list[str]],
+                 rundir: str) -> None:
         self.table = table
+        self.rundir = rundir
         self.ports: dict[int, Port] = {}
         self._child_args = child_args  # module -> argv prefix with rundir, pid, logging
         self._next_port = 1
@@ -53,21 +64,42 @@ class PortManager:
         self.broker = Child(child_args("etherws.broker"),
                             RestartPolicy(max_crashes=sys.maxsize))
         self.broker_kill_reason = ""
+        # Started by the WebSocket server, if there is one; it has no heartbeat (it only
+        # ever blocks in poll()), so only its exit status is watched.
+        self.listener: Child | None = None
 
     # --- ports ----------------------------------------------------------------
     def find_target(self, target: str) -> Port | None:
         """The port whose target (interface name, URL) is ``target``."""
         return next((p for p in self.ports.values() if p.target == target), None)
 
-    def add(self, kind: PortKind, target: str, created_tap: bool, now: float) -> Port:
-        """Create a port and start its worker; raises LookupError when the table is full."""
+    def peers(self) -> int:
+        """How many server ports (accepted peers) there are."""
+        return sum(p.kind is PortKind.SERVER for p in self.ports.values())
+
+    def add(self, kind: PortKind, target: str, now: float, created_tap: bool = False,
+            options: tuple[str, ...] = (), secrets: bytes | None = None,
+            fd: int | None = None) -> Port:
+        """Create a port and start its worker; raises LookupError when the table is full.
+
+        ``options`` go to the worker's command line, ``secrets`` to its stdin, ``fd``
+        (a peer's connection) is inherited by it; the caller still closes its own ``fd``.
+        """
         slot = self.table.free_slot(self._next_slot)
         if slot is None:
             raise LookupError(f"all {self.table.nslots} port slots are in use")
         number = self._next_port
-        argv = self._child_args(WORKER_MODULES[kind]) + [
-            "--port", str(number), "--slot", str(slot), "--", target]
-        port = Port(number, kind, target, slot, Child(argv), created_tap)
+        head = self._child_args(WORKER_MODULES[kind]) + [
+            "--port", str(number), "--slot", str(slot)]
+        if fd is not None:
+            head += ["--fd", str(fd)]
+        child = Child(head + list(options) + ["--", target], stdin_data=secrets,
+                      pass_fds=() if fd is None else (fd,))
+        if kind is PortKind.CLIENT and "--retry" not in options:
+            # addport has had its answer by the time a restart happens: the port exists
+            # and must come back whatever the server does meanwhile
+            child.restart_argv = head + list(options) + ["--retry", "--", target]
+        port = Port(number, kind, target, slot, child, created_tap)
         self.table.claim(slot, number, kind)
         try:
             port.child.spawn(now)
@@ -85,6 +117,7 @@ class PortManager:
         port.child.stop()
         self.table.release(port.slot)
         del self.ports[port.number]
+        portstatus.remove(self.rundir, port.number)
         if port.created_tap:
             try:
                 tuntap.delete_persistent_tap(port.target)
@@ -107,26 +140,54 @@ class PortManager:
         port.shut = shut
 
     # --- supervision -------------------------------------------------------------
-    def _supervised(self) -> Iterator[tuple[str, Child, int, Port | None]]:
+    def link(self, port: Port) -> dict[str, object] | None:
+        """A tunnel port's link status as its worker last wrote it, or None."""
+        return portstatus.read(self.rundir, port.number) if port.kind in TUNNELS else None
+
+    def _supervised(self) -> Iterator[tuple[str, Child, int | None, Port | None]]:
         hb = self.table.words[tables.H_BROKER_HEARTBEAT]
         yield "broker", self.broker, hb, None
+        if self.listener is not None:
+            yield "listener", self.listener, None, None
         for port in list(self.ports.values()):
             b = self.table.base(port.slot)
             yield f"port {port.number}", port.child, self.table.words[b + tables.S_HEARTBEAT], port
+
+    def _ended(self, name: str, child: Child, rc: int, port: Port | None, now: float) -> None:
+        """A process ended without being asked to: decide what follows."""
+        reason = self._take_kill_reason(port) or exit_reason(rc)
+        if port is not None and port.kind is PortKind.SERVER:
+            log.log(logging.INFO if rc == 0 else logging.WARNING, "%s: peer %s gone (%s)",
+                    name, port.target, reason)
+            self.remove(port)
+            return
+        if port is not None and port.kind is PortKind.CLIENT and rc == 0:
+            link = self.link(port)
+            if link is not None and link["state"] == "failed":
+                child.life.stopped()
+                child.life.reason = str(link["error"])
+                log.info("%s: gave up: %s", name, link["error"])
+                return
+        state = child.life.exited(now, reason)
+        level = logging.ERROR if state is State.FATAL else logging.WARNING
+        log.log(level, "%s: %s; %s", name, reason,
+                "giving up (FATAL)" if state is State.FATAL else
+                f"restart in {child.life.next_start_at - now:.1f}s"
+                if child.life.next_start_at is not None else "")
 
     def tick(self, now: float) -> None:
         """Reap exits, watch heartbeats, start due restarts."""
         for name, child, hb_ns, port in self._supervised():
             rc = child.poll()
-            if rc is not None and child.life.state not in (State.STOPPED,):
-                reason = self._take_kill_reason(port) or exit_reason(rc)
-                state = child.life.exited(now, reason)
-                level = logging.ERROR if state is State.FATAL else logging.WARNING
-                log.log(level, "%s: %s; %s", name, reason,
-                        "giving up (FATAL)" if state is State.FATAL else
-                        f"restart in {child.life.next_start_at - now:.1f}s"
-                        if child.life.next_start_at is not None else "")
-            if child.popen is not None:
+            if rc is not None and child.life.state is not State.STOPPED:
+                self._ended(name, child, rc, port, now)
+                if port is not None and port.number not in self.ports:
+                    continue
+            if child.popen is None:
+                pass
+            elif hb_ns is None:
+                child.life.heartbeat(now)  # running is all the listener can show
+            else:
                 last = hb_ns / 1e9 if hb_ns > child.spawned_ns else None
                 if last is not None:
                     child.life.heartbeat(now)
@@ -163,7 +224,8 @@ class PortManager:
         All workers get SIGTERM at once and share one deadline, so a few hung ones
         cannot make the stop take longer than ``timeout_s`` (plus the SIGKILL reap).
         """
-        stop_children([p.child for p in self.ports.values()], timeout_s)
+        extra = [self.listener] if self.listener is not None else []
+        stop_children([p.child for p in self.ports.values()] + extra, timeout_s)
         for port in list(self.ports.values()):
             self.remove(port)
         stop_children([self.broker], timeout_s)

@@ -27,12 +27,18 @@ from etherws.config import Config
 from etherws.paths import RunDir
 from etherws.supervisor import handlers
 from etherws.supervisor.ports import PortManager
+from etherws.supervisor.server import Server, ServerError
 from etherws.tables import DEFAULT_PORT_SLOTS
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1
 REPLY_CACHE = 64
+
+
+def _internal_error(rid: str | int | None) -> bytes:
+    return control.encode_error(rid, control.RpcError(
+        control.Code.INTERNAL_ERROR, "internal error (see the supervisor log)"))
 
 
 class StartError(Exception):
@@ -84,6 +90,9 @@ class Supervisor:
         self._ctl_socks: list[zmq.Socket] = []
         self._auth: ThreadAuthenticator | None = None
         self._wakeup_r = self._wakeup_w = -1
+        # requests answered later (addport client): request key -> where the reply goes
+        self._pending: dict[bytes, tuple[zmq.Socket, bytes, control.Pending]] = {}
+        self.server: Server | None = None
 
     # --- start-up ------------------------------------------------------------------
     def prepare(self) -> None:
@@ -95,8 +104,17 @@ class Supervisor:
         self.table = shm.create_port_table(self.rundir.port_table, DEFAULT_PORT_SLOTS)
         self.fdb = shm.create_fdb_table(self.rundir.fdb_table, self.cfg.fdb_size)
         self._bind_control()
-        self.ports = PortManager(self.table, self._child_argv)
+        self.ports = PortManager(self.table, self._child_argv, self.rundir.root)
+        if not self.cfg.no_server:
+            self.server = Server(self.cfg, self.rundir.root, self.ports)
+            try:
+                self.server.open()
+            except ServerError as exc:
+                raise StartError(str(exc)) from None
         self.ports.broker.spawn(time.monotonic())
+        if self.server is not None:
+            self.server.start_listener(self._child_argv("etherws.workers.listener"),
+                                       time.monotonic())
         self._handlers = handlers.table(self)
         log.info("supervisor started: run directory %s, control %s, broker pid %s",
                  self.rundir.root, self.ctl_endpoint, self.ports.broker.pid)
@@ -175,7 +193,14 @@ class Supervisor:
         for sock in self._ctl_socks:
             poller.register(sock, zmq.POLLIN)
         poller.register(self._wakeup_r, zmq.POLLIN)
+        server_fds: list[int] = []
         while not self.stopping:
+            if self.server is not None and self.server.fds() != server_fds:
+                for fd in server_fds:
+                    poller.unregister(fd)
+                server_fds = self.server.fds()
+                for fd in server_fds:
+                    poller.register(fd, zmq.POLLIN)
             events = dict(poller.poll(TICK_S * 1000))
             if self._wakeup_r in events:
                 with contextlib.suppress(BlockingIOError):
@@ -183,8 +208,13 @@ class Supervisor:
             for sock in self._ctl_socks:
                 if sock in events:
                     self._serve_control(sock)
+            for fd in server_fds:
+                if fd in events and self.server is not None:
+                    self.server.ready(fd, time.monotonic())
             self.ports.tick(time.monotonic())
+            self._answer_pending()
         log.info("supervisor stopping")
+        self._answer_pending(control.Refused("stopping", "the supervisor is stopping"))
         return 0
 
     def _on_stop_signal(self, signum: int, frame: object) -> None:
@@ -199,16 +229,24 @@ class Supervisor:
             if len(msg) != 3 or msg[1] != b"":
                 log.debug("control: dropped a message that is not a REQ envelope")
                 continue
-            sock.send_multipart([msg[0], b"", self._reply(msg[2])])
+            identity, data = msg[0], msg[2]
+            # A Lazy Pirate retry resends the very same bytes: answer it from the cache
+            # (or, while the work is still going on, join it) rather than doing the work
+            # twice. Keyed by the whole request, not its id alone: clients that count ids
+            # from 1 must never get another request's reply.
+            key = hashlib.blake2b(data, digest_size=16).digest()
+            if key in self._pending:  # the retry's REQ socket is the one still waiting
+                self._pending[key] = (sock, identity, self._pending[key][2])
+                continue
+            reply = self._reply(key, data)
+            if isinstance(reply, control.Pending):
+                self._pending[key] = (sock, identity, reply)
+            else:
+                sock.send_multipart([identity, b"", reply])
             if self.stopping:
                 return
 
-    def _reply(self, data: bytes) -> bytes:
-        rid = control.request_id(data)
-        # A Lazy Pirate retry resends the very same bytes: answer it from the cache rather
-        # than doing the work twice. Keyed by the whole request, not its id alone: clients
-        # that count ids from 1 must never get another request's reply.
-        key = hashlib.blake2b(data, digest_size=16).digest()
+    def _reply(self, key: bytes, data: bytes) -> bytes | control.Pending:
         cached = self._replies.get(key)
         if cached is not None:
             return cached
@@ -216,13 +254,33 @@ class Supervisor:
             reply = control.dispatch(data, self._handlers)
         except Exception:  # a bug in a handler: log it, answer, keep the switch running
             log.exception("control request failed")
-            reply = control.encode_error(rid, control.RpcError(
-                control.Code.INTERNAL_ERROR, "internal error (see the supervisor log)"))
+            reply = _internal_error(control.request_id(data))
+        if not isinstance(reply, control.Pending):
+            self._remember(key, reply, control.request_id(data))
+        return reply
+
+    def _remember(self, key: bytes, reply: bytes, rid: str | int | None) -> None:
         if rid is not None:
             self._replies[key] = reply
             while len(self._replies) > REPLY_CACHE:
                 self._replies.popitem(last=False)
-        return reply
+
+    def _answer_pending(self, refusal: control.RpcError | None = None) -> None:
+        """Send the replies whose answer is known now (all of them with ``refusal``)."""
+        for key, (sock, identity, pending) in list(self._pending.items()):
+            if refusal is not None:
+                reply: bytes | None = control.encode_error(pending.id, refusal)
+            else:
+                try:
+                    reply = pending.reply()
+                except Exception:  # a bug: the client still gets its one line
+                    log.exception("control request failed")
+                    reply = _internal_error(pending.id)
+            if reply is None:
+                continue
+            del self._pending[key]
+            self._remember(key, reply, pending.id)
+            sock.send_multipart([identity, b"", reply])
 
     def flush(self, port: int, timeout_s: float) -> bool:
         """Have the broker forget the addresses of ``port`` (0: all); False on timeout."""
@@ -239,6 +297,8 @@ class Supervisor:
         """Stop every child, delete what we created, release the run directory."""
         if hasattr(self, "ports"):
             self.ports.stop_all()
+        if self.server is not None:
+            self.server.close()
         for sock in self._ctl_socks:
             sock.close()
         if self._auth is not None:

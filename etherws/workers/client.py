@@ -7,7 +7,8 @@
 Secrets come on stdin, read to the end at start, as one JSON object (never argv,
 which every user of the host can read in /proc)::
 
-    {"user": "u" | null, "passwd": "p" | null, "proxy": "http://[user:pass@]host:port" | null}
+    {"user": "u" | null, "passwd": "p" | null, "proxy": "http://[user:pass@]host:port" | null,
+     "proxy_env": {"http_proxy": .., "https_proxy": .., "no_proxy": ..} | null}
 
 Life of the worker:
 
@@ -220,9 +221,13 @@ def _prepare(args: argparse.Namespace, secrets_text: str) -> Connector | str:
     """The connector, or why the port cannot work (written as state "failed")."""
     if args.ping_interval <= 0 or args.ping_timeout <= 0:
         return "--ping-interval and --ping-timeout must be positive"
+    # Always out of the environment, even when the request brought its own: else
+    # websocket-client would read them behind our back (see wsconnect).
+    own_env = take_proxy_env(os.environ)
     try:
-        return Connector(args.url, Secrets.from_json(secrets_text), args.cacerts,
-                         args.insecure, take_proxy_env(os.environ))
+        secrets = Secrets.from_json(secrets_text)
+        env = secrets.proxy_env if secrets.proxy_env is not None else own_env
+        return Connector(args.url, secrets, args.cacerts, args.insecure, env)
     except ValueError as e:
         return str(e)
 

@@ -23,7 +23,9 @@ supervisor needs only this process's exit status. Exit 0 after SIGTERM/SIGINT,
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import select
@@ -69,8 +71,12 @@ def accept_sock_path(rundir: str) -> str:
 def peer_text(address: object) -> str:
     """``192.0.2.7:51234`` / ``[2001:db8::7]:51234`` for an accept() address."""
     if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        host, port = str(address[0]), address[1]
+        with contextlib.suppress(ValueError):  # a dual-stack socket's IPv4 peers
+            mapped = ipaddress.ip_address(host.partition("%")[0])
+            if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped:
+                host = str(mapped.ipv4_mapped)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return str(address) or "unknown"
 
 

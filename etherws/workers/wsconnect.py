@@ -39,14 +39,19 @@ PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy")
 
 @dataclass(frozen=True)
 class Secrets:
-    """What the worker reads from stdin: ``{"user": .., "passwd": .., "proxy": ..}``.
+    """What the worker reads from stdin: ``{"user": .., "passwd": .., "proxy": ..,
+    "proxy_env": ..}``.
 
-    Each value is a string or null; a missing key is null; any other key is an error.
+    ``proxy_env`` holds ``http_proxy``/``https_proxy``/``no_proxy`` of whoever asked for
+    the port (etherws-ctl sends its own environment's); null means the worker's own
+    environment. Every other value is a string or null; a missing key is null; any
+    other key is an error.
     """
 
     user: str | None = None
     passwd: str | None = None
     proxy: str | None = None
+    proxy_env: dict[str, str] | None = None
 
     @classmethod
     def from_json(cls, text: str) -> Secrets:
@@ -59,13 +64,24 @@ class Secrets:
             raise ValueError("secrets on stdin are not one JSON object") from None
         if not isinstance(data, dict):
             raise ValueError("secrets on stdin are not one JSON object")
-        unknown = sorted(set(data) - {"user", "passwd", "proxy"})
+        unknown = sorted(set(data) - {"user", "passwd", "proxy", "proxy_env"})
         if unknown:
             raise ValueError(f"unknown keys in the secrets on stdin: {', '.join(unknown)}")
         for key, value in data.items():
-            if value is not None and not isinstance(value, str):
+            if key == "proxy_env":
+                check_proxy_env(value)
+            elif value is not None and not isinstance(value, str):
                 raise ValueError(f"secret {key!r} must be a string or null")
         return cls(**data)
+
+
+def check_proxy_env(value: object) -> None:
+    """ValueError unless ``value`` is null or maps proxy variable names to strings."""
+    if value is None:
+        return
+    if not isinstance(value, dict) or not all(
+            k in PROXY_VARIABLES and isinstance(v, str) for k, v in value.items()):
+        raise ValueError("proxy_env must map http_proxy, https_proxy or no_proxy to strings")
 
 
 @dataclass(frozen=True)

@@ -362,3 +362,14 @@ def test_fdpass_eof_and_bad_peer(seqpair: SeqPair, stream_pair: MakeStreamPair) 
 def test_peer_text() -> None:
     assert peer_text(("192.0.2.7", 80)) == "192.0.2.7:80"
     assert peer_text(("2001:db8::7", 443, 0, 0)) == "[2001:db8::7]:443"
+
+
+@pytest.mark.parametrize("address, text", [
+    (("192.0.2.7", 51234), "192.0.2.7:51234"),
+    (("::ffff:203.0.113.1", 80, 0, 0), "203.0.113.1:80"),
+    (("2001:db8::7", 443, 0, 0), "[2001:db8::7]:443"),
+    (("fe80::1%eth0", 8080, 0, 2), "[fe80::1%eth0]:8080"),
+    ("", "unknown"),
+])
+def test_peer_text_shows_ipv4_mapped_peers_as_ipv4(address: object, text: str) -> None:
+    assert peer_text(address) == text

@@ -26,15 +26,22 @@ START_TIMEOUT_S = 15.0
 
 
 class Switch:
-    """A supervisor started in the foreground by a test, driven through etherws-ctl."""
+    """A supervisor started in the foreground by a test, driven through etherws-ctl.
 
-    def __init__(self, rundir: str, log: Path, extra: list[str] | None = None) -> None:
+    Without ``server`` it runs with ``--no-server`` (most tests need no WebSocket server,
+    and the default port 80 is not theirs to take); ``ns`` runs it in a network namespace.
+    """
+
+    def __init__(self, rundir: str, log: Path, extra: list[str] | None = None,
+                 server: bool = False, ns: str | None = None) -> None:
         self.rundir = rundir
         self.log = log
+        self.ns = ns
         self.taps: list[str] = []  # deleted at close if a killed supervisor left them
         self._logf = open(log, "ab")
-        argv = [PYTHON, "-m", "etherws.supervisor", "start", "--foreground",
-                "--rundir", rundir, "--debug", *(extra or [])]
+        argv = (["ip", "netns", "exec", ns] if ns else []) + [
+            PYTHON, "-m", "etherws.supervisor", "start", "--foreground",
+            "--rundir", rundir, "--debug", *([] if server else ["--no-server"]), *(extra or [])]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._logf,
                                      stderr=self._logf)
         try:
@@ -110,7 +117,7 @@ class Switch:
                 if kid.is_running() and kid.status() != psutil.STATUS_ZOMBIE:
                     kid.kill()
         for tap in self.taps:
-            delete_link(tap)
+            delete_link(tap, self.ns)
         self._logf.close()
 
 

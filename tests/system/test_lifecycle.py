@@ -6,7 +6,7 @@ import os
 import stat
 import time
 
-from tests.support import PYTHON, SCALE, link_exists, run, unique, wait_until
+from tests.support import PYTHON, SCALE, free_port, link_exists, run, unique, wait_until
 from tests.system.harness import Switch, alive
 
 SETPRIV = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -75,7 +75,8 @@ def test_umask_000_still_gives_a_private_control_socket(tmp_path) -> None:
 def test_detached_start_status_and_stop(tmp_path) -> None:
     rundir = str(tmp_path / "run-detached")
     logfile = tmp_path / "detached.log"
-    res = supervisor("start", "--rundir", rundir, "--logfile", str(logfile))
+    res = supervisor("start", "--rundir", rundir, "--logfile", str(logfile),
+                     "--host", "127.0.0.1", "--port", str(free_port()))
     assert res.returncode == 0, res.stderr
     pid = int(open(os.path.join(rundir, "supervisor.pid")).read())
     tap = unique("etwt")

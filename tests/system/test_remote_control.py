@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from typing import Iterator
 
 import pytest
 import zmq
 
 from etherws import control
-from tests.support import PYTHON, link_exists, run, unique
+from tests.support import PYTHON, free_port, link_exists, run, unique
 from tests.system.harness import Switch
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def keygen(base: str) -> None:

@@ -45,6 +45,19 @@ def test_bad_files(text: str, message: str) -> None:
     ({"ctl": "inproc://x"}, "tcp://ADDRESS:PORT"),
     ({"ctl": "ipc:///run/other.sock"}, "always RUNDIR/ctl.sock"),
     ({"rundir": "/" + "r" * 100}, "too long"),
+    ({"port": 0}, "--port"),
+    ({"port": 65536}, "--port"),
+    ({"sslkey": "/k.pem"}, "go together"),
+    ({"sslcert": "/c.pem"}, "go together"),
+    ({"path": "ws"}, "--path"),
+    ({"path": "/a b"}, "--path"),
+    ({"path": "/\u00e9"}, "--path"),
+    ({"max_peers": 0}, "--max-peers"),
+    ({"max_peers": 5000}, "--max-peers"),
+    ({"ping_interval": 0.0}, "--ping-interval"),
+    ({"ping_timeout": 7200.0}, "--ping-timeout"),
+    ({"origin": ["https://ok.example", "bad origin"]}, "--origin"),
+    ({"origin": [""]}, "--origin"),
 ])
 def test_bad_values(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -55,3 +68,29 @@ def test_remote_control_needs_both_keys() -> None:
     cfg = build({}, {"ctl": "tcp://127.0.0.1:5555", "ctl_secret_key": "/s.key_secret",
                      "ctl_clients": "/clients"})
     assert cfg.ctl == "tcp://127.0.0.1:5555"
+
+
+def test_server_defaults_and_the_tls_port() -> None:
+    cfg = build({}, {})
+    assert (cfg.no_server, cfg.host, cfg.server_port, cfg.path) == (False, "", 80, "/")
+    assert (cfg.max_peers, cfg.origin, cfg.ping_interval, cfg.ping_timeout) == (64, (), 20, 20)
+    tls = build({}, {"sslkey": "/k.pem", "sslcert": "/c.pem"})
+    assert tls.tls and tls.server_port == 443
+    assert build({}, {"sslkey": "/k", "sslcert": "/c", "port": 8443}).server_port == 8443
+
+
+def test_server_options_from_file_and_command_line() -> None:
+    file_values = parse_toml('port = 8080\npath = "/ws"\nmax-peers = 3\n'
+                             'origin = ["https://a.example", "https://b.example"]\n'
+                             'htpasswd = "/etc/etherws.htpasswd"\n')
+    cfg = build(file_values, {"port": 9090, "origin": ["https://c.example"]})
+    assert (cfg.server_port, cfg.path, cfg.max_peers) == (9090, "/ws", 3)
+    assert cfg.origin == ("https://c.example",) and cfg.htpasswd == "/etc/etherws.htpasswd"
+    assert build(file_values, {}).origin == ("https://a.example", "https://b.example")
+
+
+@pytest.mark.parametrize("text", ["origin = [1]", "origin = 'x'", "port = true",
+                                  "max-peers = 1.5"])
+def test_bad_server_values_in_files(text: str) -> None:
+    with pytest.raises(ConfigError, match="configuration file"):
+        parse_toml(text)

@@ -12,11 +12,12 @@ from hypothesis import strategies as st
 from etherws import control
 from etherws.control import METHODS, PREFIX, Code, Refused, RpcError
 
-SAMPLE = {str: "x", int: 1, bool: True}
+SAMPLE = {str: "x", int: 1, bool: True, dict: {"no_proxy": "x"}}
 WRONG: dict[type, list[Any]] = {
     str: [1, 1.5, True, [], {}],
     int: ["1", 1.0, True, False, [], {}],   # True is an int to isinstance, not to us
     bool: [1, 0, "true", 1.0, [], {}],
+    dict: [1, "x", True, []],
 }
 
 
@@ -251,6 +252,28 @@ def test_dispatch_bad_requests_keep_the_id() -> None:
     assert out["id"] == "k" and out["error"]["code"] == Code.INVALID_PARAMS
     out = _reply(control.dispatch(b"{garbage", {}))
     assert out["id"] is None and out["error"]["code"] == Code.PARSE_ERROR
+
+
+def test_dispatch_later_answers_when_the_answer_is_known() -> None:
+    answers: list[Any] = [None, None, {"entries": [{"port": 4}]}]
+    handler = lambda params: control.Later(lambda: answers.pop(0))  # noqa: E731
+    pending = control.dispatch(request("addPort", {"type": "client", "target": "ws://h/"},
+                                       "L1"), {"addPort": handler})
+    assert isinstance(pending, control.Pending) and pending.id == "L1"
+    assert pending.reply() is None and pending.reply() is None
+    assert _reply(pending.reply()) == {"jsonrpc": "2.0", "id": "L1",
+                                       "result": {"entries": [{"port": 4}]}}
+
+
+def test_dispatch_later_can_refuse() -> None:
+    def poll() -> None:
+        raise Refused("connect-failed", "cannot connect to ws://h/: refused")
+
+    pending = control.dispatch(request("addPort", {"type": "client", "target": "ws://h/"}, 7),
+                               {"addPort": lambda params: control.Later(poll)})
+    assert isinstance(pending, control.Pending)
+    out = _reply(pending.reply())
+    assert out["id"] == 7 and out["error"]["data"]["reason"] == "connect-failed"
 
 
 def test_dispatch_method_not_served() -> None:

@@ -1,0 +1,212 @@
+"""The WebSocket server side of the supervisor: listening socket, hand-over, peers (I/O).
+
+The supervisor binds the server address itself, so that a busy port or a missing
+certificate is an error of ``etherws-supervisor start`` and not of a child that crash
+loops later. The listener process (``workers/listener.py``) inherits the listening
+socket, accepts, and passes every connection back over ``RUNDIR/accept.sock``
+(``etherws.fdpass``); here each one becomes a server port with its own peer worker,
+within ``--max-peers``. Nothing here reads a byte a peer sent: over the limit the
+connection gets a canned 503 and is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import ssl
+
+from etherws import fdpass
+from etherws.config import Config
+from etherws.supervisor.children import Child
+from etherws.supervisor.policy import RestartPolicy
+from etherws.supervisor.ports import PortManager
+from etherws.tables import PortKind
+from etherws.workers.listener import accept_sock_path
+from etherws.wshandshake import http_response
+
+log = logging.getLogger(__name__)
+
+BACKLOG = 128
+MAX_LINKS = 4
+"""Listener connections kept at once: one, plus restarts whose old link is not yet seen
+closed. Anything beyond is not a listener of ours (only root can reach the socket)."""
+BUSY = http_response(503, body=b"too many peers\n")
+
+
+class ServerError(Exception):
+    """The server cannot start; the message is one line for the user."""
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host`` (all addresses when empty) and ``port``."""
+    where = f"{host or '*'}:{port}"
+    try:
+        if not host:
+            try:  # both IPv6 and IPv4 on one socket where the host has IPv6
+                return socket.create_server(("::", port), family=socket.AF_INET6,
+                                            dualstack_ipv6=True, backlog=BACKLOG)
+            except OSError:
+                return socket.create_server(("0.0.0.0", port), backlog=BACKLOG)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, _, _, _, address = infos[0]
+        return socket.create_server(address, family=family, backlog=BACKLOG)
+    except socket.gaierror as exc:
+        raise ServerError(f"--host {host}: {exc.strerror}") from None
+    except OSError as exc:
+        raise ServerError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+
+
+def _check_files(cfg: Config) -> None:
+    """Refuse TLS and htpasswd files the peer workers could never use, now."""
+    if cfg.sslcert:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cfg.sslcert, cfg.sslkey)
+        except OSError as exc:
+            raise ServerError(f"cannot read --sslcert/--sslkey: {exc.strerror or exc}") from None
+        except ssl.SSLError as exc:
+            raise ServerError(f"--sslcert/--sslkey: {exc.reason or exc}") from None
+    if cfg.htpasswd:
+        try:
+            with open(cfg.htpasswd, "rb"):
+                pass
+        except OSError as exc:
+            raise ServerError(f"cannot read --htpasswd {cfg.htpasswd}: {exc.strerror}") from None
+
+
+def peer_options(cfg: Config) -> tuple[str, ...]:
+    """The peer worker's command-line options for this configuration."""
+    out = ["--path", cfg.path, "--ping-interval", str(cfg.ping_interval),
+           "--ping-timeout", str(cfg.ping_timeout)]
+    if cfg.sslcert and cfg.sslkey:
+        out += ["--sslcert", os.path.abspath(cfg.sslcert),
+                "--sslkey", os.path.abspath(cfg.sslkey)]
+    if cfg.htpasswd:
+        out += ["--htpasswd", os.path.abspath(cfg.htpasswd)]
+    for origin in cfg.origin:
+        out += ["--origin", origin]
+    return tuple(out)
+
+
+class Server:
+    """The listening socket, the hand-over socket and the links of the listener."""
+
+    def __init__(self, cfg: Config, rundir: str, ports: PortManager) -> None:
+        self.cfg = cfg
+        self.ports = ports
+        self.path = accept_sock_path(rundir)
+        self.options = peer_options(cfg)
+        self.refused = 0
+        self._listening: socket.socket | None = None
+        self._handover: socket.socket | None = None
+        self._links: dict[int, socket.socket] = {}
+
+    def open(self) -> None:
+        """Bind everything; ServerError with one line when that cannot be done."""
+        _check_files(self.cfg)
+        self._listening = _listen(self.cfg.host, self.cfg.server_port)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # left by a supervisor that was killed; we hold the lock
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK)
+        old = os.umask(0o077)
+        try:
+            sock.bind(self.path)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        sock.listen(MAX_LINKS)
+        self._handover = sock
+        log.info("WebSocket server on %s:%d%s (%s), at most %d peers",
+                 self.cfg.host or "*", self.cfg.server_port, self.cfg.path,
+                 "wss" if self.cfg.tls else "ws", self.cfg.max_peers)
+
+    def start_listener(self, argv: list[str], now: float) -> None:
+        """Spawn the listener with the listening socket; the PortManager supervises it."""
+        assert self._listening is not None
+        fd = self._listening.fileno()
+        child = Child(argv + ["--listen-fd", str(fd)], RestartPolicy(max_crashes=2**31),
+                      pass_fds=(fd,))
+        self.ports.listener = child
+        child.spawn(now)
+
+    def fds(self) -> list[int]:
+        """Descriptors to poll for input."""
+        if self._handover is None:
+            return []
+        return [self._handover.fileno(), *self._links]
+
+    def ready(self, fd: int, now: float) -> None:
+        """Serve input on ``fd``: a new listener link, or connections handed over."""
+        if self._handover is not None and fd == self._handover.fileno():
+            self._accept_link()
+            return
+        link = self._links.get(fd)
+        if link is None:
+            return
+        for _ in range(64):  # bounded: supervision must go on under a connection flood
+            try:
+                got = fdpass.recv_conn(link)
+            except BlockingIOError:
+                return
+            except (EOFError, OSError):
+                self._links.pop(fd).close()
+                return
+            if got is None:
+                log.warning("listener link: dropped a malformed hand-over message")
+                continue
+            self._take(got[0], got[1], now)
+
+    def _accept_link(self) -> None:
+        assert self._handover is not None
+        try:
+            link, _ = self._handover.accept()
+        except BlockingIOError:
+            return
+        if len(self._links) >= MAX_LINKS:
+            link.close()
+            return
+        link.setblocking(False)
+        self._links[link.fileno()] = link
+
+    def _take(self, fd: int, peer: str, now: float) -> None:
+        """Give one accepted connection its peer worker, or refuse it; ``fd`` is closed."""
+        try:
+            count = self.ports.peers()
+            if count >= self.cfg.max_peers:
+                self._refuse(fd, peer, f"{count} peers already (--max-peers)")
+                return
+            try:
+                self.ports.add(PortKind.SERVER, peer, now, options=self.options, fd=fd)
+            except (OSError, LookupError) as exc:
+                self._refuse(fd, peer, str(exc))
+                return
+            if self.refused:
+                log.info("%d connections were refused before this one", self.refused)
+                self.refused = 0
+        finally:
+            os.close(fd)
+
+    def _refuse(self, fd: int, peer: str, why: str) -> None:
+        if not self.refused:  # once per run of refusals: a flood must not flood the log
+            log.warning("peer %s refused: %s", peer, why)
+        self.refused += 1
+        with socket.socket(fileno=os.dup(fd)) as sock, contextlib.suppress(OSError):
+            sock.setblocking(False)
+            sock.send(BUSY)
+            sock.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        """Close every socket and remove the hand-over socket file."""
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
+        for sock in (self._handover, self._listening):
+            if sock is not None:
+                sock.close()
+        if self._handover is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        self._handover = self._listening = None
+

@@ -1,0 +1,130 @@
+"""Two switches in two namespaces joined by a WebSocket tunnel: ws, wss, auth, limits."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.support import PYTHON, run
+from tests.system.tunnel import (OVERLAY_A, OVERLAY_B, UNDERLAY_B, Site, Underlay,
+                                 connected, pings_both_ways, self_signed, site, underlay)
+
+HTPASSWD = Path(__file__).parent.parent / "fixtures" / "htpasswd"
+
+
+@pytest.fixture
+def net() -> Iterator[Underlay]:
+    with underlay() as u:
+        yield u
+
+
+def _rundir(tmp_path: Path, name: str) -> str:
+    d = tmp_path / name
+    d.mkdir(mode=0o700)
+    return str(d)
+
+
+@pytest.fixture
+def side_a(net: Underlay, tmp_path: Path) -> Iterator[Site]:
+    """Site A: a switch without a server; it dials out."""
+    with site(net.a, _rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
+              server=False) as s:
+        yield s
+
+
+def _side_b(net: Underlay, tmp_path: Path, *options: str) -> AbstractContextManager[Site]:
+    """Site B: a switch with a WebSocket server (``options`` for it)."""
+    return site(net.b, _rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B, *options)
+
+
+def test_ws_tunnel_pings_both_ways_and_each_side_learns_the_far_mac(
+        net: Underlay, side_a: Site, tmp_path: Path) -> None:
+    with _side_b(net, tmp_path) as b:  # default server: all addresses, port 80, path /
+        port = connected(side_a, f"ws://{UNDERLAY_B}/")
+        pings_both_ways(side_a, b)
+        assert side_a.fdb_port(b.host.mac()) == port
+        peers = b.tunnel_ports("server")
+        assert len(peers) == 1 and peers[0]["state"] == "up"
+        assert peers[0]["target"].startswith("203.0.113.1:")
+        assert b.fdb_port(side_a.host.mac()) == peers[0]["port"]
+        entry = side_a.switch.port(port)
+        assert entry and entry["type"] == "client" and entry["target"] == f"ws://{UNDERLAY_B}/"
+        assert entry["rx"] > 0 and entry["tx"] > 0
+
+
+def test_wss_with_cacerts_works_another_ca_fails_and_insecure_works(
+        net: Underlay, side_a: Site, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path, "server", UNDERLAY_B)
+    other, _ = self_signed(tmp_path, "other", UNDERLAY_B)
+    with _side_b(net, tmp_path, "--sslcert", str(cert), "--sslkey", str(key)) as b:
+        url = f"wss://{UNDERLAY_B}/"  # port 443 by default with TLS
+        refused = side_a.add_client(url, "--cacerts", str(other))
+        assert refused.returncode == 1
+        assert "certificate verify failed" in refused.stderr
+        assert refused.stderr.count("\n") == 1
+        assert side_a.tunnel_ports("client") == []  # no port left behind
+        assert not os.path.exists(os.path.join(side_a.switch.rundir, "port-2.status"))
+
+        default = side_a.add_client(url)  # the system's CAs do not know a self-signed cert
+        assert default.returncode == 1 and "certificate verify failed" in default.stderr
+
+        port = connected(side_a, url, "--cacerts", str(cert))
+        pings_both_ways(side_a, b)
+        side_a.ctl("delport", str(port))
+
+        port = connected(side_a, url, "--insecure")
+        pings_both_ways(side_a, b)
+        log = (tmp_path / "a.log").read_text()
+        assert "WITHOUT verifying its certificate" in log
+
+
+def test_htpasswd_sha_and_bcrypt_users_wrong_password_401_and_404(
+        net: Underlay, side_a: Site, tmp_path: Path) -> None:
+    sha = (HTPASSWD / "sha1.htpasswd").read_text().splitlines()
+    bcrypt = (HTPASSWD / "bcrypt.htpasswd").read_text().splitlines()
+    users = tmp_path / "users.htpasswd"
+    users.write_text("\n".join([sha[0], bcrypt[1]]) + "\n")  # alice {SHA}, colon bcrypt
+    assert sha[0].startswith("alice:{SHA}") and bcrypt[1].startswith("colon:$2y$")
+    with _side_b(net, tmp_path, "--htpasswd", str(users), "--path", "/tunnel") as b:
+        url = f"ws://{UNDERLAY_B}/tunnel"
+        wrong = side_a.add_client(url, "--user", "alice", "--passwd", "not-it")
+        assert wrong.returncode == 1 and "authentication failed (HTTP 401)" in wrong.stderr
+        assert "not-it" not in wrong.stderr
+        nobody = side_a.add_client(url)
+        assert nobody.returncode == 1 and "HTTP 401" in nobody.stderr
+        lost = side_a.add_client(f"ws://{UNDERLAY_B}/elsewhere", "--user", "alice",
+                                 "--passwd", "s3cret!")
+        assert lost.returncode == 1 and "HTTP 404" in lost.stderr
+        assert side_a.tunnel_ports("client") == []
+
+        port = connected(side_a, url, "--user", "alice", "--passwd", "s3cret!")
+        pings_both_ways(side_a, b)
+        side_a.ctl("delport", str(port))
+        connected(side_a, url, "--user", "colon", "--passwd", "pa:ss:word")
+        pings_both_ways(side_a, b)
+
+        # A password is never in a process's arguments, the logs or a reply.
+        listing = side_a.ctl("--json", "listport").stdout
+        for text in (listing, (tmp_path / "a.log").read_text(),
+                     (tmp_path / "b.log").read_text()):
+            assert "s3cret!" not in text and "pa:ss:word" not in text
+        for pid in [e["pid"] for e in json.loads(listing)["entries"] if e["pid"]]:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                assert b"pa:ss:word" not in f.read()
+
+
+def test_password_from_a_piped_stdin(net: Underlay, side_a: Site, tmp_path: Path) -> None:
+    users = tmp_path / "users.htpasswd"
+    shutil.copy(HTPASSWD / "sha1.htpasswd", users)
+    with _side_b(net, tmp_path, "--htpasswd", str(users)) as b:
+        res = run(PYTHON, "-m", "etherws.ctl", "--rundir", side_a.switch.rundir, "--json",
+                  "addport", "client", "--user", "alice", f"ws://{UNDERLAY_B}/",
+                  input="s3cret!\n", check=False, timeout_s=60)
+        assert res.returncode == 0, res.stderr
+        pings_both_ways(side_a, b)
