@@ -33,6 +33,7 @@ MAX_LINKS = 4
 """Listener connections kept at once: one, plus restarts whose old link is not yet seen
 closed. Anything beyond is not a listener of ours (only root can reach the socket)."""
 BUSY = http_response(503, body=b"too many peers\n")
+DISCARD = 65536
 
 
 class ServerError(Exception):
@@ -55,8 +56,9 @@ def _listen(host: str, port: int) -> socket.socket:
         return socket.create_server(address, family=family, backlog=BACKLOG)
     except socket.gaierror as exc:
         raise ServerError(f"--host {host}: {exc.strerror}") from None
-    except OSError as exc:
-        raise ServerError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    except OSError as exc:  # create_server's own strerror adds a repr of the address
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ServerError(f"cannot listen on {where}: {why}") from None
 
 
 def _check_files(cfg: Config) -> None:
@@ -196,6 +198,9 @@ class Server:
             sock.setblocking(False)
             sock.send(BUSY)
             sock.shutdown(socket.SHUT_WR)
+            # Unread input would make close() send a reset that can destroy the 503 before
+            # the client reads it; the request is discarded unread, never parsed.
+            sock.recv(DISCARD)
 
     def close(self) -> None:
         """Close every socket and remove the hand-over socket file."""

@@ -93,6 +93,7 @@ class Supervisor:
         # requests answered later (addport client): request key -> where the reply goes
         self._pending: dict[bytes, tuple[zmq.Socket, bytes, control.Pending]] = {}
         self.server: Server | None = None
+        self._ready = False  # prepared in full: a failed start stays one line on stderr
 
     # --- start-up ------------------------------------------------------------------
     def prepare(self) -> None:
@@ -116,6 +117,7 @@ class Supervisor:
             self.server.start_listener(self._child_argv("etherws.workers.listener"),
                                        time.monotonic())
         self._handlers = handlers.table(self)
+        self._ready = True
         log.info("supervisor started: run directory %s, control %s, broker pid %s",
                  self.rundir.root, self.ctl_endpoint, self.ports.broker.pid)
 
@@ -313,7 +315,8 @@ class Supervisor:
             # The lock file stays: unlinking it would let a starter that opened it before
             # our exit lock a dead inode while another locks a new file, both "alone".
             os.close(self._lock_fd)
-        log.info("supervisor stopped")
+        if self._ready:
+            log.info("supervisor stopped")
 
 
 def serve(cfg: Config, notify: Callable[[str], None]) -> int:

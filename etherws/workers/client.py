@@ -102,11 +102,12 @@ class ClientWorker:
         self.stop = stop
         self.backoff = Backoff()
         self.first: str | None = None  # outcome of the very first attempt
+        self.last_error = ""  # shown while connecting again, until a connection is up
 
     def run(self) -> int:
         """The worker's life; the exit status (0: stopped, or failed for good)."""
         while not self.stop.requested:
-            self._status("connecting")
+            self._status("connecting", self.last_error)
             outcome = self._attempt()
             if outcome is None:
                 break
@@ -151,6 +152,7 @@ class ClientWorker:
         """Carry frames until the connection ends (its reason) or SIGTERM (None)."""
         now = time.monotonic()
         self.backoff.connected(now)
+        self.last_error = ""
         self._status("up")
         log.info("connected to %s%s", self.connector.target,
                  f" through proxy {self.connector.proxy}" if self.connector.proxy else "")
@@ -169,6 +171,7 @@ class ClientWorker:
         now_ns = time.monotonic_ns()
         at_s = self.backoff.failed(now_ns / 1e9, random.uniform(-1.0, 1.0))
         at_ns = max(now_ns, round(at_s * 1e9))
+        self.last_error = error
         self._status("backoff", error, at_ns)
         if at_ns > now_ns:
             log.info("next attempt in %.1f s", (at_ns - now_ns) / 1e9)

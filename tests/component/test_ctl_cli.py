@@ -285,3 +285,44 @@ def test_not_root_on_a_private_socket(root_rundir: str,
     assert one_line(out.stderr) == (f"etherws-ctl: permission denied on "
                                     f"{RunDir(root_rundir).ctl_sock} "
                                     f"(etherws-ctl must run as root)")
+
+
+# --- addport client: secrets, prompt, environment --------------------------------------
+def ctl_env(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
+    """``ctl`` with exactly these proxy variables in its environment and ``stdin``."""
+    clean = {k: v for k, v in ENV.items() if k.lower() not in
+             ("http_proxy", "https_proxy", "no_proxy")}
+    return support.run(sys.executable, "-m", "etherws.ctl", *args, check=False, timeout_s=30,
+                       cwd=REPO, env={**clean, **env}, input=stdin)
+
+
+def test_addport_client_sends_options_secrets_and_the_callers_proxy_environment(
+        fake: FakeSupervisor, rundir: str) -> None:
+    out = ctl_env("--rundir", rundir, "--json", "addport", "client", "--user", "alice",
+                  "--passwd", "pw", "--cacerts", "ca.pem", "--insecure", "--retry",
+                  "--proxy", "http://p:3128", "wss://gw.example/ws",
+                  env={"HTTPS_PROXY": "http://up:1", "https_proxy": "http://low:2",
+                       "no_proxy": ".lan"})
+    assert out.returncode == 0, out.stderr
+    assert fake.calls == [("addPort", {
+        "type": "client", "target": "wss://gw.example/ws", "user": "alice", "passwd": "pw",
+        "cacerts": os.path.join(REPO, "ca.pem"), "insecure": True, "retry": True,
+        "proxy": "http://p:3128",
+        "proxy_env": {"https_proxy": "http://low:2", "no_proxy": ".lan"}})]
+
+
+def test_addport_client_reads_the_password_from_a_piped_stdin(
+        fake: FakeSupervisor, rundir: str) -> None:
+    out = ctl_env("--rundir", rundir, "addport", "client", "--user", "bob", "ws://h/",
+                  env={}, stdin="pa:ss word\n")
+    assert out.returncode == 0, out.stderr
+    assert fake.calls == [("addPort", {"type": "client", "target": "ws://h/", "user": "bob",
+                                       "passwd": "pa:ss word", "proxy_env": {}})]
+
+
+def test_addport_client_without_a_password_anywhere_is_a_usage_error(
+        fake: FakeSupervisor, rundir: str) -> None:
+    out = ctl_env("--rundir", rundir, "addport", "client", "--user", "bob", "ws://h/", env={})
+    assert out.returncode == 2
+    assert "no terminal to ask on" in one_line(out.stderr)
+    assert fake.calls == []

@@ -118,3 +118,27 @@ def test_start_with_unusable_log_options_fails_with_one_line(tmp_path) -> None:
             assert res.stderr.startswith("etherws-supervisor: ")
             assert res.stderr.count("\n") == 1
             assert not os.path.exists(tmp_path / "r")  # refused before anything was made
+
+
+def test_start_refuses_a_busy_server_port_and_unusable_tls_files(tmp_path) -> None:
+    import socket
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = str(busy.getsockname()[1])
+        rundir = str(tmp_path / "r")
+        res = supervisor("start", "--foreground", "--rundir", rundir, "--host", "127.0.0.1",
+                         "--port", port)
+        assert res.returncode == 1
+        assert res.stderr == (f"etherws-supervisor: cannot listen on 127.0.0.1:{port}: "
+                              "Address already in use\n")
+        assert sorted(os.listdir(rundir)) == ["lock"]  # nothing else left behind
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    for args, message in (
+            (["--sslcert", str(garbage), "--sslkey", str(garbage)], "--sslcert/--sslkey"),
+            (["--sslcert", "/nonexistent/c.pem", "--sslkey", "/nonexistent/k.pem"],
+             "cannot read --sslcert/--sslkey"),
+            (["--htpasswd", "/nonexistent/users"], "cannot read --htpasswd")):
+        res = supervisor("start", "--foreground", "--rundir", str(tmp_path / "r2"),
+                         "--host", "127.0.0.1", "--port", str(free_port()), *args)
+        assert res.returncode == 1 and res.stderr.count("\n") == 1, (args, res)
+        assert message in res.stderr, res.stderr

@@ -85,10 +85,15 @@ def start_switch(ns: str, rundir: str, log: Path, *options: str, server: bool = 
     return Switch(rundir, log, list(options), server=server, ns=ns)
 
 
-def add_tap(sw: Switch, ns: str, overlay: str) -> Site:
-    """A TAP port with ``overlay``/24 on switch ``sw``; the Site."""
-    tap = unique("etwt")
-    sw.taps.append(tap)
+def add_tap(sw: Switch, ns: str, overlay: str, tap: str | None = None) -> Site:
+    """A TAP port with ``overlay``/24 on switch ``sw``; the Site.
+
+    ``tap`` names a TAP that already exists (it outlives the switch, with its MAC, as a
+    gateway's configured TAP would); by default the switch creates one.
+    """
+    if tap is None:
+        tap = unique("etwt")
+        sw.taps.append(tap)
     port = sw.json("addport", "tap", tap)["entries"][0]["port"]
     sw.ctl("setif", str(port), "--address", f"{overlay}/24")
     sw.wait_port(port, "up")
