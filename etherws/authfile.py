@@ -47,6 +47,16 @@ class AuthFile:
         self._reported: str | None = None  # the failure last logged, until a success
         self._mode_warned: int | None = None
 
+    @property
+    def loaded(self) -> bool:
+        """True once a good table has been read (it stays in force from then on)."""
+        return self._loaded
+
+    @property
+    def problem(self) -> str | None:
+        """Why the last read failed (one line), or None after a success."""
+        return self._reported
+
     def table(self) -> HtpasswdTable:
         """The current ``user -> hash`` table (empty, refusing everyone, until a good read).
 
@@ -99,8 +109,10 @@ class AuthFile:
     def _succeeded(self, table: HtpasswdTable) -> None:
         if self._reported is not None:
             log.info("htpasswd %s is usable again: %d users", self.path, len(table))
-        elif not self._loaded or dict(table) != dict(self._table):
-            log.info("htpasswd %s loaded: %d users", self.path, len(table))
+        elif not self._loaded:  # the owner says what it loaded, if it is news to anyone
+            log.debug("htpasswd %s loaded: %d users", self.path, len(table))
+        elif dict(table) != dict(self._table):
+            log.info("htpasswd %s reloaded: %d users", self.path, len(table))
         self._table, self._loaded, self._reported = table, True, None
 
     def _failed(self, reason: str) -> None:

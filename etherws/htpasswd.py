@@ -231,6 +231,11 @@ def parse(text: str) -> HtpasswdTable:
     return HtpasswdTable(entries)
 
 
+def dump(table: Mapping[str, str]) -> str:
+    """htpasswd text that :func:`parse` reads back into the same table."""
+    return "".join(f"{user}:{stored}\n" for user, stored in table.items())
+
+
 def dummy_hash(table: Mapping[str, str]) -> str:
     """The hash an unknown user's attempt is checked against (see :class:`HtpasswdTable`)."""
     if isinstance(table, HtpasswdTable):

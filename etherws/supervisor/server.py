@@ -17,7 +17,8 @@ import os
 import socket
 import ssl
 
-from etherws import fdpass
+from etherws import fdpass, htpasswd
+from etherws.authfile import MAX_FILE_BYTES, AuthFile
 from etherws.config import Config
 from etherws.supervisor.children import Child
 from etherws.supervisor.policy import RestartPolicy
@@ -34,6 +35,8 @@ MAX_LINKS = 4
 closed. Anything beyond is not a listener of ours (only root can reach the socket)."""
 BUSY = http_response(503, body=b"too many peers\n")
 DISCARD = 65536
+USERS_SNAPSHOT = "htpasswd"
+"""The htpasswd table in force, in the run directory, for peer workers to read."""
 
 
 class ServerError(Exception):
@@ -62,7 +65,17 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _check_files(cfg: Config) -> None:
-    """Refuse TLS and htpasswd files the peer workers could never use, now."""
+    """Refuse a TLS key and certificate or an htpasswd file that cannot be used, now
+    (and in one line: AuthFile would log its own warning before the error)."""
+    if cfg.htpasswd:
+        try:
+            with open(cfg.htpasswd, "rb") as f:
+                htpasswd.parse(f.read(MAX_FILE_BYTES).decode("utf-8-sig"))
+        except OSError as exc:
+            raise ServerError(f"--htpasswd: cannot read {cfg.htpasswd}: "
+                              f"{exc.strerror or exc}") from None
+        except (UnicodeDecodeError, htpasswd.HtpasswdError) as exc:
+            raise ServerError(f"--htpasswd: cannot use {cfg.htpasswd}: {exc}") from None
     if cfg.sslcert:
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cfg.sslcert, cfg.sslkey)
@@ -70,23 +83,17 @@ def _check_files(cfg: Config) -> None:
             raise ServerError(f"cannot read --sslcert/--sslkey: {exc.strerror or exc}") from None
         except ssl.SSLError as exc:
             raise ServerError(f"--sslcert/--sslkey: {exc.reason or exc}") from None
-    if cfg.htpasswd:
-        try:
-            with open(cfg.htpasswd, "rb"):
-                pass
-        except OSError as exc:
-            raise ServerError(f"cannot read --htpasswd {cfg.htpasswd}: {exc.strerror}") from None
 
 
-def peer_options(cfg: Config) -> tuple[str, ...]:
-    """The peer worker's command-line options for this configuration."""
+def peer_options(cfg: Config, users: str | None) -> tuple[str, ...]:
+    """The peer worker's command-line options; ``users``: the htpasswd snapshot's path."""
     out = ["--path", cfg.path, "--ping-interval", str(cfg.ping_interval),
            "--ping-timeout", str(cfg.ping_timeout)]
     if cfg.sslcert and cfg.sslkey:
         out += ["--sslcert", os.path.abspath(cfg.sslcert),
                 "--sslkey", os.path.abspath(cfg.sslkey)]
-    if cfg.htpasswd:
-        out += ["--htpasswd", os.path.abspath(cfg.htpasswd)]
+    if users:
+        out += ["--htpasswd", users]
     for origin in cfg.origin:
         out += ["--origin", origin]
     return tuple(out)
@@ -99,7 +106,13 @@ class Server:
         self.cfg = cfg
         self.ports = ports
         self.path = accept_sock_path(rundir)
-        self.options = peer_options(cfg)
+        # The htpasswd file is read here, not by each peer: a peer process lives for one
+        # connection, so only the supervisor can keep the last good table in force (and
+        # log a broken file once) while the operator edits it. Peers read the snapshot.
+        self.auth = AuthFile(os.path.abspath(cfg.htpasswd)) if cfg.htpasswd else None
+        self.users = os.path.join(rundir, USERS_SNAPSHOT) if cfg.htpasswd else None
+        self._users_written: object = None
+        self.options = peer_options(cfg, self.users)
         self.refused = 0
         self._listening: socket.socket | None = None
         self._handover: socket.socket | None = None
@@ -108,6 +121,11 @@ class Server:
     def open(self) -> None:
         """Bind everything; ServerError with one line when that cannot be done."""
         _check_files(self.cfg)
+        if self.auth is not None:
+            self._snapshot_users()
+            if not self.auth.loaded:
+                raise ServerError(f"--htpasswd: {self.auth.problem}")
+            log.info("htpasswd %s: %d users", self.auth.path, len(self.auth.table()))
         self._listening = _listen(self.cfg.host, self.cfg.server_port)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # left by a supervisor that was killed; we hold the lock
@@ -180,6 +198,7 @@ class Server:
                 self._refuse(fd, peer, f"{count} peers already (--max-peers)")
                 return
             try:
+                self._snapshot_users()
                 self.ports.add(PortKind.SERVER, peer, now, options=self.options, fd=fd)
             except (OSError, LookupError) as exc:
                 self._refuse(fd, peer, str(exc))
@@ -189,6 +208,20 @@ class Server:
                 self.refused = 0
         finally:
             os.close(fd)
+
+    def _snapshot_users(self) -> None:
+        """Write the table in force for the next peers, when it has changed (0600)."""
+        if self.auth is None or self.users is None:
+            return
+        table = self.auth.table()  # one stat() while the file is unchanged
+        if table is self._users_written or not self.auth.loaded:
+            return
+        tmp = f"{self.users}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(htpasswd.dump(table))
+        os.replace(tmp, self.users)
+        self._users_written = table
 
     def _refuse(self, fd: int, peer: str, why: str) -> None:
         if not self.refused:  # once per run of refusals: a flood must not flood the log
@@ -210,8 +243,9 @@ class Server:
         for sock in (self._handover, self._listening):
             if sock is not None:
                 sock.close()
-        if self._handover is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+        for path in (self.path if self._handover is not None else None, self.users):
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
         self._handover = self._listening = None
 

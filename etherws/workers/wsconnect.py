@@ -232,6 +232,9 @@ class Connector:
             "redirect_limit": 0,  # never carry the Authorization header elsewhere
             "enable_multithread": False,
             "skip_utf8_validation": True,
+            # websocket-client sends "Origin: http://host" by default; we are no browser,
+            # and a server with an --origin allow-list refuses an Origin it does not list
+            "suppress_origin": True,
         }
         # websocket-client offers no extensions, so permessage-deflate is never
         # negotiated; a server that answers with one anyway fails at its first

@@ -72,7 +72,19 @@ def test_first_read(htfile: Path, logs: pytest.LogCaptureFixture) -> None:
     table = auth.table()
     assert list(table) == ["alice"] and verify(table, "alice", "s3cret!")
     assert auth.path == str(htfile)
-    assert [r.getMessage() for r in logs.records] == [f"htpasswd {htfile} loaded: 1 users"]
+    assert auth.loaded and auth.problem is None
+    # the first load is the owner's to announce (at DEBUG here); a change is news
+    assert [r.getMessage() for r in logs.records] == []
+    write(htfile, ALICE + "\n" + BOB + "\n", age_ns=HOUR_NS // 2)
+    assert len(auth.table()) == 2
+    assert [r.getMessage() for r in logs.records] == [f"htpasswd {htfile} reloaded: 2 users"]
+
+
+def test_loaded_and_problem_before_any_good_read(htfile: Path) -> None:
+    write(htfile, "garbage\n")
+    auth = AuthFile(htfile)
+    assert len(auth.table()) == 0
+    assert not auth.loaded and auth.problem == f"cannot use {htfile}: line 1: expected user:hash"
 
 
 def test_unchanged_file_is_one_stat(htfile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,8 +195,7 @@ def test_recovery_logs_and_the_next_failure_is_logged_again(
     write(htfile, "garbage\n", age_ns=HOUR_NS // 4)
     assert list(auth.table()) == ["bobby"]
     messages = [r.getMessage() for r in logs.records]
-    assert messages[0] == f"htpasswd {htfile} loaded: 1 users"
-    assert messages[2] == f"htpasswd {htfile} is usable again: 1 users"
+    assert messages[1] == f"htpasswd {htfile} is usable again: 1 users"
     assert len(warnings(logs)) == 2 and warnings(logs)[0] == warnings(logs)[1]
 
 

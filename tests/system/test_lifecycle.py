@@ -137,7 +137,8 @@ def test_start_refuses_a_busy_server_port_and_unusable_tls_files(tmp_path) -> No
             (["--sslcert", str(garbage), "--sslkey", str(garbage)], "--sslcert/--sslkey"),
             (["--sslcert", "/nonexistent/c.pem", "--sslkey", "/nonexistent/k.pem"],
              "cannot read --sslcert/--sslkey"),
-            (["--htpasswd", "/nonexistent/users"], "cannot read --htpasswd")):
+            (["--htpasswd", "/nonexistent/users"], "--htpasswd: cannot read /nonexistent/users"),
+            (["--htpasswd", str(garbage)], "--htpasswd: cannot use")):
         res = supervisor("start", "--foreground", "--rundir", str(tmp_path / "r2"),
                          "--host", "127.0.0.1", "--port", str(free_port()), *args)
         assert res.returncode == 1 and res.stderr.count("\n") == 1, (args, res)

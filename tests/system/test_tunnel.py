@@ -128,3 +128,26 @@ def test_password_from_a_piped_stdin(net: Underlay, side_a: Site, tmp_path: Path
                   input="s3cret!\n", check=False, timeout_s=60)
         assert res.returncode == 0, res.stderr
         pings_both_ways(side_a, b)
+
+
+def test_htpasswd_edits_apply_to_new_peers_and_a_garbled_file_keeps_the_last_good_one(
+        net: Underlay, side_a: Site, tmp_path: Path) -> None:
+    sha = (HTPASSWD / "sha1.htpasswd").read_text().splitlines()
+    users = tmp_path / "users.htpasswd"
+    users.write_text(sha[0] + "\n")  # alice only
+    os.utime(users, (1, 1))  # an old mtime: the next write is seen as a change at once
+    url = f"ws://{UNDERLAY_B}/"
+    with _side_b(net, tmp_path, "--htpasswd", str(users)) as b:
+        snapshot = os.path.join(b.switch.rundir, "htpasswd")
+        assert os.stat(snapshot).st_mode & 0o777 == 0o600
+        users.write_text("this is not an htpasswd file\n")
+        for _ in range(2):  # alice still gets in, twice; the breakage is logged once
+            port = connected(side_a, url, "--user", "alice", "--passwd", "s3cret!")
+            side_a.ctl("delport", str(port))
+        log = (tmp_path / "b.log").read_text()
+        assert log.count("keeping the last good table (1 users)") == 1
+        users.write_text(sha[0] + "\n" + sha[1] + "\n")  # and now colon too
+        connected(side_a, url, "--user", "colon", "--passwd", "pa:ss:word")
+        pings_both_ways(side_a, b)
+        assert "is usable again: 2 users" in (tmp_path / "b.log").read_text()
+    assert not os.path.exists(snapshot)  # an orderly stop removes it

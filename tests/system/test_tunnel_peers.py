@@ -65,12 +65,15 @@ while True:
         break
 """
 
-# One more connection: its HTTP status line, or the error it got.
+# One more connection (with the extra header lines in argv[2], if any): its HTTP status
+# line, or the error it got.
 STATUS_CLIENT = r"""
 import socket, sys
+extra = sys.argv[2].encode() + b"\r\n" if len(sys.argv) > 2 else b""
 s = socket.create_connection((sys.argv[1], 80), timeout=10)
 s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+          + extra + b"\r\n")
 try:
     print(s.recv(4096).split(b"\r\n")[0].decode())
 except ConnectionResetError:
@@ -215,3 +218,19 @@ def test_proxy_from_the_callers_environment_and_no_proxy(
         assert res.returncode == 0, res.stderr
         pings_both_ways(a, b)
         assert UNDERLAY_B in Path(log).read_text()
+
+
+def test_origin_allow_list_keeps_other_pages_out_but_not_etherws_clients(
+        net: Underlay, tmp_path: Path) -> None:
+    with site(net.a, _rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
+              server=False) as a, \
+         site(net.b, _rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B,
+              "--origin", "https://vm.example") as b:
+        def status(origin: str) -> str:
+            res = ns_python(net.a, STATUS_CLIENT, UNDERLAY_B, f"Origin: {origin}")
+            assert res.returncode == 0, res.stderr
+            return res.stdout.strip()
+        assert status("https://evil.example") == "HTTP/1.1 403 Forbidden"
+        assert status("https://VM.example") == "HTTP/1.1 101 Switching Protocols"
+        connected(a, f"ws://{UNDERLAY_B}/")  # sends no Origin: not a browser
+        pings_both_ways(a, b)

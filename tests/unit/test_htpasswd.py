@@ -383,3 +383,11 @@ def test_module_is_pure() -> None:
     forbidden = {"os", "sys", "socket", "time", "logging", "subprocess", "threading",
                  "select", "signal", "asyncio", "importlib"}
     assert not forbidden & set(_imports(ast.parse(source)))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_dump_reads_back_as_the_same_table(scheme: str) -> None:
+    table = parse((FIXTURES / f"{scheme}.htpasswd").read_text(encoding="utf-8"))
+    again = parse(htpasswd.dump(table))
+    assert dict(again) == dict(table) and again.dummy_hash == table.dummy_hash
+    assert htpasswd.dump(HtpasswdTable()) == ""
