@@ -326,3 +326,47 @@ def test_addport_client_without_a_password_anywhere_is_a_usage_error(
     assert out.returncode == 2
     assert "no terminal to ask on" in one_line(out.stderr)
     assert fake.calls == []
+
+
+def test_addport_client_asks_for_the_password_on_the_terminal(
+        fake: FakeSupervisor, rundir: str) -> None:
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: etherws-ctl on a terminal of its own
+        os.chdir(REPO)
+        os.execve(sys.executable, [sys.executable, "-m", "etherws.ctl", "--rundir", rundir,
+                                   "addport", "client", "--user", "alice", "ws://h/"], ENV)
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        end = time.monotonic() + 10 * SCALE
+        while marker not in seen:
+            assert time.monotonic() < end, f"no {marker!r} from etherws-ctl: {seen!r}"
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(fd, 1024)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+    status = None
+    try:
+        read_until(b"password for alice: ")
+        os.write(fd, b"s3cret on a tty\n")
+        read_until(b"PORT")  # the table of the new port
+    finally:
+        end = time.monotonic() + 10 * SCALE
+        while status is None:
+            done, code = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = code
+            elif time.monotonic() > end:
+                os.kill(pid, 9)  # ours, by pid: a ctl stuck at the prompt
+                status = os.waitpid(pid, 0)[1]
+            else:
+                time.sleep(0.05)  # waiting on a child's exit: no descriptor to poll
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert b"s3cret" not in seen  # getpass does not echo
+    assert fake.calls[0][1]["passwd"] == "s3cret on a tty"
