@@ -157,7 +157,7 @@ def test_stalled_broker_kernel_drops_are_counted(
     for i in range(40000):
         offered += 1
         refused += not wire.send(make_frame(i, 1000))
-    support.wait_until(lambda: slot(table).drops > 0, 3, "drops counted")
+    support.wait_until(lambda: slot(table).drops > 0, 10, "drops counted")
     delivered = 0
 
     def accounted() -> bool:

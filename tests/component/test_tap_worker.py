@@ -200,7 +200,7 @@ def test_stalled_broker_drops_early_and_memory_stays_bounded(
             refused += not kernel.send(make_frame(i, 1000))
         rss.append(rss_kib(proc.pid))
     assert refused > 0, "the worker never stopped reading"
-    support.wait_until(lambda: slot(table).drops >= refused, 3,
+    support.wait_until(lambda: slot(table).drops >= refused, 10,
                        f"{refused} kernel drops counted, have {slot(table).drops}")
     wait_heartbeat(table, "a heartbeat while stalled")
     # Bounded by the high-water mark: no growth once the queue is full.
@@ -226,6 +226,6 @@ def test_sigterm_while_stalled_exits_promptly(tap: str, table: PortTable, broker
     kernel = kernel_end(tap, bypass_qdisc=True)
     for i in range(20000):
         kernel.send(make_frame(i, 1000))
-    support.wait_until(lambda: slot(table).drops > 0, 3, "the worker to be stalled")
+    support.wait_until(lambda: slot(table).drops > 0, 10, "the worker to be stalled")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=2 * support.SCALE) == 0
