@@ -7,6 +7,7 @@ from typing import Iterator
 import pytest
 
 from tests.system.harness import Switch
+from tests.system.tunnel import Underlay, underlay
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -23,3 +24,10 @@ def switch(tmp_path, rundir) -> Iterator[Switch]:
         yield sw
     finally:
         sw.close()
+
+
+@pytest.fixture
+def net() -> Iterator[Underlay]:
+    """Namespaces A and B joined by a veth underlay (tests/system/tunnel.py)."""
+    with underlay() as u:
+        yield u

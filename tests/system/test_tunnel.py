@@ -13,34 +13,24 @@ import pytest
 
 from tests.support import PYTHON, run
 from tests.system.tunnel import (OVERLAY_A, OVERLAY_B, UNDERLAY_B, Site, Underlay,
-                                 connected, pings_both_ways, self_signed, site, underlay)
+                                 connected, pings_both_ways, self_signed, site, fresh_rundir)
 
 HTPASSWD = Path(__file__).parent.parent / "fixtures" / "htpasswd"
 
 
-@pytest.fixture
-def net() -> Iterator[Underlay]:
-    with underlay() as u:
-        yield u
-
-
-def _rundir(tmp_path: Path, name: str) -> str:
-    d = tmp_path / name
-    d.mkdir(mode=0o700)
-    return str(d)
 
 
 @pytest.fixture
 def side_a(net: Underlay, tmp_path: Path) -> Iterator[Site]:
     """Site A: a switch without a server; it dials out."""
-    with site(net.a, _rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
+    with site(net.a, fresh_rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
               server=False) as s:
         yield s
 
 
 def _side_b(net: Underlay, tmp_path: Path, *options: str) -> AbstractContextManager[Site]:
     """Site B: a switch with a WebSocket server (``options`` for it)."""
-    return site(net.b, _rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B, *options)
+    return site(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B, *options)
 
 
 def test_ws_tunnel_pings_both_ways_and_each_side_learns_the_far_mac(

@@ -19,7 +19,7 @@ import pytest
 
 from tests.support import PYTHON, kill_process, run, wait_until
 from tests.system.tunnel import (OVERLAY_A, OVERLAY_B, UNDERLAY_B, Site, Underlay,
-                                 connected, ns_python, pings_both_ways, site, underlay)
+                                 connected, ns_python, pings_both_ways, site, fresh_rundir)
 
 # A websocket-client session from namespace A: ARP for site B's overlay address from a
 # made-up MAC, text in between, and last an oversized message. Prints one JSON line.
@@ -81,21 +81,11 @@ except ConnectionResetError:
 """
 
 
-@pytest.fixture
-def net() -> Iterator[Underlay]:
-    with underlay() as u:
-        yield u
-
-
-def _rundir(tmp_path: Path, name: str) -> str:
-    d = tmp_path / name
-    d.mkdir(mode=0o700)
-    return str(d)
 
 
 def test_a_third_party_client_exchanges_frames_text_is_ignored_oversize_gets_1009(
         net: Underlay, tmp_path: Path) -> None:
-    with site(net.b, _rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B) as b:
+    with site(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B) as b:
         res = ns_python(net.a, RAW_CLIENT, f"ws://{UNDERLAY_B}/", OVERLAY_B, "70000")
         assert res.returncode == 0, res.stderr
         out = json.loads(res.stdout)
@@ -119,7 +109,7 @@ def _holder(ns: str) -> subprocess.Popen[str]:
 
 
 def test_a_peer_port_is_deleted_not_restarted(net: Underlay, tmp_path: Path) -> None:
-    with site(net.b, _rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B) as b:
+    with site(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B) as b:
         holder = _holder(net.a)
         try:
             [peer] = wait_until(lambda: b.tunnel_ports("server"), 10, "the peer port")
@@ -133,7 +123,7 @@ def test_a_peer_port_is_deleted_not_restarted(net: Underlay, tmp_path: Path) -> 
 
 
 def test_max_peers_refuses_the_next_connection_with_503(net: Underlay, tmp_path: Path) -> None:
-    with site(net.b, _rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B,
+    with site(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B,
               "--max-peers", "1") as b:
         holder = _holder(net.a)
         try:
@@ -175,9 +165,9 @@ def tinyproxy(ns: str, tmp_path: Path, auth: tuple[str, str] | None = None) -> I
 
 @pytest.fixture
 def pair(net: Underlay, tmp_path: Path) -> Iterator[tuple[Site, Site]]:
-    with site(net.a, _rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
+    with site(net.a, fresh_rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
               server=False) as a, \
-         site(net.b, _rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B) as b:
+         site(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B) as b:
         yield a, b
 
 
@@ -222,9 +212,9 @@ def test_proxy_from_the_callers_environment_and_no_proxy(
 
 def test_origin_allow_list_keeps_other_pages_out_but_not_etherws_clients(
         net: Underlay, tmp_path: Path) -> None:
-    with site(net.a, _rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
+    with site(net.a, fresh_rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
               server=False) as a, \
-         site(net.b, _rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B,
+         site(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B,
               "--origin", "https://vm.example") as b:
         def status(origin: str) -> str:
             res = ns_python(net.a, STATUS_CLIENT, UNDERLAY_B, f"Origin: {origin}")

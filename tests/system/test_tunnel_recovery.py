@@ -12,26 +12,17 @@ import pytest
 from tests.support import link_exists, run, wait_until
 from tests.system.harness import sigkill
 from tests.system.tunnel import (OVERLAY_A, OVERLAY_B, UNDERLAY_B, Site, Underlay, add_tap,
-                                 connected, pings_both_ways, site, start_switch, underlay)
+                                 connected, pings_both_ways, site, start_switch,
+                                 fresh_rundir)
 
 URL = f"ws://{UNDERLAY_B}/"
 
 
-@pytest.fixture
-def net() -> Iterator[Underlay]:
-    with underlay() as u:
-        yield u
-
-
-def _rundir(tmp_path: Path, name: str) -> str:
-    d = tmp_path / name
-    d.mkdir(mode=0o700, exist_ok=True)
-    return str(d)
 
 
 @pytest.fixture
 def side_a(net: Underlay, tmp_path: Path) -> Iterator[Site]:
-    with site(net.a, _rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
+    with site(net.a, fresh_rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
               server=False) as s:
         yield s
 
@@ -42,7 +33,7 @@ def _start_b(net: Underlay, tmp_path: Path) -> Site:
     tap = "etwtb"  # in B's own namespace, which goes with the test
     if not link_exists(tap, net.b):
         run("ip", "-n", net.b, "tuntap", "add", "dev", tap, "mode", "tap")
-    sw = start_switch(net.b, _rundir(tmp_path, "rb"), tmp_path / "b.log")
+    sw = start_switch(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log")
     try:
         return add_tap(sw, net.b, OVERLAY_B, tap)
     except BaseException:

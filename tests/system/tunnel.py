@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from tests.support import PYTHON, delete_link, netns, run, unique, wait_until
+from tests.support import PYTHON, delete_link, netns, run, unique
 from tests.system.harness import Host, Switch, no_offloads
 
 UNDERLAY_A, UNDERLAY_B = "203.0.113.1", "203.0.113.2"
@@ -78,6 +78,13 @@ class Site:
     def fdb_port(self, mac: str) -> int | None:
         """The port ``mac`` is learned on, or None."""
         return next((e["port"] for e in self.switch.entries("listfdb") if e["mac"] == mac), None)
+
+
+def fresh_rundir(tmp_path: Path, name: str) -> str:
+    """A run directory (0700) for one of the test's switches; reused if it exists."""
+    d = tmp_path / name
+    d.mkdir(mode=0o700, exist_ok=True)
+    return str(d)
 
 
 def start_switch(ns: str, rundir: str, log: Path, *options: str, server: bool = True) -> Switch:
