@@ -1,0 +1,102 @@
+"""Smoke test of the benchmark tools (issue 4): they run and report in the promised shape.
+
+Not a performance test: no figure is checked against a target here (tools/bench does
+that and reports; timed tests on a shared machine would only flake). ``tools/bench
+--quick`` builds its own namespace hosts and takes about 1.5 minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import SCALE
+
+ROOT = Path(__file__).resolve().parents[2]
+PATHS = ("veth", "openvpn-aes", "openvpn-none", "etherws-ws", "etherws-wss")
+BENCH_TIMEOUT_S = 240
+
+
+def _run(cmd: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """Run a tool in its own session; on timeout, SIGTERM its whole group (tools/bench
+    then cleans up) and fail."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, cwd=ROOT)
+    try:
+        out, err = proc.communicate(timeout=timeout_s * SCALE)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"{cmd[0]} did not finish within {timeout_s * SCALE:g}s:\n{out}\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT_S * SCALE + 90)
+def test_bench_quick_prints_its_table_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    res = _run([str(ROOT / "tools" / "bench"), "--quick", "--json", str(out)], BENCH_TIMEOUT_S)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+    lines = res.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("path "))
+    assert lines[header].split()[:3] == ["path", "vs", "Gbit/s@1500"]
+    assert "ratio" in lines[header].split()
+    rows = {line.split()[0]: line.split() for line in lines[header + 1:header + 6]}
+    assert tuple(rows) == PATHS
+    assert rows["etherws-ws"][1] == "openvpn-none"
+    assert rows["etherws-wss"][1] == "openvpn-aes"
+    assert rows["etherws-ws"][3].endswith("x")  # the ratio beside the throughput
+    assert "targets (issue 4)" in res.stdout
+
+    result = json.loads(out.read_text())
+    assert result["quick"] is True
+    assert result["settings"]["mtus"] == [1500]
+    assert result["settings"]["underlay_mtu"] >= 9000
+    assert set(result["paths"]) == set(PATHS)
+    for name, entry in result["paths"].items():
+        assert entry["median"]["gbit_s"]["1500"] > 0, name
+        assert entry["median"]["rtt_avg_ms"] > 0, name
+        assert len(entry["runs"]["1500"]) == 1, name
+    for name, ref in (("etherws-ws", "openvpn-none"), ("etherws-wss", "openvpn-aes")):
+        entry = result["paths"][name]
+        assert entry["reference"] == ref
+        assert entry["ratio"]["gbit_s"]["1500"] > 0
+        assert entry["ratio"]["cpu_s_per_gb"]["1500"] > 0
+        roles = {role.split(":")[1] for role in entry["rss_mib"]}
+        assert {"broker", "tap", "client", "peer"} <= roles, roles
+    assert result["paths"]["veth"]["median"]["cpu_s_per_gb"]["1500"] is None  # kernel only
+    assert result["broker_full_fdb_rss_mib"] > 0
+    assert {"target", "value", "limit", "met"} <= set(result["targets"][0])
+
+    hosts = re.search(r"hosts (\S+) and (\S+),", res.stdout)
+    assert hosts, res.stdout[:500]
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                check=True).stdout.split()
+    assert not set(hosts.groups()) & set(namespaces)  # cleaned up after itself
+
+
+@pytest.mark.timeout(120 * SCALE)
+def test_bench_broker_quick_reports_frames_per_second() -> None:
+    res = _run([str(ROOT / "tools" / "bench-broker"), "--quick"], 60)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[1].split()[0] == "case" and "frames/s" in lines[1]
+    table = "\n".join(lines[2:])
+    for case in ("unicast to a known port", "flood (broadcast)", "learning"):
+        assert case in table
+    assert lines[-1].startswith("memory: ")
+
+    res = _run([str(ROOT / "tools" / "bench-broker"), "--quick", "--json"], 60)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert len(result["cases"]) >= 3
+    for case in result["cases"]:
+        assert case["frames_per_s"] > 0 and case["frames"] > 0, case
+    assert result["memory"]["full"] is True
+    assert result["memory"]["rss_mib"] > 0
