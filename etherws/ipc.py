@@ -20,10 +20,20 @@ size, so packing frames into one part is what makes batching pay
 from __future__ import annotations
 
 import struct
+from typing import Iterator
 
 VERSION = 1
 MAX_BATCH_FRAMES = 64
 """Most frames a sender packs into one batch (bounded work per wake-up)."""
+MAX_BATCH_BYTES = 64 * 1024
+"""Most frame bytes a sender packs into one batch (a larger frame travels alone), so that
+a queue of HWM batches is bounded in bytes too, whatever the MTU."""
+HWM = 128
+"""Send and receive high-water mark of every data-plane socket, in batches. A stalled
+port holds up to 2 x HWM batches (sender's and receiver's pipe): 2 x 128 x 64 KiB = 16 MiB
+at most, where 1000 batches of 64 full-size frames could hold 200 MB and break the
+memory targets under overload. Below ~100, libzmq's lazy credit updates give false
+EAGAIN to healthy peers (library-fit §3)."""
 MAX_MESSAGE = 1 + MAX_BATCH_FRAMES * (2 + 65535)
 """Largest valid message; set as ZMQ_MAXMSGSIZE on every data-plane socket."""
 
@@ -63,6 +73,26 @@ def pack(frames: list[bytes]) -> bytes:
         parts.append(_LEN.pack(n))
         parts.append(f)
     return b"".join(parts)
+
+
+def batches(frames: list[bytes]) -> Iterator[list[bytes]]:
+    """``frames`` cut into batches of at most MAX_BATCH_FRAMES frames and MAX_BATCH_BYTES
+    bytes (a frame larger than that alone), in order; nothing for no frames."""
+    if not frames:
+        return
+    if len(frames) <= MAX_BATCH_FRAMES and sum(map(len, frames)) <= MAX_BATCH_BYTES:
+        yield frames  # the common case: no copy of the list
+        return
+    batch: list[bytes] = []
+    size = 0
+    for f in frames:
+        if batch and (len(batch) == MAX_BATCH_FRAMES or size + len(f) > MAX_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(f)
+        size += len(f)
+    if batch:
+        yield batch
 
 
 def unpack(message: bytes) -> list[bytes]:

@@ -42,8 +42,6 @@ HEARTBEAT_INTERVAL_S = 0.25
 EXPIRE_INTERVAL_S = 1.0
 MAX_MESSAGES_PER_WAKEUP = 256
 """Bounded work between two looks at the port table, flush requests and the heartbeat."""
-HWM = 1000
-"""Messages per pipe; smaller values give false zmq.Again to healthy peers (§3)."""
 
 
 class StopFlag:
@@ -148,15 +146,14 @@ class Broker:
             rid = self._rid.get(port)
             if rid is None:
                 continue
-            if len(frames) <= ipc.MAX_BATCH_FRAMES:
-                msg = packed.get(id(frames))
-                if msg is None:
-                    msg = packed[id(frames)] = ipc.pack(frames)
-                self._send(port, rid, msg, len(frames))
-                continue
-            for start in range(0, len(frames), ipc.MAX_BATCH_FRAMES):
-                chunk = frames[start:start + ipc.MAX_BATCH_FRAMES]
-                self._send(port, rid, ipc.pack(chunk), len(chunk))
+            for batch in ipc.batches(frames):
+                if batch is frames:  # one batch: a flood's list is shared by its ports
+                    msg = packed.get(id(frames))
+                    if msg is None:
+                        msg = packed[id(frames)] = ipc.pack(frames)
+                else:
+                    msg = ipc.pack(batch)
+                self._send(port, rid, msg, len(batch))
 
     def _send(self, port: int, rid: bytes, msg: bytes, nframes: int) -> None:
         try:
@@ -217,8 +214,8 @@ def bind_router(ctx: zmq.Context[zmq.Socket[bytes]],
     try:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # Again/EHOSTUNREACH instead of silence
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker reuses its routing id
-        sock.setsockopt(zmq.SNDHWM, HWM)
-        sock.setsockopt(zmq.RCVHWM, HWM)
+        sock.setsockopt(zmq.SNDHWM, ipc.HWM)
+        sock.setsockopt(zmq.RCVHWM, ipc.HWM)
         sock.setsockopt(zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)
         sock.setsockopt(zmq.LINGER, 0)
         old = os.umask(0o077)

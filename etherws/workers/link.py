@@ -33,9 +33,6 @@ from etherws.tables import (S_DROPS, S_ERRORS, S_HEARTBEAT, S_PORT, S_RX, S_RX_B
 
 log = logging.getLogger(__name__)
 
-HWM = 1000
-"""Send and receive high-water marks of the DEALER, in batches. Below ~1000 libzmq's
-lazy credit updates cause false EAGAIN on healthy links (library-fit §3)."""
 RECV_BATCHES_PER_WAKEUP = 8
 """Bound on broker batches written to the medium per wake-up (fairness with reads)."""
 POLL_TIMEOUT_MS = 200
@@ -153,8 +150,8 @@ class BrokerLink:
         self.socket = self.context.socket(zmq.DEALER)
         s = self.socket
         s.setsockopt(zmq.ROUTING_ID, ipc.routing_id(port))
-        s.setsockopt(zmq.SNDHWM, HWM)
-        s.setsockopt(zmq.RCVHWM, HWM)
+        s.setsockopt(zmq.SNDHWM, ipc.HWM)
+        s.setsockopt(zmq.RCVHWM, ipc.HWM)
         s.setsockopt(zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)
         s.setsockopt(zmq.LINGER, 0)
         # IMMEDIATE: queue only on a completed connection. Without it a DEALER keeps
@@ -264,12 +261,11 @@ class PortLoop:
         """One bounded batch from the medium to the broker."""
         frames, bad = split_valid(self.medium.read_batch(ipc.MAX_BATCH_FRAMES))
         self.counters.add_errors(bad)
-        if not frames:
-            return
-        if self.link.send(ipc.pack(frames)):
-            self.counters.received(len(frames), sum(map(len, frames)))
-        else:
-            self.counters.add_drops(len(frames))
+        for batch in ipc.batches(frames):
+            if self.link.send(ipc.pack(batch)):
+                self.counters.received(len(batch), sum(map(len, batch)))
+            else:
+                self.counters.add_drops(len(batch))
 
     def downstream(self) -> None:
         """Up to RECV_BATCHES_PER_WAKEUP batches from the broker to the medium."""

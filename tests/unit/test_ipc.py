@@ -114,3 +114,24 @@ def test_routing_id_round_trip(port: int) -> None:
 def test_port_of_rejects(rid: bytes) -> None:
     with pytest.raises(IpcError):
         ipc.port_of(rid)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=65535), max_size=200))
+def test_batches_keep_order_and_respect_both_limits(sizes: list[int]) -> None:
+    frames = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
+    out = list(ipc.batches(frames))
+    assert [f for b in out for f in b] == frames
+    for b in out:
+        assert 1 <= len(b) <= ipc.MAX_BATCH_FRAMES
+        assert sum(map(len, b)) <= ipc.MAX_BATCH_BYTES or len(b) == 1
+        ipc.unpack(ipc.pack(b))  # every batch is a valid message
+    if frames and len(frames) <= ipc.MAX_BATCH_FRAMES \
+            and sum(sizes) <= ipc.MAX_BATCH_BYTES:
+        assert out[0] is frames  # the common case is not copied
+
+
+def test_batches_cut_jumbo_frames_by_bytes() -> None:
+    jumbo = [b"j" * 9014] * 64
+    out = list(ipc.batches(jumbo))
+    assert [len(b) for b in out] == [7] * 9 + [1]
+    assert list(ipc.batches([b"x" * 65535, b"y" * 10])) == [[b"x" * 65535], [b"y" * 10]]
