@@ -2,7 +2,7 @@
 
 Not a performance test: no figure is checked against a target here (tools/bench does
 that and reports; timed tests on a shared machine would only flake). ``tools/bench
---quick`` builds its own namespace hosts and takes about 1.5 minutes.
+--quick`` builds its own namespace hosts and takes about 2 minutes.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from tests.support import SCALE
 
 ROOT = Path(__file__).resolve().parents[2]
 PATHS = ("veth", "openvpn-aes", "openvpn-none", "etherws-ws", "etherws-wss")
+OVERLOADED = PATHS[1:]
+"""Every tunnel gets the UDP overload runs; veth (the kernel alone) does not."""
 BENCH_TIMEOUT_S = 240
 
 
@@ -54,6 +56,15 @@ def test_bench_quick_prints_its_table_and_writes_json(tmp_path: Path) -> None:
     assert rows["etherws-ws"][3].endswith("x")  # the ratio beside the throughput
     assert "targets (issue 4)" in res.stdout
 
+    section = next(i for i, line in enumerate(lines) if line.startswith("== overload"))
+    assert lines[section + 1].split() == ["path", "MTU", "TCP", "1x", "got", "1x", "lost%",
+                                          "2x", "sent", "2x", "got", "2x", "lost%",
+                                          "rcvbuf", "recover", "ms", "2x/best"]
+    overload_rows = {line.split()[0]: line.split() for line in lines[section + 2:section + 6]}
+    assert tuple(overload_rows) == OVERLOADED
+    assert all(row[1] == "1500" for row in overload_rows.values())
+    assert re.search(r"under 2x overload at MTU 1500: delivered / best: \d", res.stdout)
+
     result = json.loads(out.read_text())
     assert result["quick"] is True
     assert result["settings"]["mtus"] == [1500]
@@ -70,9 +81,27 @@ def test_bench_quick_prints_its_table_and_writes_json(tmp_path: Path) -> None:
         assert entry["ratio"]["cpu_s_per_gb"]["1500"] > 0
         roles = {role.split(":")[1] for role in entry["rss_mib"]}
         assert {"broker", "tap", "client", "peer"} <= roles, roles
+        assert set(entry["rss_mib_overload"]) == set(entry["rss_mib"])
+    for name in OVERLOADED:
+        found = result["paths"][name]["overload"]
+        assert list(found) == ["1500"], name
+        median = found["1500"]["median"]
+        assert median["tcp_gbit_s"] > 0 and median["best_gbit_s"] > 0, name
+        assert median["delivered_2x_gbit_s"] > 0 and median["ratio"] > 0, name
+        assert median["loss_2x_percent"] >= 0 and median["recovery_2x_s"] >= 0, name
+        (run,) = found["1500"]["runs"]
+        assert run["at_2x"]["rate_gbit_s"] == pytest.approx(2 * run["tcp_gbit_s"])
+        assert run["at_1x"]["rate_gbit_s"] == pytest.approx(run["tcp_gbit_s"])
+        assert run["ratio"] == pytest.approx(run["at_2x"]["delivered_gbit_s"]
+                                             / run["best_gbit_s"])
+    assert result["paths"]["veth"]["overload"] == {}
+    assert result["settings"]["overload"]["factors"] == [1, 2]
     assert result["paths"]["veth"]["median"]["cpu_s_per_gb"]["1500"] is None  # kernel only
     assert result["broker_full_fdb_rss_mib"] > 0
     assert {"target", "value", "limit", "met"} <= set(result["targets"][0])
+    overload_targets = [t for t in result["targets"] if "overload" in t["target"]]
+    assert [t["limit"] for t in overload_targets] == [0.9] * 4  # 2 etherws paths x 2 MTUs
+    assert [t["value"] is None for t in overload_targets] == [False, True] * 2  # no 9000
 
     hosts = re.search(r"hosts (\S+) and (\S+),", res.stdout)
     assert hosts, res.stdout[:500]

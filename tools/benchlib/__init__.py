@@ -9,6 +9,8 @@ checks that ``tools/bench --quick`` and ``tools/bench-broker --quick`` run). Mod
 - ``certs``: the OpenVPN PKI and the self-signed certificate for wss://;
 - ``paths``: one ``BenchPath`` per way across (veth, OpenVPN, etherws);
 - ``measure``: iperf3, ping, CPU seconds, RSS;
+- ``overload``: iperf3 UDP at 1x and 2x a path's TCP throughput (no collapse under
+  overload);
 - ``report``: medians, ratios, the table, the targets, the JSON;
 - ``main``: ``python -m benchlib``, what tools/bench runs;
 - ``broker``: the broker's hot path without network (tools/bench-broker).

@@ -3,10 +3,11 @@
 Builds two namespace hosts joined by a veth underlay, brings up five paths between them
 (veth, OpenVPN AES-256-GCM, OpenVPN without encryption, etherws ws://, etherws wss://),
 and measures each, interleaved, per repetition: an iperf3 TCP stream at each overlay MTU
-with the CPU seconds and largest RSS of the path's processes, and a ping series. Prints
-one table of medians with every etherws figure as a ratio to its OpenVPN reference, the
-memory, the targets, and writes everything as JSON. Removes all it made, also on error,
-Ctrl-C and SIGTERM.
+with the CPU seconds and largest RSS of the path's processes, then (tunnels only) iperf3
+UDP at 1x and 2x that stream's throughput (overload.py: no collapse under overload), and
+a ping series. Prints one table of medians with every etherws figure as a ratio to its
+OpenVPN reference, the overload table, the memory, the targets, and writes everything as
+JSON. Removes all it made, also on error, Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from benchlib import certs, measure, openvpn, report
+from benchlib import certs, measure, openvpn, overload, report
 from benchlib import lab as lablib
 from benchlib.paths import BenchPath, veth_path
 from benchlib.proc import BenchError, run, wait_until
@@ -40,12 +41,14 @@ PATH_NAMES = ("veth", "openvpn-aes", "openvpn-none", "etherws-ws", "etherws-wss"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n\n")[0] + " Run as root; takes about "
-        "5.5 minutes (--quick: about 1.5).",
+        "9 minutes (--quick: about 2).",
         epilog="Paths are measured interleaved (every path once per repetition and MTU), "
         "so a machine that gets busier mid-run slows all of them alike. Figures: median "
         "over the repetitions; ratios: etherws-ws against openvpn-none, etherws-wss "
-        "against openvpn-aes. Exit status 0 when everything was measured (whether or not "
-        "the targets are met), 1 on a failure, 130 when interrupted.")
+        "against openvpn-aes. Overload: after each TCP run, UDP at 1x and 2x its "
+        "throughput; the figure is delivered at 2x / max(TCP, delivered at 1x) (not for "
+        f"veth: {overload.SKIPPED['veth']}). Exit status 0 when everything was measured "
+        "(whether or not the targets are met), 1 on a failure, 130 when interrupted.")
     p.add_argument("--quick", action="store_true",
                    help="one repetition, MTU 1500 only: for development")
     p.add_argument("--json", metavar="FILE", default=DEFAULT_JSON,
@@ -54,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repetitions", type=int, metavar="N",
                    help="repetitions per path and MTU (default 3; --quick: 1)")
     p.add_argument("--seconds", type=float, default=8.0, metavar="S",
-                   help="length of each iperf3 run (default 8)")
+                   help="length of each iperf3 TCP run (default 8)")
+    p.add_argument("--overload-seconds", type=float, metavar="S",
+                   help="length of each iperf3 UDP run at 1x and 2x (default 4; --quick: 3)")
     p.add_argument("--pings", type=int, default=300, metavar="N",
                    help="pings per RTT series, 10 ms apart (default 300)")
     p.add_argument("--paths", metavar="A,B", default=",".join(PATH_NAMES),
@@ -130,6 +135,13 @@ def _measure(paths: list[BenchPath], lab: lablib.Lab, args: argparse.Namespace,
                 _say(f"  rep {rep + 1}/{args.repetitions} MTU {mtu:<5} {p.name:<13} "
                      f"{t.gbit_s:6.3f} Gbit/s, {cpu} CPU s/GB, host "
                      f"{t.host_cpu_s_per_gb or 0:.2f} s/GB{rtt_text}")
+                if p.name not in overload.SKIPPED:
+                    o = overload.overload(p, lab, mtu, t.gbit_s, args.overload_seconds)
+                    r.overloads.setdefault(mtu, []).append(o)
+                    _say(f"  {'':<30} UDP 1x {o.at_1x.delivered_gbit_s:6.3f} Gbit/s "
+                         f"({o.at_1x.loss_percent:.0f}% lost), 2x "
+                         f"{o.at_2x.delivered_gbit_s:6.3f} ({o.at_2x.loss_percent:.0f}% "
+                         f"lost): {o.ratio or 0:.2f} of best")
     return results
 
 
@@ -162,8 +174,8 @@ def _run(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> d
     lab = lablib.build(stack, args.tag, work)
     _say(f"{PROG}: hosts {lab.ns_a} and {lab.ns_b}, underlay veth MTU {lab.underlay_mtu}, "
          f"{os.cpu_count()} CPUs, {args.repetitions} repetition(s), MTU "
-         f"{' and '.join(map(str, mtus))}, iperf3 {args.seconds:g} s, {args.pings} pings "
-         "at 10 ms")
+         f"{' and '.join(map(str, mtus))}, iperf3 {args.seconds:g} s (UDP "
+         f"{args.overload_seconds:g} s), {args.pings} pings at 10 ms")
     server = measure.iperf_server(lab.ns_b, work)
     stack.callback(server.stop)
     wait_until(lambda: measure.iperf_listening(lab.ns_b), 10, "the iperf3 server")
@@ -186,7 +198,18 @@ def _run(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> d
                      "cpu": "path: user+system s of the path's processes (psutil) per 1e9 "
                             "bytes received; host: busy s of all CPUs (/proc/stat) per 1e9 "
                             "bytes, iperf3 and kernel included",
-                     "rss": "largest RSS sampled every 0.25 s during the iperf3 runs"},
+                     "rss": "largest RSS sampled every 0.25 s during the iperf3 runs: "
+                            "rss_mib the TCP runs, rss_mib_overload the 2x UDP runs",
+                     "overload": {
+                         "seconds": args.overload_seconds, "factors": [1, overload.FACTOR],
+                         "rate": "1x = the path's TCP throughput in the same repetition "
+                                 "and MTU (the run just before)",
+                         "best": "max(TCP throughput, UDP delivered at 1x)",
+                         "ratio": "UDP delivered at 2x / best, per repetition; median",
+                         "figures": "receiver side: iperf3 end.sum_received",
+                         "datagram_bytes": "MTU - 28, don't fragment",
+                         "socket_buffer_bytes": overload.socket_buffer_bytes(),
+                         "skipped": overload.SKIPPED}},
         "paths": summary,
         "broker_full_fdb_rss_mib": full_fdb,
         "targets": report.targets(summary, full_fdb),
@@ -208,14 +231,23 @@ def _print(result: dict[str, Any]) -> None:
     for name in ("openvpn-aes", "openvpn-none"):
         for note in paths.get(name, {}).get("notes", []):
             _say(f"  {name}: {note}")
-    _say("== memory: largest RSS during the iperf3 runs, MiB")
+    if any(entry["overload"] for entry in paths.values()):
+        _say("== overload: iperf3 UDP at 1x and 2x the TCP throughput (Gbit/s, medians)")
+        _say(report.overload_table(paths))
+        _say("  got: delivered (receiver's count); 2x sent: what iperf3 managed to offer "
+             "(asked: 2 x TCP; less when the path's processes leave its sender no CPU)")
+        _say("  rcvbuf: datagrams the receiving iperf3 socket dropped at 2x (lost on host B, "
+             "not in the tunnel); recover ms: until a ping crossed again after 2x")
+        _say("  2x/best: delivered at 2x / max(TCP, delivered at 1x), median of the "
+             f"repetitions (target >= {report.OVERLOAD_RATIO:g} for etherws)")
+    _say("== memory: largest RSS, MiB, during the iperf3 TCP runs / the 2x UDP runs")
     for line in report.memory_lines(paths):
         _say(line)
     full = result["broker_full_fdb_rss_mib"]
     _say(f"  broker-like process with a full 8192-entry FDB: "
          f"{'-' if full is None else f'{full:.1f}'}")
-    _say("== CPU by process during the iperf3 runs, cores (median; 1.00 = one CPU all the "
-         f"time, the machine has {result['machine']['cpus']})")
+    _say("== CPU by process during the iperf3 TCP runs and the 2x UDP runs, cores (median; "
+         f"1.00 = one CPU all the time, the machine has {result['machine']['cpus']})")
     for line in report.cpu_lines(paths):
         _say(line)
     _say("== targets (issue 4)")
@@ -228,8 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.repetitions is None:
         args.repetitions = 1 if args.quick else 3
-    if args.repetitions < 1 or args.seconds <= 0 or args.pings < 1:
-        _parser().error("--repetitions, --seconds and --pings must be positive")
+    if args.overload_seconds is None:
+        args.overload_seconds = 3.0 if args.quick else 4.0
+    if (args.repetitions < 1 or args.seconds <= 0 or args.pings < 1
+            or args.overload_seconds <= 0):
+        _parser().error("--repetitions, --seconds, --overload-seconds and --pings must be "
+                        "positive")
     if os.geteuid() != 0:
         print(f"{PROG}: needs root (network namespaces, TAP devices)", file=sys.stderr)
         return 1

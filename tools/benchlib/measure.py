@@ -1,6 +1,7 @@
 """One measurement of one path: an iperf3 stream with CPU and RSS around it, and pings.
 
-CPU seconds are counted two ways, both over exactly the iperf3 run:
+``metered`` runs any command that way (overload.py's UDP runs use it too). CPU seconds
+are counted two ways, both over exactly the iperf3 run:
 
 - per path: user + system seconds of the path's processes (psutil, from /proc/PID/stat),
   the processes present at the start plus any that appear during the run. It leaves out
@@ -16,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -152,8 +155,21 @@ def iperf_listening(ns: str) -> bool:
     return bool(res.stdout.strip())
 
 
-def transfer(path: BenchPath, ns: str, seconds: float) -> Transfer:
-    """One TCP stream from ``ns`` (host A) to path's host B address for ``seconds``."""
+@dataclass
+class Metered:
+    """A command run through a path, with what the path's processes spent meanwhile."""
+
+    result: subprocess.CompletedProcess[str]
+    wall_s: float
+    host_cpu_s: float
+    cpu_s: float | None
+    cpu_by_role: dict[str, float]
+    rss_max: dict[str, int]
+
+
+def metered(path: BenchPath, cmd: list[str], timeout_s: float) -> Metered:
+    """Run ``cmd`` to its end, counting the CPU seconds of ``path``'s processes and of
+    the whole machine and sampling their RSS meanwhile."""
     cpu = CpuMeter(path)
     rss = RssSampler(path)
     cpu.start()
@@ -161,27 +177,44 @@ def transfer(path: BenchPath, ns: str, seconds: float) -> Transfer:
     t0 = time.monotonic()
     rss.start()
     try:
-        res = run(*in_ns(ns, "iperf3", "--client", path.addr_b, "--port", str(IPERF_PORT),
-                         "--time", f"{seconds:g}", "--json", "--connect-timeout", "5000"),
-                  check=False, timeout_s=seconds + 30)
+        res = run(*cmd, check=False, timeout_s=timeout_s)
     finally:
         rss.done.set()
         rss.join(timeout=5)
     wall_s = time.monotonic() - t0
     host_cpu = host_busy_s() - host0
     cpu_s = cpu.stop()
+    return Metered(result=res, wall_s=wall_s, host_cpu_s=host_cpu, cpu_s=cpu_s,
+                   cpu_by_role=cpu.by_role, rss_max=rss.rss_max)
+
+
+def iperf_client(ns: str, path: BenchPath, seconds: float, *options: str) -> list[str]:
+    """The iperf3 client command from ``ns`` to path's host B address, JSON output."""
+    return in_ns(ns, "iperf3", "--client", path.addr_b, "--port", str(IPERF_PORT),
+                 "--time", f"{seconds:g}", "--json", "--connect-timeout", "5000", *options)
+
+
+def iperf_report(path: BenchPath, res: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """iperf3's JSON report; BenchError when there is none or it reports an error."""
     try:
-        report = json.loads(res.stdout)
+        report: dict[str, Any] = json.loads(res.stdout)
     except json.JSONDecodeError:
         raise BenchError(f"{path.name}: iperf3 gave no JSON: {res.stderr.strip()}") from None
     if "error" in report:
         raise BenchError(f"{path.name}: iperf3: {report['error']}")
+    return report
+
+
+def transfer(path: BenchPath, ns: str, seconds: float) -> Transfer:
+    """One TCP stream from ``ns`` (host A) to path's host B address for ``seconds``."""
+    m = metered(path, iperf_client(ns, path, seconds), seconds + 30)
+    report = iperf_report(path, m.result)
     received = report["end"]["sum_received"]
     sent = report["end"].get("sum_sent", {})
     return Transfer(gbit_s=received["bits_per_second"] / 1e9, bytes=int(received["bytes"]),
                     retransmits=sent.get("retransmits"), seconds=received["seconds"],
-                    cpu_s=cpu_s, host_cpu_s=host_cpu, wall_s=wall_s,
-                    cpu_by_role=cpu.by_role, rss_max=rss.rss_max)
+                    cpu_s=m.cpu_s, host_cpu_s=m.host_cpu_s, wall_s=m.wall_s,
+                    cpu_by_role=m.cpu_by_role, rss_max=m.rss_max)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,4 +1,4 @@
-"""Medians, ratios against the reference path, the targets of issue 4, the table.
+"""Medians, ratios against the reference path, the targets of issue 4, the tables.
 
 Ratios are ratios of the medians of one run of the bench: absolute numbers move from run
 to run on a shared machine, the ratio between paths measured side by side much less.
@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from benchlib.measure import Rtt, Transfer
+from benchlib.overload import Overload
 from benchlib.paths import BenchPath
 
 MIB = 1024 * 1024
@@ -20,6 +21,8 @@ RATIOS = ("gbit_s", "cpu_s_per_gb", "host_cpu_s_per_gb", "rtt_avg_ms", "rtt_p99_
 WORKER_ROLES = ("tap", "client", "peer", "listener", "netdev")
 WORKER_RSS_MIB = 40.0
 BROKER_RSS_MIB = 60.0
+OVERLOAD_RATIO = 0.9
+"""Delivered at 2x / best throughput, at least (issue 4: no collapse under overload)."""
 
 
 @dataclass
@@ -29,6 +32,7 @@ class PathResults:
     path: BenchPath
     transfers: dict[int, list[Transfer]] = field(default_factory=dict)
     rtts: list[Rtt] = field(default_factory=list)
+    overloads: dict[int, list[Overload]] = field(default_factory=dict)
 
 
 def median(values: Iterable[float | int | None]) -> float | None:
@@ -41,13 +45,49 @@ def _ratio(value: float | None, ref: float | None) -> float | None:
     return None if value is None or not ref else value / ref
 
 
+def _rss_mib(runs: Iterable[dict[str, int]]) -> dict[str, float]:
+    """Largest RSS of each role over ``runs`` (each a role -> bytes dict), MiB."""
+    rss: dict[str, float] = {}
+    for run in runs:
+        for role, value in run.items():
+            rss[role] = max(rss.get(role, 0.0), value / MIB)
+    return dict(sorted(rss.items()))
+
+
+def _cores(runs: list[tuple[dict[str, float], float]]) -> dict[str, float | None]:
+    """Median cores of each role over ``runs`` (CPU seconds by role, wall seconds)."""
+    roles = sorted({role for by_role, _ in runs for role in by_role})
+    return {role: median(by_role.get(role, 0.0) / wall_s for by_role, wall_s in runs)
+            for role in roles}
+
+
+def summarize_overload(overloads: dict[int, list[Overload]]) -> dict[str, Any]:
+    """Per MTU: the medians of the overload runs (``ratio``: delivered at 2x / best,
+    the median of each repetition's own ratio) and every run."""
+    out: dict[str, Any] = {}
+    for mtu, reps in overloads.items():
+        out[str(mtu)] = {"median": {
+            "tcp_gbit_s": median(o.tcp_gbit_s for o in reps),
+            "delivered_1x_gbit_s": median(o.at_1x.delivered_gbit_s for o in reps),
+            "loss_1x_percent": median(o.at_1x.loss_percent for o in reps),
+            "best_gbit_s": median(o.best_gbit_s for o in reps),
+            "sent_2x_gbit_s": median(o.at_2x.sent_gbit_s for o in reps),
+            "delivered_2x_gbit_s": median(o.at_2x.delivered_gbit_s for o in reps),
+            "loss_2x_percent": median(o.at_2x.loss_percent for o in reps),
+            "receiver_overflows_2x": median(o.at_2x.receiver_overflows for o in reps),
+            "recovery_2x_s": median(o.at_2x.recovery_s for o in reps),
+            "ratio": median(o.ratio for o in reps),
+        }, "runs": [o.as_dict() for o in reps]}
+    return out
+
+
 def summarize(results: list[PathResults]) -> dict[str, dict[str, Any]]:
-    """The JSON ``paths`` object: per path its runs, medians, ratios and largest RSS."""
+    """The JSON ``paths`` object: per path its runs, medians, ratios, overload and
+    largest RSS (``rss_mib`` in the TCP runs, ``rss_mib_overload`` at 2x UDP)."""
     out: dict[str, dict[str, Any]] = {}
     for r in results:
         med: dict[str, Any] = {k: {} for k in PER_MTU}
         runs: dict[str, list[dict[str, Any]]] = {}
-        rss: dict[str, float] = {}
         cores: dict[str, dict[str, float | None]] = {}
         for mtu, transfers in r.transfers.items():
             key = str(mtu)
@@ -57,18 +97,19 @@ def summarize(results: list[PathResults]) -> dict[str, dict[str, Any]]:
             med["retransmits"][key] = median(t.retransmits for t in transfers)
             runs[key] = [dict(asdict(t), cpu_s_per_gb=t.cpu_s_per_gb,
                               host_cpu_s_per_gb=t.host_cpu_s_per_gb) for t in transfers]
-            roles = sorted({role for t in transfers for role in t.cpu_by_role})
-            cores[key] = {role: median(t.cpu_by_role.get(role, 0.0) / t.wall_s
-                                       for t in transfers) for role in roles}
-            for t in transfers:
-                for role, value in t.rss_max.items():
-                    rss[role] = max(rss.get(role, 0.0), value / MIB)
+            cores[key] = _cores([(t.cpu_by_role, t.wall_s) for t in transfers])
         med["rtt_avg_ms"] = median(x.avg_ms for x in r.rtts)
         med["rtt_p99_ms"] = median(x.p99_ms for x in r.rtts)
         out[r.path.name] = {
             "label": r.path.label, "reference": r.path.reference, "notes": r.path.notes,
-            "median": med, "ratio": None, "rss_mib": dict(sorted(rss.items())),
-            "cpu_cores": cores,
+            "median": med, "ratio": None,
+            "rss_mib": _rss_mib(t.rss_max for ts in r.transfers.values() for t in ts),
+            "rss_mib_overload": _rss_mib(o.at_2x.rss_max for reps in r.overloads.values()
+                                         for o in reps),
+            "cpu_cores": cores, "overload": summarize_overload(r.overloads),
+            "cpu_cores_overload": {str(mtu): _cores([(o.at_2x.cpu_by_role, o.at_2x.wall_s)
+                                                     for o in reps])
+                                   for mtu, reps in r.overloads.items()},
             "runs": runs, "rtt_runs": [asdict(x) for x in r.rtts],
         }
     for entry in out.values():
@@ -111,13 +152,22 @@ def targets(paths: dict[str, dict[str, Any]],
         for mtu in ("1500", "9000"):
             found.append(_target(f"{name} CPU s/GB at MTU {mtu} vs {ref}",
                                  ratio["cpu_s_per_gb"].get(mtu), 2.0, False, "x"))
-        for role, mib in entry["rss_mib"].items():
+        for mtu in ("1500", "9000"):
+            found.append(_target(f"{name} under 2x overload at MTU {mtu}: delivered / "
+                                 "best", entry["overload"].get(mtu, {}).get("median", {})
+                                 .get("ratio"), OVERLOAD_RATIO, True, "x"))
+        # Memory: the larger of the TCP runs and the 2x UDP runs (where queues grow).
+        overload_rss = entry["rss_mib_overload"]
+        when = "TCP and 2x UDP" if overload_rss else "TCP"
+        largest = {role: max(entry["rss_mib"].get(role, 0.0), overload_rss.get(role, 0.0))
+                   for role in sorted({*entry["rss_mib"], *overload_rss})}
+        for role, mib in largest.items():
             kind = role.split(":", 1)[1]
             if kind in WORKER_ROLES:
-                found.append(_target(f"{name} {role} RSS", mib, WORKER_RSS_MIB, False,
-                                     "MiB"))
+                found.append(_target(f"{name} {role} RSS ({when})", mib, WORKER_RSS_MIB,
+                                     False, "MiB"))
             elif kind == "broker":
-                found.append(_target(f"{name} {role} RSS (2-entry FDB)", mib,
+                found.append(_target(f"{name} {role} RSS ({when}, 2-entry FDB)", mib,
                                      BROKER_RSS_MIB, False, "MiB"))
     found.append(_target("broker-like process RSS with a full 8192-entry FDB "
                          "(tools/bench-broker --memory)", broker_full_fdb_mib,
@@ -125,7 +175,7 @@ def targets(paths: dict[str, dict[str, Any]],
     return found
 
 
-# --- the table ----------------------------------------------------------------------------
+# --- the tables ---------------------------------------------------------------------------
 def _num(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -164,35 +214,69 @@ def table(paths: dict[str, dict[str, Any]], mtus: list[int]) -> str:
                 ratio = ratio.get(at) if ratio else None
             row += [_num(value), _x(ratio) if entry["ratio"] else "-"]
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return _grid(rows, 2)
+
+
+def _grid(rows: list[list[str]], left: int) -> str:
+    """``rows`` (the first is the header) as aligned columns: the first ``left`` columns
+    flush left (names), the others flush right (numbers)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for r in rows:
-        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])]
-        cells += [c.rjust(w) for c, w in zip(r[2:], widths[2:])]
+        cells = [c.ljust(w) if i < left else c.rjust(w)
+                 for i, (c, w) in enumerate(zip(r, widths))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
 
+OVERLOAD_COLUMNS = (
+    ("TCP", "tcp_gbit_s", 1), ("1x got", "delivered_1x_gbit_s", 1),
+    ("1x lost%", "loss_1x_percent", 1), ("2x sent", "sent_2x_gbit_s", 1),
+    ("2x got", "delivered_2x_gbit_s", 1), ("2x lost%", "loss_2x_percent", 1),
+    ("rcvbuf", "receiver_overflows_2x", 1), ("recover ms", "recovery_2x_s", 1000))
+"""(header, key in an overload median, scale) of the overload table, before its ratio."""
+
+
+def overload_table(paths: dict[str, dict[str, Any]]) -> str:
+    """One row per path and MTU: the medians of the overload runs, Gbit/s unless said,
+    and the overload figure (delivered at 2x / best)."""
+    rows = [["path", "MTU", *(title for title, _, _ in OVERLOAD_COLUMNS), "2x/best"]]
+    for name, entry in paths.items():
+        for mtu, found in entry["overload"].items():
+            med = found["median"]
+            cells = [_num(None if med[key] is None else med[key] * scale)
+                     for _, key, scale in OVERLOAD_COLUMNS]
+            rows.append([name, mtu, *cells, _num(med["ratio"])])
+    return _grid(rows, 2)
+
+
 def memory_lines(paths: dict[str, dict[str, Any]]) -> list[str]:
-    """Largest RSS of every process of a path during the iperf3 runs, MiB."""
+    """Largest RSS of every process of a path, MiB: during the iperf3 TCP runs, and
+    after a slash during the 2x UDP overload runs (where queues grow)."""
     lines = []
     for name, entry in paths.items():
-        if entry["rss_mib"]:
-            parts = ", ".join(f"{role} {mib:.1f}" for role, mib in entry["rss_mib"].items())
-            lines.append(f"  {name}: {parts}")
+        tcp, udp = entry["rss_mib"], entry["rss_mib_overload"]
+        parts = []
+        for role in sorted({*tcp, *udp}):
+            mib = "-" if role not in tcp else f"{tcp[role]:.1f}"
+            parts.append(f"{role} {mib}" + (f"/{udp[role]:.1f}" if role in udp else ""))
+        if parts:
+            lines.append(f"  {name}: {', '.join(parts)}")
     return lines
 
 
 def cpu_lines(paths: dict[str, dict[str, Any]]) -> list[str]:
-    """Median CPU of every process of a path during the iperf3 runs, in cores (1.00 = one
-    CPU busy all the time): which process saturates first."""
+    """Median CPU of every process of a path during the iperf3 TCP runs and the 2x UDP
+    runs, in cores (1.00 = one CPU busy all the time): which process saturates first."""
     lines = []
     for name, entry in paths.items():
-        for mtu, roles in entry["cpu_cores"].items():
-            if roles:
-                parts = ", ".join(f"{role} {c:.2f}" for role, c in
-                                  sorted(roles.items(), key=lambda rc: -(rc[1] or 0)))
-                lines.append(f"  {name} @{mtu}: {parts}")
+        for mtu in entry["cpu_cores"]:
+            for key, when in (("cpu_cores", ""), ("cpu_cores_overload", " 2x UDP")):
+                roles = entry[key].get(mtu)
+                if roles:
+                    parts = ", ".join(f"{role} {c:.2f}" for role, c in
+                                      sorted(roles.items(), key=lambda rc: -(rc[1] or 0)))
+                    lines.append(f"  {name} @{mtu}{when}: {parts}")
     return lines
 
 
