@@ -25,12 +25,12 @@ from typing import Iterator
 VERSION = 1
 MAX_BATCH_FRAMES = 64
 """Most frames a sender packs into one batch (bounded work per wake-up)."""
-MAX_BATCH_BYTES = 64 * 1024
+MAX_BATCH_BYTES = 32 * 1024
 """Most frame bytes a sender packs into one batch (a larger frame travels alone), so that
 a queue of HWM batches is bounded in bytes too, whatever the MTU."""
 HWM = 128
 """Send and receive high-water mark of every data-plane socket, in batches. A stalled
-port holds up to 2 x HWM batches (sender's and receiver's pipe): 2 x 128 x 64 KiB = 16 MiB
+port holds up to 2 x HWM batches (sender's and receiver's pipe): 2 x 128 x 32 KiB = 8 MiB
 at most, where 1000 batches of 64 full-size frames could hold 200 MB and break the
 memory targets under overload. Below ~100, libzmq's lazy credit updates give false
 EAGAIN to healthy peers (library-fit §3)."""

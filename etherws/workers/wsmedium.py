@@ -44,8 +44,10 @@ READ_SIZE = 256 * 1024
 TLS_READ = 16 * 1024
 """A TLS recv() returns at most one record's plaintext (16 KiB, RFC 8446 §5.1): asking
 for more only makes CPython allocate and shrink a larger buffer every time."""
-OUT_LIMIT = 4 * 1024 * 1024
-"""Encoded bytes allowed to wait for the socket; frames beyond it are dropped."""
+OUT_LIMIT = 1024 * 1024
+"""Encoded bytes allowed to wait for the socket; frames beyond it are dropped. The
+kernel's TCP send buffer (several MB, autotuned) queues behind it anyway: more here
+only adds latency and, under overload, memory (the 40 MiB per worker target)."""
 CONTROL_ROOM = 64 * 1024
 """Extra room for control frames (pong, ping, close) past OUT_LIMIT. Bounded too: a
 peer that floods pings but reads nothing gets no pongs once this is used up."""
