@@ -25,15 +25,17 @@ from typing import Iterator
 VERSION = 1
 MAX_BATCH_FRAMES = 64
 """Most frames a sender packs into one batch (bounded work per wake-up)."""
-MAX_BATCH_BYTES = 32 * 1024
-"""Most frame bytes a sender packs into one batch (a larger frame travels alone), so that
-a queue of HWM batches is bounded in bytes too, whatever the MTU."""
-HWM = 128
+MAX_BATCH_BYTES = 128 * 1024
+"""Most frame bytes a sender packs into one batch (a larger frame travels alone): 64
+frames of MTU 1500 still fit (smaller batches cost TCP throughput: 32 KiB measured
+0.70-0.75 against 0.85-0.92 Gbit/s), while jumbo frames cannot make a queue of HWM
+batches arbitrarily large."""
+HWM = 64
 """Send and receive high-water mark of every data-plane socket, in batches. A stalled
-port holds up to 2 x HWM batches (sender's and receiver's pipe): 2 x 128 x 32 KiB = 8 MiB
-at most, where 1000 batches of 64 full-size frames could hold 200 MB and break the
-memory targets under overload. Below ~100, libzmq's lazy credit updates give false
-EAGAIN to healthy peers (library-fit §3)."""
+port holds up to HWM batches on each side of a pipe: 64 x 128 KiB = 8 MiB at most in a
+worker. With 1000 (library-fit §3's advice against false EAGAIN from lazy credit
+updates) the sending client worker reached 47-56 MiB under tools/bench's 2x overload,
+past the 40 MiB target; 64 measured the same TCP throughput and fewer overload drops."""
 MAX_MESSAGE = 1 + MAX_BATCH_FRAMES * (2 + 65535)
 """Largest valid message; set as ZMQ_MAXMSGSIZE on every data-plane socket."""
 

@@ -214,7 +214,10 @@ def bind_router(ctx: zmq.Context[zmq.Socket[bytes]],
     try:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # Again/EHOSTUNREACH instead of silence
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker reuses its routing id
-        sock.setsockopt(zmq.SNDHWM, ipc.HWM)
+        # Twice the workers' mark towards them: the broker drops what a port's pipe
+        # cannot take, and a pipe that libzmq's lazy credit updates show full too early
+        # would drop a healthy port's burst; the broker's memory target has the room.
+        sock.setsockopt(zmq.SNDHWM, 2 * ipc.HWM)
         sock.setsockopt(zmq.RCVHWM, ipc.HWM)
         sock.setsockopt(zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)
         sock.setsockopt(zmq.LINGER, 0)

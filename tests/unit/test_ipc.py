@@ -135,4 +135,6 @@ def test_batches_cut_jumbo_frames_by_bytes() -> None:
     out = list(ipc.batches(jumbo))
     per = ipc.MAX_BATCH_BYTES // 9014
     assert [len(b) for b in out] == [per] * (64 // per) + ([64 % per] if 64 % per else [])
-    assert list(ipc.batches([b"x" * 65535, b"y" * 10])) == [[b"x" * 65535], [b"y" * 10]]
+    x, y = b"x" * 65535, b"y" * 10
+    assert ipc.MAX_BATCH_BYTES < 3 * len(x)
+    assert list(ipc.batches([x, x, x, y])) == [[x, x], [x, y]]
