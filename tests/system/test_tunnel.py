@@ -141,3 +141,26 @@ def test_htpasswd_edits_apply_to_new_peers_and_a_garbled_file_keeps_the_last_goo
         pings_both_ways(side_a, b)
         assert "is usable again: 2 users" in (tmp_path / "b.log").read_text()
     assert not os.path.exists(snapshot)  # an orderly stop removes it
+
+
+def test_addport_client_refuses_what_cannot_work_in_one_line(switch, tmp_path: Path) -> None:
+    from tests.support import free_port
+    local = f"ws://127.0.0.1:{free_port()}/"  # nothing listens there
+    for args, message in (
+            (["ws://alice:pw-in-url@127.0.0.1/"], "credentials in the URL are not supported"),
+            (["http://127.0.0.1/"], "URL scheme must be ws or wss"),
+            (["--cacerts", "/etc/hostname", local], "are for wss:// URLs"),
+            (["--cacerts", str(tmp_path / "missing.pem"), "wss://127.0.0.1/"],
+             "cannot use --cacerts"),
+            (["--passwd", "pw", local], "--passwd goes with --user"),
+            (["--proxy", "socks5://127.0.0.1:1080", local], "proxy scheme"),
+    ):
+        res = switch.ctl("addport", "client", *args, check=False, timeout_s=60)
+        assert res.returncode == 1, (args, res)
+        assert message in res.stderr and res.stderr.count("\n") == 1, (args, res.stderr)
+        assert "pw-in-url" not in res.stderr
+    assert switch.entries("listport") == []
+    kept = switch.ctl("--json", "addport", "client", "--retry", local, timeout_s=60)
+    assert json.loads(kept.stdout)["entries"][0]["state"] in ("backoff", "connecting")
+    again = switch.ctl("addport", "client", local, check=False)
+    assert again.returncode == 1 and "is already port 1" in again.stderr
