@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         "so a machine that gets busier mid-run slows all of them alike. Figures: median "
         "over the repetitions; ratios: etherws-ws against openvpn-none, etherws-wss "
         "against openvpn-aes. Overload: after each TCP run, UDP at 1x and 2x its "
-        "throughput; the figure is delivered at 2x / max(TCP, delivered at 1x) (not for "
+        "throughput; the figure is what arrived at host B at 2x / max(TCP, arrived at 1x) (not for "
         f"veth: {overload.SKIPPED['veth']}). Exit status 0 when everything was measured "
         "(whether or not the targets are met), 1 on a failure, 130 when interrupted.")
     p.add_argument("--quick", action="store_true",
@@ -204,9 +204,12 @@ def _run(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> d
                          "seconds": args.overload_seconds, "factors": [1, overload.FACTOR],
                          "rate": "1x = the path's TCP throughput in the same repetition "
                                  "and MTU (the run just before)",
-                         "best": "max(TCP throughput, UDP delivered at 1x)",
-                         "ratio": "UDP delivered at 2x / best, per repetition; median",
+                         "best": "max(TCP throughput, UDP arrived at 1x)",
+                         "ratio": "UDP arrived at 2x / best, per repetition; median",
                          "figures": "receiver side: iperf3 end.sum_received",
+                         "arrived": "received by iperf3 plus the datagrams host B's UDP "
+                                    "layer dropped for a full socket (RcvbufErrors): "
+                                    "they crossed the path",
                          "datagram_bytes": "MTU - 28, don't fragment",
                          "socket_buffer_bytes": overload.socket_buffer_bytes(),
                          "skipped": overload.SKIPPED}},
@@ -236,9 +239,10 @@ def _print(result: dict[str, Any]) -> None:
         _say(report.overload_table(paths))
         _say("  got: delivered (receiver's count); 2x sent: what iperf3 managed to offer "
              "(asked: 2 x TCP; less when the path's processes leave its sender no CPU)")
-        _say("  rcvbuf: datagrams the receiving iperf3 socket dropped at 2x (lost on host B, "
-             "not in the tunnel); recover ms: until a ping crossed again after 2x")
-        _say("  2x/best: delivered at 2x / max(TCP, delivered at 1x), median of the "
+        _say("  rcvbuf: datagrams the receiving iperf3 socket dropped at 2x (they crossed the "
+             "path; lost on host B); 2x at B: got + rcvbuf; recover ms: until a ping "
+             "crossed again after 2x")
+        _say("  2x/best: arrived at B at 2x / max(TCP, arrived at 1x), median of the "
              f"repetitions (target >= {report.OVERLOAD_RATIO:g} for etherws)")
     _say("== memory: largest RSS, MiB, during the iperf3 TCP runs / the 2x UDP runs")
     for line in report.memory_lines(paths):
