@@ -183,19 +183,8 @@ class PortManager:
                 self._ended(name, child, rc, port, now)
                 if port is not None and port.number not in self.ports:
                     continue
-            if child.popen is None:
-                pass
-            elif hb_ns is None:
-                child.life.heartbeat(now)  # running is all the listener can show
-            else:
-                last = hb_ns / 1e9 if hb_ns > child.spawned_ns else None
-                if last is not None:
-                    child.life.heartbeat(now)
-                hung = child.life.hung(now, last)
-                if hung:
-                    log.warning("%s: %s; killing it", name, hung)
-                    self._set_kill_reason(port, hung)
-                    child.kill()
+            if child.popen is not None:
+                self._watch(name, child, hb_ns, port, now)
             if child.life.due(now):
                 try:
                     child.spawn(now, restart=True)
@@ -204,6 +193,22 @@ class PortManager:
                     log.error("%s: cannot start: %s", name, exc)
                     continue
                 log.info("%s: restarted (pid %s)", name, child.pid)
+
+    def _watch(self, name: str, child: Child, hb_ns: int | None, port: Port | None,
+               now: float) -> None:
+        """Note a running process's heartbeat (``hb_ns``; None: it has none) and kill it
+        when it is hung."""
+        if hb_ns is None:
+            child.life.heartbeat(now)  # running is all the listener can show
+            return
+        last = hb_ns / 1e9 if hb_ns > child.spawned_ns else None
+        if last is not None:
+            child.life.heartbeat(now)
+        hung = child.life.hung(now, last)
+        if hung:
+            log.warning("%s: %s; killing it", name, hung)
+            self._set_kill_reason(port, hung)
+            child.kill()
 
     def _take_kill_reason(self, port: Port | None) -> str:
         if port is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Iterator
 
@@ -11,13 +12,10 @@ import pytest
 
 from tests.support import link_exists, run, wait_until
 from tests.system.harness import sigkill
-from tests.system.tunnel import (OVERLAY_A, OVERLAY_B, UNDERLAY_B, Site, Underlay, add_tap,
-                                 connected, pings_both_ways, site, start_switch,
-                                 fresh_rundir)
+from tests.system.tunnel import (OVERLAY_A, OVERLAY_B, UNDERLAY_B, Site, Underlay,
+                                 connected, fresh_rundir, pings_both_ways, site)
 
 URL = f"ws://{UNDERLAY_B}/"
-
-
 
 
 @pytest.fixture
@@ -27,44 +25,32 @@ def side_a(net: Underlay, tmp_path: Path) -> Iterator[Site]:
         yield s
 
 
-def _start_b(net: Underlay, tmp_path: Path) -> Site:
+def _side_b(net: Underlay, tmp_path: Path) -> AbstractContextManager[Site]:
     """Site B's switch on a TAP that outlives it: the far host keeps its MAC address
     across a restart of the switch, so only the tunnel is what comes and goes."""
     tap = "etwtb"  # in B's own namespace, which goes with the test
     if not link_exists(tap, net.b):
         run("ip", "-n", net.b, "tuntap", "add", "dev", tap, "mode", "tap")
-    sw = start_switch(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log")
-    try:
-        return add_tap(sw, net.b, OVERLAY_B, tap)
-    except BaseException:
-        sw.close()
-        raise
+    return site(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B, tap=tap)
 
 
 def test_server_restart_client_backs_off_then_traffic_returns_by_itself(
         net: Underlay, side_a: Site, tmp_path: Path) -> None:
-    b = _start_b(net, tmp_path)
-    try:
+    with _side_b(net, tmp_path) as b:
         port = connected(side_a, URL)
         pings_both_ways(side_a, b)
-    finally:
-        b.switch.close()
     entry = side_a.switch.wait_port(port, "backoff", timeout_s=30)
     assert entry["reason"] and entry["next_retry"] is not None
     assert entry["pid"] is not None  # the worker lives on; only the link is down
-    b = _start_b(net, tmp_path)
-    try:
+    with _side_b(net, tmp_path) as b:
         side_a.switch.wait_port(port, "up", timeout_s=45)  # no operator action on A
         pings_both_ways(side_a, b)
         assert side_a.switch.port(port)["restarts"] == 0  # type: ignore[index]
-    finally:
-        b.switch.close()
 
 
 def test_kill_9_client_worker_is_restarted_and_traffic_returns(
         net: Underlay, side_a: Site, tmp_path: Path) -> None:
-    b = _start_b(net, tmp_path)
-    try:
+    with _side_b(net, tmp_path) as b:
         port = connected(side_a, URL)
         pings_both_ways(side_a, b)
         old = side_a.switch.port(port)["pid"]  # type: ignore[index]
@@ -74,14 +60,11 @@ def test_kill_9_client_worker_is_restarted_and_traffic_returns(
                            "the client worker to be back up")
         assert entry["restarts"] == 1
         pings_both_ways(side_a, b)
-    finally:
-        b.switch.close()
 
 
 def test_kill_9_peer_worker_the_client_reconnects(
         net: Underlay, side_a: Site, tmp_path: Path) -> None:
-    b = _start_b(net, tmp_path)
-    try:
+    with _side_b(net, tmp_path) as b:
         port = connected(side_a, URL)
         pings_both_ways(side_a, b)
         [peer] = b.tunnel_ports("server")
@@ -95,8 +78,6 @@ def test_kill_9_peer_worker_the_client_reconnects(
         side_a.switch.wait_port(port, "up", timeout_s=20)
         pings_both_ways(side_a, b)
         assert b.fdb_port(side_a.host.mac()) == new[0]["port"]
-    finally:
-        b.switch.close()
 
 
 def test_retry_keeps_a_port_whose_server_is_not_there_yet(
@@ -110,12 +91,9 @@ def test_retry_keeps_a_port_whose_server_is_not_there_yet(
     listing = side_a.switch.wait_port(entry["port"], "backoff")  # 1 s, then 2 s, ...
     assert listing["next_retry"] > 0 and "Connection refused" in listing["reason"]
     assert "retry in" in side_a.ctl("listport").stdout
-    b = _start_b(net, tmp_path)
-    try:
+    with _side_b(net, tmp_path) as b:
         side_a.switch.wait_port(entry["port"], "up", timeout_s=45)
         pings_both_ways(side_a, b)
-    finally:
-        b.switch.close()
 
 
 def test_without_retry_an_unreachable_server_fails_addport_and_leaves_nothing(

@@ -109,11 +109,12 @@ def add_tap(sw: Switch, ns: str, overlay: str, tap: str | None = None) -> Site:
 
 @contextlib.contextmanager
 def site(ns: str, rundir: str, log: Path, overlay: str, *options: str,
-         server: bool = True) -> Iterator[Site]:
-    """A switch in ``ns`` with a TAP port at ``overlay``; stopped afterwards."""
+         server: bool = True, tap: str | None = None) -> Iterator[Site]:
+    """A switch in ``ns`` with a TAP port at ``overlay`` (``tap``: an existing TAP, see
+    add_tap); stopped afterwards."""
     sw = start_switch(ns, rundir, log, *options, server=server)
     try:
-        yield add_tap(sw, ns, overlay)
+        yield add_tap(sw, ns, overlay, tap)
     finally:
         sw.close()
 
