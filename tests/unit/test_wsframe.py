@@ -38,8 +38,8 @@ ROLES = ["server", "client"]
 BIG = 1 << 20
 Masker = Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes]
 MASKERS: list[Masker] = [wsframe._mask_python]
-if wsframe.HAVE_WSACCEL:
-    MASKERS.append(wsframe._mask_wsaccel)
+if wsframe.HAVE_C_MASK:
+    MASKERS.append(wsframe._mask_c)
 
 
 def ref_mask(data: bytes, key: bytes) -> bytes:
@@ -99,7 +99,7 @@ def test_imports_nothing_that_does_io() -> None:
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert names <= {"__future__", "codecs", "struct", "collections.abc", "dataclasses",
-                     "enum", "wsaccel.xormask"}
+                     "enum", "websockets.speedups"}
 
 
 # --- encoding ----------------------------------------------------------------------------
