@@ -30,6 +30,7 @@ from etherws.paths import RunDir
 from etherws.shm import open_port_table
 from etherws.tables import (S_DROPS, S_ERRORS, S_HEARTBEAT, S_PORT, S_RX, S_RX_BYTES,
                             S_TX, S_TX_BYTES, PortTable, TableError)
+from etherws.workers.coalesce import Coalescer
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,8 @@ class PortLoop:
         self.pending_output: Callable[[], bool] = getattr(medium, "pending_output", _no_pending)
         self.flush: Callable[[], None] = getattr(medium, "flush", _no_flush)
         self.medium_tick: Callable[[int], None] = getattr(medium, "tick", _no_tick)
+        self.coalescer = Coalescer()
+        self.sleep: Callable[[float], None] = time.sleep
 
     def run(self) -> None:
         """Loop until the stop flag is set; MediumClosed propagates."""
@@ -258,22 +261,40 @@ class PortLoop:
         self.medium_tick(now_ns)
 
     def upstream(self) -> None:
-        """One bounded batch from the medium to the broker."""
-        frames, bad = split_valid(self.medium.read_batch(ipc.MAX_BATCH_FRAMES))
+        """One bounded batch from the medium to the broker; a partial batch of a flowing
+        stream first waits a little for more (``coalesce``)."""
+        read = self.medium.read_batch
+        frames = read(ipc.MAX_BATCH_FRAMES)
+        hold = self.coalescer.hold_s(len(frames), time.monotonic())
+        if hold:
+            self.sleep(hold)
+            try:
+                frames += read(ipc.MAX_BATCH_FRAMES - len(frames))
+            except MediumClosed:
+                self._send_up(frames)  # what was read before the end still goes
+                raise
+        self._send_up(frames)
+
+    def _send_up(self, frames: list[bytes]) -> None:
+        good, bad = split_valid(frames)
         self.counters.add_errors(bad)
-        for batch in ipc.batches(frames):
+        if not good:
+            return
+        for batch in ipc.batches(good):
             if self.link.send(ipc.pack(batch)):
                 self.counters.received(len(batch), sum(map(len, batch)))
             else:
                 self.counters.add_drops(len(batch))
+        self.coalescer.sent(time.monotonic())
 
     def downstream(self) -> None:
-        """Up to RECV_BATCHES_PER_WAKEUP batches from the broker to the medium."""
+        """Up to RECV_BATCHES_PER_WAKEUP batches from the broker to the medium, then one
+        flush: a buffering medium sends them with one system call, not one per batch."""
         write = self.medium.write
         for _ in range(RECV_BATCHES_PER_WAKEUP):
             message = self.link.recv()
             if message is None:
-                return
+                break
             try:
                 frames = ipc.unpack(message)
             except ipc.IpcError:
@@ -286,7 +307,7 @@ class PortLoop:
                     nbytes += len(f)
             self.counters.sent(sent, nbytes)
             self.counters.add_drops(len(frames) - sent)
-            self.flush()  # a buffering medium sends the batch now (may raise MediumClosed)
+        self.flush()  # may raise MediumClosed
 
 
 OpenMedium = Callable[[argparse.Namespace], Medium]

@@ -65,7 +65,7 @@ class FakeBroker:
         self.context = zmq.Context()
         self.sock = self.context.socket(zmq.ROUTER)
         for opt, value in ((zmq.ROUTER_MANDATORY, 1), (zmq.ROUTER_HANDOVER, 1),
-                           (zmq.LINGER, 0), (zmq.SNDHWM, 1000), (zmq.RCVHWM, 1000),
+                           (zmq.LINGER, 0), (zmq.SNDHWM, 2 * ipc.HWM), (zmq.RCVHWM, ipc.HWM),
                            (zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)):
             self.sock.setsockopt(opt, value)
         self.sock.bind(RunDir(rundir).data_endpoint)

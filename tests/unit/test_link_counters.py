@@ -6,8 +6,9 @@ import pytest
 
 from etherws import ipc
 from etherws.tables import PortKind, PortTable
-from etherws.workers.link import (RECV_BATCHES_PER_WAKEUP, PortLoop, SlotCounters, StopFlag,
-                                  split_valid)
+from etherws.workers.coalesce import HOLD_S
+from etherws.workers.link import (RECV_BATCHES_PER_WAKEUP, MediumClosed, PortLoop,
+                                  SlotCounters, StopFlag, split_valid)
 
 FRAME = bytes(range(60))
 
@@ -20,11 +21,18 @@ class FakeMedium:
         self.written: list[bytes] = []
         self.accept = accept
         self.counts = (0, 0)
+        self.slept: list[float] = []
+        self.arriving: list[bytes] = []  # inbound once PortLoop has slept
+        self.closed_after: int | None = None  # read_batch calls before MediumClosed
 
     def fileno(self) -> int:
         return -1
 
     def read_batch(self, max_frames: int) -> list[bytes]:
+        if self.closed_after is not None:
+            if self.closed_after == 0:
+                raise MediumClosed("gone")
+            self.closed_after -= 1
         batch, self.inbound = self.inbound[:max_frames], self.inbound[max_frames:]
         return batch
 
@@ -39,6 +47,12 @@ class FakeMedium:
 
     def close(self) -> None:
         pass
+
+    def sleep(self, seconds: float) -> None:
+        """PortLoop's sleep while it holds a batch back: frames arrive meanwhile."""
+        self.slept.append(seconds)
+        self.inbound += self.arriving
+        self.arriving = []
 
 
 class FakeLink:
@@ -62,6 +76,7 @@ def make_loop(medium: FakeMedium, link: FakeLink) -> tuple[PortLoop, PortTable]:
     table = PortTable.format(bytearray(PortTable.size(4)), 4)
     table.claim(2, 7, PortKind.TAP)
     loop = PortLoop(medium, link, SlotCounters(table, 2), StopFlag())  # type: ignore[arg-type]
+    loop.sleep = medium.sleep
     return loop, table
 
 
@@ -75,6 +90,39 @@ def test_upstream_sends_one_bounded_batch_and_counts_it() -> None:
     assert (s.rx, s.rx_bytes) == (ipc.MAX_BATCH_FRAMES, ipc.MAX_BATCH_FRAMES * len(FRAME))
     loop.upstream()
     assert table.read(2).rx == ipc.MAX_BATCH_FRAMES + 5
+
+
+def test_a_partial_batch_of_a_stream_waits_once_for_more() -> None:
+    medium = FakeMedium([FRAME] * 2)
+    link = FakeLink()
+    loop, table = make_loop(medium, link)
+    loop.upstream()  # the first batch: nothing flowing yet, sent at once
+    assert medium.slept == [] and len(link.sent) == 1
+    medium.inbound, medium.arriving = [FRAME], [FRAME] * 4
+    loop.upstream()  # right after a send: held, then the 4 that came meanwhile join
+    assert medium.slept == [HOLD_S]
+    assert [len(ipc.unpack(m)) for m in link.sent] == [2, 5]
+    assert table.read(2).rx == 7
+
+
+def test_a_full_batch_is_never_held() -> None:
+    medium = FakeMedium([FRAME] * (2 * ipc.MAX_BATCH_FRAMES))
+    loop, _ = make_loop(medium, FakeLink())
+    loop.upstream()
+    loop.upstream()
+    assert medium.slept == []
+
+
+def test_frames_read_before_the_medium_ends_during_a_hold_still_go() -> None:
+    medium = FakeMedium([FRAME])
+    link = FakeLink()
+    loop, table = make_loop(medium, link)
+    loop.upstream()
+    medium.inbound, medium.closed_after = [FRAME] * 3, 1  # the read after the hold fails
+    with pytest.raises(MediumClosed):
+        loop.upstream()
+    assert medium.slept == [HOLD_S] and table.read(2).rx == 4
+    assert [len(ipc.unpack(m)) for m in link.sent] == [1, 3]
 
 
 def test_upstream_batch_refused_by_the_link_is_dropped() -> None:

@@ -31,6 +31,7 @@ PURE = [
     "etherws.wshandshake",
     "etherws.backoff",
     "etherws.keepalive",
+    "etherws.workers.coalesce",
 ]
 
 FORBIDDEN = frozenset({
