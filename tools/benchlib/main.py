@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from benchlib import certs, measure, openvpn, overload, report
+from benchlib import certs, measure, openvpn, overload, report, zmqhop
 from benchlib import lab as lablib
 from benchlib.paths import BenchPath, veth_path
 from benchlib.proc import BenchError, run, wait_until
@@ -176,6 +176,11 @@ def _run(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> d
          f"{os.cpu_count()} CPUs, {args.repetitions} repetition(s), MTU "
          f"{' and '.join(map(str, mtus))}, iperf3 {args.seconds:g} s (UDP "
          f"{args.overload_seconds:g} s), {args.pings} pings at 10 ms")
+    _say("== the design's RTT floor: one ZeroMQ ipc hop between two processes, idle")
+    hop = zmqhop.measure()
+    _say(f"  median {hop['hop_median_us']:.0f} us, p99 {hop['hop_p99_us']:.0f} us; "
+         f"x {hop['hops_per_ping']} hops per ping through etherws: "
+         f">= {hop['ping_floor_ms']:.2f} ms")
     server = measure.iperf_server(lab.ns_b, work)
     stack.callback(server.stop)
     wait_until(lambda: measure.iperf_listening(lab.ns_b), 10, "the iperf3 server")
@@ -215,6 +220,7 @@ def _run(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> d
                          "skipped": overload.SKIPPED}},
         "paths": summary,
         "broker_full_fdb_rss_mib": full_fdb,
+        "zmq_hop": hop,
         "targets": report.targets(summary, full_fdb),
     }
 
@@ -256,6 +262,8 @@ def _print(result: dict[str, Any]) -> None:
         _say(line)
     _say("== targets (issue 4)")
     for line in report.target_lines(result["targets"]):
+        _say(line)
+    for line in report.floor_lines(paths, result["zmq_hop"]):
         _say(line)
 
 

@@ -292,3 +292,18 @@ def target_lines(found: list[dict[str, Any]]) -> list[str]:
         limit = f"{t['limit']:g}{'x' if t['unit'] == 'x' else ' MiB'}"
         lines.append(f"  [{status}] {t['target']}: {value} (target {t['op']} {limit})")
     return lines
+
+
+def floor_lines(paths: dict[str, dict[str, Any]], hop: dict[str, Any]) -> list[str]:
+    """What the ZeroMQ hops alone cost a ping, against each etherws path's reference."""
+    lines = []
+    for name in ("etherws-ws", "etherws-wss"):
+        entry = paths.get(name)
+        if entry is None:
+            continue
+        ref = paths.get(entry["reference"], {}).get("median", {}).get("rtt_avg_ms")
+        if ref:
+            lines.append(f"  {name}: {hop['hops_per_ping']} ZeroMQ hops alone take "
+                         f"{hop['ping_floor_ms']:.2f} ms = {hop['ping_floor_ms'] / ref:.1f}x "
+                         f"{entry['reference']}'s RTT (the design's floor, see README)")
+    return lines
