@@ -31,11 +31,17 @@ frames of MTU 1500 still fit (smaller batches cost TCP throughput: 32 KiB measur
 0.70-0.75 against 0.85-0.92 Gbit/s), while jumbo frames cannot make a queue of HWM
 batches arbitrarily large."""
 HWM = 64
-"""Send and receive high-water mark of every data-plane socket, in batches. A stalled
-port holds up to HWM batches on each side of a pipe: 64 x 128 KiB = 8 MiB at most in a
-worker. With 1000 (library-fit §3's advice against false EAGAIN from lazy credit
-updates) the sending client worker reached 47-56 MiB under tools/bench's 2x overload,
-past the 40 MiB target; 64 measured the same TCP throughput and fewer overload drops."""
+"""High-water mark of the data plane's queues, in batches: the broker's receive side,
+twice that towards each port, and a worker's send side (one read of a medium can make
+several batches at MTU 9000: 64 frames, 128 KiB each). With 1000 (library-fit §3's
+advice against false EAGAIN from lazy credit updates) the sending client worker reached
+47-56 MiB under tools/bench's 2x overload, past the 40 MiB target; 64 measured the same
+TCP throughput and fewer overload drops."""
+WORKER_RCVHWM = 16
+"""A port worker's receive high-water mark, in batches: at most 2 MiB of the broker's
+batches queued in a worker. At 64, fuller batches (workers.coalesce) took the sending
+client worker to 39-41 MiB under 2x overload at MTU 9000; 16 measured the same TCP
+throughput and overload figures with 35 MiB. The broker's send queue holds the rest."""
 MAX_MESSAGE = 1 + MAX_BATCH_FRAMES * (2 + 65535)
 """Largest valid message; set as ZMQ_MAXMSGSIZE on every data-plane socket."""
 

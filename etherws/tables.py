@@ -21,7 +21,8 @@ Port table (file ``ports.tbl``)::
       3 heartbeat ns  4 rx frames  5 rx bytes  6 tx frames  7 tx bytes
       8 errors  9 drops                                                       (port worker)
       10 drops  11 errors: frames the broker could not deliver to / parse from this port
-                                                                              (broker)
+      12 hold ns: read nothing from the medium before this time; the port's frames
+         all went to a port whose queue was full (backpressure)              (broker)
 
 "rx" counts frames the port received from its medium (into the switch), "tx" frames it
 sent out. A restarted worker continues its slot's counters.
@@ -74,6 +75,7 @@ S_ERRORS = 8
 S_DROPS = 9
 S_BROKER_DROPS = 10
 S_BROKER_ERRORS = 11
+S_HOLD_UNTIL = 12
 
 FLAG_SHUT = 1
 _ALL_BITS = (1 << 64) - 1

@@ -7,11 +7,16 @@ ROUTER, and keeps the worker-owned words of the port's slot in the port table
 (``etherws.tables``): rx/tx frames and bytes, errors, drops, heartbeat.
 
 Overload policy (shared/research/library-fit.md §6, "overload collapse"): read the
-medium only while the DEALER can take a message. When the broker is slow or away the
-medium's fd is not even polled, frames queue in the kernel and the kernel drops them
-for free (a TAP's tx queue, an AF_PACKET receive buffer) instead of this process
-spending CPU on frames that would be dropped further on. The medium reports those
-kernel drops through ``take_counts`` so ``listport`` shows them.
+medium only while the DEALER can take a message and the broker has not asked this port
+to pause (it does when everything the port sent went to a port whose queue was full).
+Otherwise the medium's fd is not even polled, frames queue in the kernel and the kernel
+drops them for free (a TAP's tx queue, an AF_PACKET receive buffer) instead of this
+process and the broker spending CPU on frames that would be dropped further on. The
+medium reports those kernel drops through ``take_counts`` so ``listport`` shows them.
+The other way, batches are taken from the broker only while the medium has room for
+one (``has_room``), so a slow WebSocket peer fills the broker's queue, which is what
+makes the broker ask the senders to pause. Partial batches of a steady stream wait
+briefly for more frames (``etherws.workers.coalesce``): per-batch costs dominate.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from etherws import ipc, lifeline, logsetup, procargs
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.paths import RunDir
 from etherws.shm import open_port_table
-from etherws.tables import (S_DROPS, S_ERRORS, S_HEARTBEAT, S_PORT, S_RX, S_RX_BYTES,
-                            S_TX, S_TX_BYTES, PortTable, TableError)
+from etherws.tables import (S_DROPS, S_ERRORS, S_HEARTBEAT, S_HOLD_UNTIL, S_PORT, S_RX,
+                            S_RX_BYTES, S_TX, S_TX_BYTES, PortTable, TableError)
 from etherws.workers.coalesce import Coalescer
 
 log = logging.getLogger(__name__)
@@ -88,8 +93,15 @@ class Medium(Protocol):
 #   pending_output() -> bool  output queued: poll the fd for POLLOUT and call flush()
 #   flush() -> None           send queued output without blocking (MediumClosed on loss)
 #   tick(now_ns) -> None      called every TICK_NS (MediumClosed when the peer is dead)
+#   has_room() -> bool        one more broker batch fits in the output queue; while not,
+#                             the loop leaves the broker's batches queued (the broker
+#                             then drops, and makes the senders pause, instead of us)
 def _no_pending() -> bool:
     return False
+
+
+def _always() -> bool:
+    return True
 
 
 def _no_flush() -> None:
@@ -136,6 +148,11 @@ class SlotCounters:
         """Tell the supervisor this worker is alive."""
         self.words[self.base + S_HEARTBEAT] = now_ns
 
+    def hold_ns(self, now_ns: int) -> int:
+        """Nanoseconds left of a pause the broker asked for (its port's queue was full
+        with everything this port sent); 0 when none."""
+        return max(self.words[self.base + S_HOLD_UNTIL] - now_ns, 0)
+
 
 def split_valid(frames: list[bytes]) -> tuple[list[bytes], int]:
     """``(frames the data plane can carry, how many were not)``: ETH_HLEN..MAX_FRAME bytes."""
@@ -152,7 +169,7 @@ class BrokerLink:
         s = self.socket
         s.setsockopt(zmq.ROUTING_ID, ipc.routing_id(port))
         s.setsockopt(zmq.SNDHWM, ipc.HWM)
-        s.setsockopt(zmq.RCVHWM, ipc.HWM)
+        s.setsockopt(zmq.RCVHWM, ipc.WORKER_RCVHWM)
         s.setsockopt(zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)
         s.setsockopt(zmq.LINGER, 0)
         # IMMEDIATE: queue only on a completed connection. Without it a DEALER keeps
@@ -216,30 +233,43 @@ class PortLoop:
         self.pending_output: Callable[[], bool] = getattr(medium, "pending_output", _no_pending)
         self.flush: Callable[[], None] = getattr(medium, "flush", _no_flush)
         self.medium_tick: Callable[[int], None] = getattr(medium, "tick", _no_tick)
+        self.has_room: Callable[[], bool] = getattr(medium, "has_room", _always)
         self.coalescer = Coalescer()
         self.sleep: Callable[[float], None] = time.sleep
 
     def run(self) -> None:
-        """Loop until the stop flag is set; MediumClosed propagates."""
+        """Loop until the stop flag is set; MediumClosed propagates.
+
+        Backpressure, both ways: the medium is read only while the broker link can take
+        a batch and the broker has not asked for a pause (``SlotCounters.hold_ns``);
+        the broker's batches only while the medium has room for one. Otherwise the fd
+        or the socket is not polled for input and the frames wait, or are dropped, where
+        that costs nothing: in the kernel's queue, or at the broker.
+        """
         sock, fd = self.link.socket, self.medium.fileno()
         poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        reading: bool | None = None  # not yet known: the first pass sets the masks
-        fd_mask = 0
+        sock_mask = fd_mask = 0
         next_tick = 0
         while not self.stop.requested:
+            hold_ns = self.counters.hold_ns(time.monotonic_ns())
             writable = self.link.writable()
-            if writable != reading:
-                # Drop early: poll the medium only while a batch can go out; otherwise
-                # wait for POLLOUT and leave the frames to the kernel.
-                poller.modify(sock, zmq.POLLIN if writable else zmq.POLLIN | zmq.POLLOUT)
-                reading = writable
+            reading = writable and not hold_ns
+            want = (zmq.POLLIN if self.has_room() else 0) | (0 if writable else zmq.POLLOUT)
+            if want != sock_mask:
+                poller.register(sock, want)  # registers, changes the mask, or (0) unregisters
+                sock_mask = want
             want = (zmq.POLLIN if reading else 0) | (zmq.POLLOUT if self.pending_output() else 0)
             if want != fd_mask:
-                poller.register(fd, want)  # registers, changes the mask, or (0) unregisters
+                poller.register(fd, want)
                 fd_mask = want
             held = reading and self.pending_input()
-            events = dict(poller.poll(0 if held else POLL_TIMEOUT_MS))
+            if held:
+                timeout_ms = 0
+            elif hold_ns:  # back when the pause ends
+                timeout_ms = min(POLL_TIMEOUT_MS, hold_ns // 1_000_000 + 1)
+            else:
+                timeout_ms = POLL_TIMEOUT_MS
+            events = dict(poller.poll(timeout_ms))
             now = time.monotonic_ns()
             if now >= next_tick:
                 self.tick(now)
@@ -292,6 +322,8 @@ class PortLoop:
         flush: a buffering medium sends them with one system call, not one per batch."""
         write = self.medium.write
         for _ in range(RECV_BATCHES_PER_WAKEUP):
+            if not self.has_room():
+                break
             message = self.link.recv()
             if message is None:
                 break

@@ -18,10 +18,12 @@ way"):
   §5.5.2); a Close is answered with a Close (§5.5.1) and ends the medium; a protocol
   violation sends the decoder's close code (1002, 1007, 1009 ...) and ends it (§7.1.7).
   Text messages are ignored and counted as errors (DESIGN "Wire protocol").
-- writing: frames are queued and encoded per broker batch (a client masks each with a
+- writing: frames are queued and encoded once per wake-up (a client masks each with a
   fresh key from one ``os.urandom`` call, §5.3), then sent without blocking. At most
-  OUT_LIMIT bytes wait for the socket; a frame that does not fit is refused (the loop
-  counts a drop), so a stalled peer costs bounded memory and never blocks the worker.
+  OUT_LIMIT bytes wait for the socket, and the loop takes batches from the broker only
+  while a whole one fits (``has_room``): a slow peer's excess waits, or is dropped, at
+  the broker, which then pauses the sending port. A frame that still does not fit is
+  refused (a drop), so a stalled peer costs bounded memory and never blocks the worker.
 - keepalive (``etherws.keepalive``): a ping after silence, MediumClosed when the peer
   stays silent after it.
 """
@@ -33,7 +35,7 @@ import select
 import socket
 import ssl
 
-from etherws import wsframe
+from etherws import ipc, wsframe
 from etherws.frame import MAX_FRAME
 from etherws.keepalive import Keepalive, Verdict
 from etherws.workers.link import MediumClosed
@@ -48,6 +50,8 @@ OUT_LIMIT = 1024 * 1024
 """Encoded bytes allowed to wait for the socket; frames beyond it are dropped. The
 kernel's TCP send buffer (several MB, autotuned) queues behind it anyway: more here
 only adds latency and, under overload, memory (the 40 MiB per worker target)."""
+BATCH_ROOM = ipc.MAX_BATCH_BYTES + ipc.MAX_BATCH_FRAMES * 14
+"""The most one broker batch takes in the output queue (frames plus largest headers)."""
 CONTROL_ROOM = 64 * 1024
 """Extra room for control frames (pong, ping, close) past OUT_LIMIT. Bounded too: a
 peer that floods pings but reads nothing gets no pongs once this is used up."""
@@ -132,6 +136,12 @@ class WsMedium:
     def pending_output(self) -> bool:
         """True while encoded bytes wait for the socket (poll for POLLOUT)."""
         return bool(self._out)
+
+    def has_room(self) -> bool:
+        """True while a whole broker batch still fits below OUT_LIMIT: the loop reads the
+        broker only then, so a slow peer's excess is dropped at the broker (which makes
+        the sending port pause) rather than read, queued here and refused."""
+        return len(self._out) + self._batch_bytes + BATCH_ROOM <= OUT_LIMIT
 
     def flush(self) -> None:
         """Encode the queued frames and send as much as the socket takes now."""

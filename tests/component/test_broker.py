@@ -33,9 +33,10 @@ import zmq
 import etherws
 from etherws import ipc, shm
 from etherws.paths import RunDir
+from etherws.broker.service import HOLD_NS
 from etherws.tables import (F_IN_USE, H_BROKER_HEARTBEAT, H_BROKER_MALFORMED,
-                            S_BROKER_DROPS, S_BROKER_ERRORS, PortKind, fdb_key,
-                            split_key)
+                            S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL, PortKind,
+                            fdb_key, split_key)
 from tests import support
 
 ROOT = str(Path(etherws.__file__).resolve().parent.parent)
@@ -316,6 +317,27 @@ def test_slow_port_drops_are_counted_and_the_others_still_served(
         assert lost_2 <= 0.1 * sent, f"the healthy port lost {lost_2} of {sent} frames"
         support.wait_until(lambda: sw.ports.words[H_BROKER_HEARTBEAT] > beat, 2.0,
                            "a heartbeat while port 3 is stalled")
+        # A flood that one slow port could not take does not pause the sender.
+        assert sw.slot_word(1, S_HOLD_UNTIL) == 0
+
+
+def test_a_sender_whose_unicast_fills_a_port_is_asked_to_pause(
+        rundir: str, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+    with running_switch(rundir, ctx, rcvhwm={3: 1}) as sw:
+        sw.sync()
+        sw.deliver(3, eth(BCAST, C, "C is on port 3"), 1, 2)
+        sw.barrier(3)
+        drops_3 = sw.slot_word(3, S_BROKER_DROPS)
+        end = support.deadline(30)
+        while sw.slot_word(3, S_BROKER_DROPS) == drops_3:
+            assert time.monotonic() < end, "port 3 never filled up"
+            before = time.monotonic_ns()
+            for i in range(50):
+                sw.send(1, eth(C, A, f"to C {i}", 1500))
+            sw.barrier(1)
+        hold_until = sw.slot_word(1, S_HOLD_UNTIL)
+        assert before < hold_until <= time.monotonic_ns() + HOLD_NS
+        assert sw.slot_word(2, S_HOLD_UNTIL) == sw.slot_word(3, S_HOLD_UNTIL) == 0
 
 
 def test_malformed_messages_are_counted(switch: Switch) -> None:

@@ -17,11 +17,11 @@ from typing import Callable, Iterator
 import pytest
 
 from etherws import ipc, procargs, tuntap
-from etherws.tables import PortKind, PortTable
+from etherws.tables import S_HOLD_UNTIL, PortKind, PortTable
 from tests import support
 from tests.component.fakes import (PORT, ROOT, WORKER_MODULES, FakeBroker, KernelEnd,
-                                   Spawner, assert_config_error, make_frame, prepare_link,
-                                   slot, wait_counters, worker_argv)
+                                   SLOT, Spawner, assert_config_error, make_frame,
+                                   prepare_link, slot, wait_counters, worker_argv)
 
 pytestmark = pytest.mark.system  # real TAPs: needs root and /dev/net/tun
 
@@ -217,6 +217,30 @@ def test_stalled_broker_drops_early_and_memory_stays_bounded(
     last = make_frame(99)
     assert kernel.send(last)
     assert broker.collect(1) == [last]
+
+
+def test_a_pause_asked_by_the_broker_leaves_the_frames_to_the_kernel(
+        tap: str, table: PortTable, broker: FakeBroker, spawn: Spawner,
+        kernel_end: OpenKernelEnd) -> None:
+    """The broker found the port its frames go to full (S_HOLD_UNTIL): the worker reads
+    nothing until then, though the broker itself takes everything."""
+    spawn.running(tap)
+    kernel = kernel_end(tap, bypass_qdisc=True)
+    first = make_frame(1)
+    assert kernel.send(first)
+    assert broker.collect(1) == [first]  # connected and reading
+    hold = table.base(SLOT) + S_HOLD_UNTIL
+    table.words[hold] = time.monotonic_ns() + 3600 * 10**9
+    sent = delivered = 0
+    while slot(table).drops == 0:  # the TAP's queue overflows: the worker is not reading
+        assert sent < 100_000, "the kernel never dropped a frame"
+        for i in range(500):
+            sent += kernel.send(make_frame(i, 1000))
+        delivered += broker.drain()
+    # The pause may have begun just after a read: at most one batch got through.
+    assert delivered <= ipc.MAX_BATCH_FRAMES
+    table.words[hold] = 0  # the pause is over: frames flow again
+    support.wait_until(lambda: broker.drain() > 0, 10, "frames after the pause")
 
 
 def test_sigterm_while_stalled_exits_promptly(tap: str, table: PortTable, broker: FakeBroker,

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from etherws import wsframe
+from etherws import ipc, wsframe
 from etherws.keepalive import Keepalive
 from etherws.workers.link import MediumClosed
 from etherws.workers.wsmedium import OUT_LIMIT, PING_PAYLOAD, WsMedium
@@ -117,6 +117,21 @@ def test_eof_ends_the_medium(pair: Pair) -> None:
     peer.shutdown(socket.SHUT_WR)
     with pytest.raises(MediumClosed, match="without a Close frame"):
         medium.read_batch(64)
+
+
+def test_room_for_a_whole_broker_batch_is_announced_until_there_is_none(
+        pair: Pair) -> None:
+    medium, _peer = pair  # the peer reads nothing
+    batch = [b"x" * 2000] * (ipc.MAX_BATCH_BYTES // 2000)
+    batches = 0
+    while medium.has_room():
+        # With room announced, a whole batch is always taken: the loop never reads
+        # a batch from the broker only to drop it here.
+        assert all(medium.write(f) for f in batch)
+        medium.flush()
+        batches += 1
+        assert batches < 10_000, "room never ran out"
+    assert medium.pending_output() and len(medium._out) <= OUT_LIMIT
 
 
 def test_output_is_bounded_and_drops_when_the_peer_does_not_read(pair: Pair) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from etherws import ipc
-from etherws.tables import PortKind, PortTable
+from etherws.tables import S_HOLD_UNTIL, PortKind, PortTable
 from etherws.workers.coalesce import HOLD_S
 from etherws.workers.link import (RECV_BATCHES_PER_WAKEUP, MediumClosed, PortLoop,
                                   SlotCounters, StopFlag, split_valid)
@@ -168,6 +168,24 @@ def test_downstream_reads_a_bounded_number_of_batches() -> None:
     loop, table = make_loop(FakeMedium([]), link)
     loop.downstream()
     assert table.read(2).tx == RECV_BATCHES_PER_WAKEUP and len(link.waiting) == 2
+
+
+def test_downstream_leaves_batches_queued_while_the_medium_has_no_room() -> None:
+    medium = FakeMedium([])
+    room = iter([True, True, False])
+    medium.has_room = lambda: next(room)  # type: ignore[attr-defined]
+    link = FakeLink([ipc.pack([FRAME])] * 4)
+    loop, table = make_loop(medium, link)
+    loop.downstream()
+    assert table.read(2).tx == 2 and len(link.waiting) == 2  # left for the broker to hold
+
+
+def test_a_pause_from_the_broker_is_read_from_the_slot() -> None:
+    loop, table = make_loop(FakeMedium([]), FakeLink())
+    assert loop.counters.hold_ns(1_000) == 0
+    table.words[table.base(2) + S_HOLD_UNTIL] = 5_000
+    assert loop.counters.hold_ns(1_000) == 4_000
+    assert loop.counters.hold_ns(5_000) == loop.counters.hold_ns(9_000) == 0
 
 
 def test_counters_continue_what_the_slot_holds() -> None:

@@ -66,7 +66,8 @@ def measure(samples: int = SAMPLES, gap_s: float = GAP_S) -> dict[str, Any]:
         echo.start()
         ctx = zmq.Context()
         sock = ctx.socket(zmq.DEALER)
-        for opt, value in ((zmq.SNDHWM, ipc.HWM), (zmq.RCVHWM, ipc.HWM), (zmq.LINGER, 0),
+        for opt, value in ((zmq.SNDHWM, ipc.HWM), (zmq.RCVHWM, ipc.WORKER_RCVHWM),
+                           (zmq.LINGER, 0),
                            (zmq.RCVTIMEO, TIMEOUT_MS), (zmq.IMMEDIATE, 1)):
             sock.setsockopt(opt, value)
         try:
