@@ -43,8 +43,8 @@ import zmq
 from etherws import ipc, portstatus, procargs
 from etherws.backoff import Backoff
 from etherws.keepalive import Keepalive
-from etherws.workers.link import (BrokerLink, MediumClosed, PortLoop, SlotCounters, StopFlag,
-                                  begin, claim_slot)
+from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, StopFlag, begin
+from etherws.workers.slot import SlotCounters, claim_slot
 from etherws.workers.wsconnect import CONNECT_TIMEOUT_S, Connector, Secrets, take_proxy_env
 from etherws.workers.wsmedium import WsMedium
 

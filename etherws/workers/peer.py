@@ -46,8 +46,8 @@ from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.keepalive import Keepalive
 from etherws.wsframe import CloseCode, Opcode, close_payload, frame
 from etherws.wshandshake import Accepted, Auth, Decision, Rejected, ServerHandshake, http_response
-from etherws.workers.link import (BrokerLink, MediumClosed, PortLoop, SlotCounters, StopFlag,
-                                  begin, claim_slot)
+from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, StopFlag, begin
+from etherws.workers.slot import SlotCounters, claim_slot
 from etherws.workers.wsmedium import WsMedium
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,8 @@ from etherws import ipc
 from etherws.tables import S_HOLD_UNTIL, PortKind, PortTable
 from etherws.workers.coalesce import HOLD_S
 from etherws.workers.link import (RECV_BATCHES_PER_WAKEUP, MediumClosed, PortLoop,
-                                  SlotCounters, StopFlag, split_valid)
+                                  StopFlag, split_valid)
+from etherws.workers.slot import SlotCounters
 
 FRAME = bytes(range(60))
 

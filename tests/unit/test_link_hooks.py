@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from etherws import ipc
 from etherws.tables import PortKind, PortTable
-from etherws.workers.link import PortLoop, SlotCounters, StopFlag
+from etherws.workers.link import PortLoop, StopFlag
+from etherws.workers.slot import SlotCounters
 
 FRAME = bytes(range(60))
 
