@@ -26,7 +26,7 @@ from typing import Iterator
 
 import zmq
 
-from etherws import ipc, lifeline, logsetup, procargs, shm
+from etherws import ipc, lifeline, logsetup, malloctune, procargs, shm
 from etherws.broker.fdb import Fdb
 from etherws.broker.forwarding import Forwarder
 from etherws.paths import RunDir
@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ageout <= 0 or args.fdb_per_port < 1:
         parser.error("--ageout must be positive and --fdb-per-port at least 1")
     lifeline.die_with_parent(args.parent_pid)
+    malloctune.keep_freed_memory()
     logsetup.configure(args, "broker")
     with _stop_signals() as (wake_fd, stopping):  # early: a stop during start-up is clean
         status = _serve(RunDir(args.rundir), args, wake_fd, stopping)

@@ -29,7 +29,7 @@ from typing import Callable, Protocol, cast
 
 import zmq
 
-from etherws import ipc, lifeline, logsetup, procargs
+from etherws import ipc, lifeline, logsetup, malloctune, procargs
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.paths import RunDir
 from etherws.workers.coalesce import Coalescer
@@ -305,9 +305,11 @@ OpenMedium = Callable[[argparse.Namespace], Medium]
 def begin(parser: argparse.ArgumentParser, argv: list[str] | None,
           label: str | Callable[[argparse.Namespace], str]) -> tuple[argparse.Namespace, StopFlag]:
     """Every port worker's first steps: parse, die with the supervisor, catch SIGTERM,
-    configure logging as ``port N <label>``. Returns the arguments and the stop flag."""
+    keep batch buffers in the heap, configure logging as ``port N <label>``. Returns the
+    arguments and the stop flag."""
     args = parser.parse_args(argv)
     lifeline.die_with_parent(args.parent_pid)
+    malloctune.keep_freed_memory()
     stop = StopFlag()
     stop.install()
     name = label(args) if callable(label) else label
