@@ -46,8 +46,8 @@ HOLD_NS = 1_000_000
 """How long a port's worker stops reading its medium when everything it sent went to a
 full port: its queues (up to ~190 batches) outlast that, so the slow port does not run
 dry, and the frames the sender makes meanwhile wait, or die, in the kernel instead of
-being read, switched and dropped here (tools/bench's 2x UDP overload at MTU 9000: 80k of
-172k frames read from the TAP were dropped at the tunnel port)."""
+being read, switched and dropped here (2x UDP overload at MTU 9000 between tools/bench's
+hosts: 80k of 172k frames read from the TAP were dropped at the tunnel port)."""
 
 
 class StopFlag:
