@@ -45,7 +45,7 @@ from etherws.paths import RunDir
 from etherws.tables import PortKind, PortTable
 from etherws.workers import listener
 from tests import support
-from tests.component.fakes import ROOT
+from tests.component.fakes import ROOT, ThreadedRouter
 
 if TYPE_CHECKING:
     from kosoku._kosoku import CaseResult
@@ -67,7 +67,7 @@ def selected_cases() -> list[str]:
 
 
 # --- the broker -------------------------------------------------------------------------
-class EchoBroker:
+class EchoBroker(ThreadedRouter):
     """A ROUTER at the data endpoint, in a thread, sending each batch back to its port.
 
     A batch is checked (``ipc.unpack``) before it goes back unchanged. One the worker
@@ -75,44 +75,24 @@ class EchoBroker:
     rather than block. ``close`` raises what went wrong in the thread.
     """
 
+    POLL_MS = 20
+
     def __init__(self, rundir: str) -> None:
-        self.context = zmq.Context()
-        self.sock = self.context.socket(zmq.ROUTER)
-        for opt, value in ((zmq.ROUTER_MANDATORY, 1), (zmq.LINGER, 0), (zmq.SNDHWM, 1000),
-                           (zmq.RCVHWM, 1000), (zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)):
-            self.sock.setsockopt(opt, value)
-        self.sock.bind(RunDir(rundir).data_endpoint)
         self.frames = 0
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        # Thread.start() is the memory barrier ZeroMQ asks for when a socket changes threads.
-        self._thread = threading.Thread(target=self._serve, name="echo-broker", daemon=True)
-        self._thread.start()
+        super().__init__(RunDir(rundir).data_endpoint, "echo-broker",
+                         ((zmq.ROUTER_MANDATORY, 1), (zmq.SNDHWM, 1000), (zmq.RCVHWM, 1000),
+                          (zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)))
 
-    def _serve(self) -> None:
+    def handle(self, parts: list[bytes]) -> None:
+        """Check one batch and send it back to its port (dropped when it cannot go)."""
+        rid, batch = parts
+        ipc.port_of(rid)
+        self.frames += len(ipc.unpack(batch))
         try:
-            while not self._stop.is_set():
-                if not self.sock.poll(20):
-                    continue
-                rid, batch = self.sock.recv_multipart()
-                ipc.port_of(rid)
-                self.frames += len(ipc.unpack(batch))
-                try:
-                    self.sock.send_multipart([rid, batch], zmq.NOBLOCK)
-                except zmq.ZMQError as e:
-                    if e.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
-                        raise
-        except BaseException as exc:  # surfaced by close(): a broken fake fails the test
-            self.error = exc
-
-    def close(self) -> None:
-        """Stop the thread, close the socket and the context; raise the thread's error."""
-        self._stop.set()
-        self._thread.join(timeout=5 * support.SCALE)
-        self.sock.close(linger=0)
-        self.context.term()
-        if self.error is not None:
-            raise self.error
+            self.sock.send_multipart([rid, batch], zmq.NOBLOCK)
+        except zmq.ZMQError as e:
+            if e.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+                raise
 
 
 # --- worker processes -----------------------------------------------------------------------

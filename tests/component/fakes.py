@@ -271,7 +271,55 @@ def swallow(body: bytes, index: int) -> None:
     return None
 
 
-class FakeSupervisor:
+class ThreadedRouter:
+    """A ROUTER bound at ``endpoint``, served from a thread by ``handle``.
+
+    ``close`` stops the thread and raises what went wrong in it, so a broken fake fails
+    the test instead of hanging it. Subclasses set their attributes before calling
+    ``__init__``: the thread starts at its end.
+    """
+
+    POLL_MS = 10
+
+    def __init__(self, endpoint: str, name: str,
+                 options: tuple[tuple[int, int], ...] = ()) -> None:
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        for opt, value in ((zmq.LINGER, 0), *options):
+            self.sock.setsockopt(opt, value)
+        self.sock.bind(endpoint)
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        # The socket moves to the server thread: Thread.start() is the memory barrier
+        # ZeroMQ asks for when a socket changes threads.
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def handle(self, parts: list[bytes]) -> None:
+        """Serve one message received on the ROUTER (in the thread)."""
+        raise NotImplementedError
+
+    def _serve(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self.sock.poll(self.POLL_MS):
+                    self.handle(self.sock.recv_multipart())
+        except BaseException as exc:  # surfaced by close(), so a broken fake fails the test
+            self.error = exc
+
+    def close(self) -> None:
+        """Stop the thread, close the socket, terminate the context (idempotent)."""
+        if self.ctx.closed:
+            return
+        self._stop.set()
+        self._thread.join(timeout=5 * support.SCALE)
+        self.sock.close(linger=0)
+        self.ctx.term()
+        if self.error is not None:
+            raise self.error
+
+
+class FakeSupervisor(ThreadedRouter):
     """A ROUTER bound at a control endpoint, answering from a thread with ``respond``.
 
     Without a ``respond`` it answers as the real supervisor does: the real
@@ -289,16 +337,7 @@ class FakeSupervisor:
         self._handlers = {m: self._handler(m) for m in self.results}
         self.respond: Responder = respond or self._dispatch
         self.requests: list[bytes] = []
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind(endpoint)
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        # The socket moves to the server thread: Thread.start() is the memory barrier
-        # ZeroMQ asks for when a socket changes threads.
-        self._thread = threading.Thread(target=self._serve, name="fake-supervisor", daemon=True)
-        self._thread.start()
+        super().__init__(endpoint, "fake-supervisor")
 
     def _handler(self, method: str) -> control.Handler:
         def handle(params: dict[str, Any]) -> dict[str, Any]:
@@ -311,33 +350,17 @@ class FakeSupervisor:
     def _dispatch(self, body: bytes, index: int) -> bytes:
         return control.dispatch(body, self._handlers)
 
-    def _serve(self) -> None:
-        try:
-            while not self._stop.is_set():
-                if not self.sock.poll(10):
-                    continue
-                *envelope, body = self.sock.recv_multipart()
-                reply = self.respond(body, len(self.requests))
-                self.requests.append(body)
-                if reply is not None:
-                    self.sock.send_multipart([*envelope, reply])
-        except BaseException as exc:  # surfaced by close(), so a broken fake fails the test
-            self.error = exc
+    def handle(self, parts: list[bytes]) -> None:
+        """Answer one request (or not: ``respond`` returned None)."""
+        *envelope, body = parts
+        reply = self.respond(body, len(self.requests))
+        self.requests.append(body)
+        if reply is not None:
+            self.sock.send_multipart([*envelope, reply])
 
     def ids(self) -> list[Any]:
         """The request ids seen, in order."""
         return [json.loads(r)["id"] for r in self.requests]
-
-    def close(self) -> None:
-        """Stop the thread, close the socket, terminate the context (idempotent)."""
-        if self.ctx.closed:
-            return
-        self._stop.set()
-        self._thread.join(timeout=5 * support.SCALE)
-        self.sock.close(linger=0)
-        self.ctx.term()
-        if self.error is not None:
-            raise self.error
 
 
 def start_supervisor(endpoint: str, respond: Responder | None = None,
