@@ -100,6 +100,11 @@ def test_bench_quick_prints_its_table_and_writes_json(tmp_path: Path) -> None:
     assert result["settings"]["overload"]["factors"] == [1, 2]
     assert result["paths"]["veth"]["median"]["cpu_s_per_gb"]["1500"] is None  # kernel only
     assert result["broker_full_fdb_rss_mib"] > 0
+    hop = result["zmq_hop"]  # the design's RTT floor, and a hop without I/O threads
+    assert hop["hop_median_us"] > 0 and hop["unix_hop_median_us"] > 0
+    assert hop["ping_floor_ms"] == pytest.approx(8 * hop["hop_median_us"] / 1000, abs=1e-3)
+    assert re.search(r"etherws-ws: 8 ZeroMQ hops alone take [\d.]+ ms", res.stdout)
+    assert re.search(r"as Unix seqpacket hops \(no I/O threads\): [\d.]+ ms", res.stdout)
     assert {"target", "value", "limit", "met"} <= set(result["targets"][0])
     overload_targets = [t for t in result["targets"] if "overload" in t["target"]]
     assert [t["limit"] for t in overload_targets] == [0.9] * 4  # 2 etherws paths x 2 MTUs

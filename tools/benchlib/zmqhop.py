@@ -7,6 +7,10 @@ it. This measures it the way the bench's pings see it: a DEALER and a ROUTER in 
 processes, with the data plane's socket options, one small message there and back
 every 10 ms (idle CPUs between, as between the pings).
 
+For reference, the same exchange over a plain Unix SOCK_SEQPACKET socket between two
+processes (one wake-up per hop, no I/O threads): what a hop of a data plane without
+ZeroMQ's I/O threads would cost on the same machine, in the same run.
+
 ``python -m benchlib.zmqhop [--json]`` prints it; tools/bench reports it next to RTT.
 """
 
@@ -15,12 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import select
+import socket
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
@@ -34,6 +40,7 @@ SAMPLES = 200
 GAP_S = 0.01
 MESSAGE = ipc.pack([bytes(98)])  # an ICMP echo of ping's default size, as a batch
 TIMEOUT_MS = 2000
+RECV_SIZE = 65536
 
 
 def _echo(endpoint: str, ready: Any) -> None:
@@ -55,49 +62,117 @@ def _echo(endpoint: str, ready: Any) -> None:
         ctx.term()
 
 
-def measure(samples: int = SAMPLES, gap_s: float = GAP_S) -> dict[str, Any]:
-    """Median and p99 of one-hop latency (half a DEALER -> ROUTER -> DEALER round trip),
-    microseconds, and the floor it sets for a ping through etherws, milliseconds."""
-    with tempfile.TemporaryDirectory(prefix="etwb-zmqhop.") as tmp:
-        endpoint = f"ipc://{Path(tmp) / 'hop.sock'}"
-        mp = multiprocessing.get_context("spawn")  # no copy of a parent's zmq state
-        ready = mp.Event()
-        echo = mp.Process(target=_echo, args=(endpoint, ready), daemon=True)
-        echo.start()
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.DEALER)
-        for opt, value in ((zmq.SNDHWM, ipc.HWM), (zmq.RCVHWM, ipc.WORKER_RCVHWM),
-                           (zmq.LINGER, 0),
-                           (zmq.RCVTIMEO, TIMEOUT_MS), (zmq.IMMEDIATE, 1)):
-            sock.setsockopt(opt, value)
+def _unix_echo(path: str, ready: Any) -> None:
+    """The reference's far side: a Unix seqpacket socket sending every message back."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path)
+    listener.listen(1)
+    ready.set()
+    listener.settimeout(TIMEOUT_MS * 5 / 1000)
+    conn, _ = listener.accept()
+    listener.close()
+    poller = select.poll()
+    poller.register(conn, select.POLLIN)
+    try:
+        while poller.poll(TIMEOUT_MS * 5):
+            msg = conn.recv(RECV_SIZE)
+            if not msg:
+                break
+            conn.send(msg)
+    finally:
+        conn.close()
+
+
+def _round_trips(send: Callable[[], None], recv: Callable[[], None], samples: int,
+                 gap_s: float) -> list[float]:
+    """``samples`` round trips, ``gap_s`` apart, after one that brings the link up."""
+    send()
+    recv()
+    round_trips = []
+    for _ in range(samples):
+        time.sleep(gap_s)
+        t0 = time.perf_counter()
+        send()
+        recv()
+        round_trips.append(time.perf_counter() - t0)
+    return round_trips
+
+
+def _zmq_round_trips(tmp: Path, samples: int, gap_s: float) -> list[float]:
+    endpoint = f"ipc://{tmp / 'hop.sock'}"
+    mp = multiprocessing.get_context("spawn")  # no copy of a parent's zmq state
+    ready = mp.Event()
+    echo = mp.Process(target=_echo, args=(endpoint, ready), daemon=True)
+    echo.start()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    for opt, value in ((zmq.SNDHWM, ipc.HWM), (zmq.RCVHWM, ipc.WORKER_RCVHWM),
+                       (zmq.LINGER, 0),
+                       (zmq.RCVTIMEO, TIMEOUT_MS), (zmq.IMMEDIATE, 1)):
+        sock.setsockopt(opt, value)
+    try:
+        if not ready.wait(30):
+            raise RuntimeError("the echo process did not start")
+        sock.connect(endpoint)
+        sock.setsockopt(zmq.SNDTIMEO, TIMEOUT_MS)
+        # the connection is up once the first answer is back
+        return _round_trips(lambda: sock.send(MESSAGE), sock.recv, samples, gap_s)
+    finally:
         try:
-            if not ready.wait(30):
-                raise RuntimeError("the echo process did not start")
-            sock.connect(endpoint)
-            sock.setsockopt(zmq.SNDTIMEO, TIMEOUT_MS)
-            sock.send(MESSAGE)  # the connection is up once the first answer is back
-            sock.recv()
-            round_trips = []
-            for _ in range(samples):
-                time.sleep(gap_s)
-                t0 = time.perf_counter()
-                sock.send(MESSAGE)
-                sock.recv()
-                round_trips.append(time.perf_counter() - t0)
-            sock.send(b"")
-        finally:
-            sock.close(linger=0)
-            ctx.term()
-            echo.join(5)
-            if echo.is_alive():
-                echo.kill()
-                echo.join()
+            sock.send(b"", zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        sock.close(linger=0)
+        ctx.term()
+        _reap(echo)
+
+
+def _unix_round_trips(tmp: Path, samples: int, gap_s: float) -> list[float]:
+    path = str(tmp / "unix.sock")
+    mp = multiprocessing.get_context("spawn")
+    ready = mp.Event()
+    echo = mp.Process(target=_unix_echo, args=(path, ready), daemon=True)
+    echo.start()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.settimeout(TIMEOUT_MS / 1000)
+    try:
+        if not ready.wait(30):
+            raise RuntimeError("the echo process did not start")
+        sock.connect(path)
+        # a blocking recv sleeps in poll(), as a worker's loop does
+        return _round_trips(lambda: sock.send(MESSAGE), lambda: sock.recv(RECV_SIZE) and None,
+                            samples, gap_s)
+    finally:
+        sock.close()  # the echo sees the end and returns
+        _reap(echo)
+
+
+def _reap(proc: Any) -> None:
+    proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+
+
+def _summary(round_trips: list[float]) -> tuple[float, float]:
     hops_us = [rt / 2 * 1e6 for rt in round_trips]
-    median_us = statistics.median(hops_us)
+    return statistics.median(hops_us), percentile(hops_us, 99)
+
+
+def measure(samples: int = SAMPLES, gap_s: float = GAP_S) -> dict[str, Any]:
+    """Median and p99 of one-hop latency (half a round trip), microseconds, over ZeroMQ
+    ipc and over a plain Unix seqpacket socket, and the floor each sets for a ping
+    through etherws (HOPS_PER_PING hops), milliseconds."""
+    with tempfile.TemporaryDirectory(prefix="etwb-zmqhop.") as tmp:
+        median_us, p99_us = _summary(_zmq_round_trips(Path(tmp), samples, gap_s))
+        unix_median_us, unix_p99_us = _summary(_unix_round_trips(Path(tmp), samples, gap_s))
     return {"samples": samples, "gap_s": gap_s, "hop_median_us": round(median_us, 1),
-            "hop_p99_us": round(percentile(hops_us, 99), 1),
+            "hop_p99_us": round(p99_us, 1),
             "hops_per_ping": HOPS_PER_PING,
-            "ping_floor_ms": round(HOPS_PER_PING * median_us / 1000, 3)}
+            "ping_floor_ms": round(HOPS_PER_PING * median_us / 1000, 3),
+            "unix_hop_median_us": round(unix_median_us, 1),
+            "unix_hop_p99_us": round(unix_p99_us, 1),
+            "unix_ping_floor_ms": round(HOPS_PER_PING * unix_median_us / 1000, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['hop_median_us']:.0f} us, p99 {result['hop_p99_us']:.0f} us; "
               f"{HOPS_PER_PING} hops per ping through etherws: >= "
               f"{result['ping_floor_ms']:.2f} ms")
+        print(f"Unix seqpacket hop, idle (the reference): median "
+              f"{result['unix_hop_median_us']:.0f} us, p99 {result['unix_hop_p99_us']:.0f} "
+              f"us; {HOPS_PER_PING} hops: >= {result['unix_ping_floor_ms']:.2f} ms")
     return 0
 
 
