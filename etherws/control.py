@@ -191,7 +191,8 @@ def decode_reply(data: bytes, req_id: str) -> dict[str, Any]:
         raise RpcError(Code.INTERNAL_ERROR, "reply is not an answer to this request")
     if "error" in msg:
         err = msg["error"] if isinstance(msg["error"], dict) else {}
-        data_ = err.get("data") if isinstance(err.get("data"), dict) else {}
+        detail = err.get("data")
+        data_: dict[str, Any] = detail if isinstance(detail, dict) else {}
         code = err.get("code")
         if not isinstance(code, int) or isinstance(code, bool):
             code = Code.INTERNAL_ERROR

@@ -13,14 +13,14 @@ import os
 from etherws.tables import FdbTable, PortTable
 
 
-def _map(path: str, size: int | None, create: bool) -> mmap.mmap:
+def _map(path: str, size: int | None, create: bool) -> memoryview:
     flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT | os.O_TRUNC if create else 0)
     fd = os.open(path, flags, 0o600)
     try:
         if create:
             assert size is not None
             os.ftruncate(fd, size)  # a new file reads as zeros: an empty table
-        return mmap.mmap(fd, 0)
+        return memoryview(mmap.mmap(fd, 0))  # the tables take any buffer
     finally:
         os.close(fd)
 

@@ -203,7 +203,7 @@ class Supervisor:
                 server_fds = self.server.fds()
                 for fd in server_fds:
                     poller.register(fd, zmq.POLLIN)
-            events = dict(poller.poll(TICK_S * 1000))
+            events = dict(poller.poll(int(TICK_S * 1000)))
             if self._wakeup_r in events:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wakeup_r, 512)

@@ -257,6 +257,8 @@ class Connector:
         """Connect and upgrade; the raw (maybe TLS) socket, blocking with a timeout."""
         ws = websocket.create_connection(str(self.target), **self.options())
         sock, ws.sock = ws.sock, None  # ours now: websocket-client must not close it
+        if sock is None:  # create_connection returns connected or raises; never seen
+            raise OSError("websocket-client returned no socket")
         return sock
 
     def scrub(self, text: str) -> str:
