@@ -1,11 +1,12 @@
 """tools/bench-broker: the broker's hot path without network, in frames per second.
 
-Mirrors ``etherws.broker.service.Broker`` message by message: ``ipc.port_of`` and
-``ipc.unpack`` on the way in, ``Forwarder.forward`` (which learns and looks up in the
-``Fdb``), then per egress port ``ipc.pack`` (a flooded batch packed once, as ``deliver``
-does) where the broker would hand the message to ZeroMQ. One ``time.monotonic()`` per
-MAX_MESSAGES_PER_WAKEUP messages, as ``drain`` reads the clock. The ZeroMQ sends and
-receives are left out on purpose: this is the pure code a regression would hide in.
+Runs the broker's own code (``etherws.broker.service.Broker``: ``handle``, which takes
+``ipc.port_of`` and ``ipc.unpack`` on the way in and ``Forwarder.forward`` with its
+``Fdb``, then ``deliver``, which packs each egress port's batch with ``ipc.pack``, a
+flooded batch once) over in-memory tables; only the ZeroMQ send is replaced by counting
+the frames. One ``time.monotonic()`` per MAX_MESSAGES_PER_WAKEUP messages, as ``drain``
+reads the clock. ZeroMQ is left out on purpose: this is the pure code a regression
+would hide in.
 
 ``--memory`` instead measures a broker-like process (etherws.broker.service and pyzmq
 imported, a ROUTER bound, both tables mapped from tmpfs as the broker maps them) after
@@ -22,18 +23,18 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
+
+import zmq
 
 from etherws import ipc
 from etherws.broker.fdb import Fdb
-from etherws.broker.forwarding import Forwarder
-from etherws.tables import FdbTable
+from etherws.broker.service import MAX_MESSAGES_PER_WAKEUP, Broker
+from etherws.tables import FdbTable, PortKind, PortTable
 
 PROG = "tools/bench-broker"
 BATCH = ipc.MAX_BATCH_FRAMES
 """Frames per message: the most a worker packs into one batch."""
-WAKEUP = 256
-"""etherws.broker.service.MAX_MESSAGES_PER_WAKEUP: messages between two clock reads."""
 FDB_SIZE = 8192
 """The supervisor's default --fdb-size."""
 PER_PORT = 1024
@@ -51,49 +52,36 @@ def frame(dst: bytes, src: bytes, size: int) -> bytes:
     return dst + src + b"\x08\x00" + bytes(size - 14)
 
 
-class Switch:
-    """A broker without its socket: the same calls, in the same order, per message."""
+def claim_ports(ports: PortTable, nports: int) -> None:
+    """Ports 1..nports, TAP ports, in the first slots (as the supervisor adds them)."""
+    for port in range(1, nports + 1):
+        ports.claim(port - 1, port, PortKind.TAP)
+
+
+class Switch(Broker):
+    """The broker over in-memory tables, its ZeroMQ send replaced by counting."""
 
     def __init__(self, nports: int, capacity: int, per_port: int) -> None:
-        self.fdb = Fdb(FdbTable.format(bytearray(FdbTable.size(capacity)), capacity),
-                       300.0, per_port)
-        self.forwarder = Forwarder(self.fdb)
-        self.forwarder.set_ports({p: False for p in range(1, nports + 1)})
-        self.rid = {p: ipc.routing_id(p) for p in range(1, nports + 1)}
+        ports = PortTable.format(bytearray(PortTable.size(nports)), nports)
+        claim_ports(ports, nports)
+        fdb = Fdb(FdbTable.format(bytearray(FdbTable.size(capacity)), capacity),
+                  300.0, per_port)
+        super().__init__(cast("zmq.Socket[bytes]", None), ports, fdb)  # _send never uses it
+        self.sync_ports()
         self.sent = 0
 
-    def handle(self, parts: list[bytes], now: float) -> None:
-        """Broker.handle: one ``[routing id, batch]`` message."""
-        port = ipc.port_of(parts[0])
-        frames = ipc.unpack(parts[1])
-        result = self.forwarder.forward(port, frames, now)
-        if result.egress:
-            self.deliver(result.egress)
-
-    def deliver(self, egress: dict[int, list[bytes]]) -> None:
-        """Broker.deliver, with the ZeroMQ send replaced by counting."""
-        packed: dict[int, bytes] = {}
-        for port, frames in egress.items():
-            rid = self.rid.get(port)
-            if rid is None:
-                continue
-            if len(frames) <= BATCH:
-                msg = packed.get(id(frames))
-                if msg is None:
-                    msg = packed[id(frames)] = ipc.pack(frames)
-                self.sent += len(frames)
-                continue
-            for start in range(0, len(frames), BATCH):
-                chunk = frames[start:start + BATCH]
-                ipc.pack(chunk)
-                self.sent += len(chunk)
+    def _send(self, port: int, rid: bytes, msg: bytes, nframes: int) -> bool:
+        self.sent += nframes
+        return True
 
     def feed(self, messages: list[list[bytes]]) -> None:
-        """Handle ``messages`` in order, reading the clock once per WAKEUP of them (the
-        real clock: what was learned before a case must not have aged out during it)."""
-        for start in range(0, len(messages), WAKEUP):
+        """Handle ``messages`` in order, reading the clock once per
+        MAX_MESSAGES_PER_WAKEUP of them, as ``drain`` does (the real clock: what was
+        learned before a case must not have aged out during it)."""
+        step = MAX_MESSAGES_PER_WAKEUP
+        for start in range(0, len(messages), step):
             now = time.monotonic()
-            for parts in messages[start:start + WAKEUP]:
+            for parts in messages[start:start + step]:
                 self.handle(parts, now)
 
 
@@ -198,30 +186,28 @@ def _rss_mib() -> tuple[float, float]:
 
 def memory_probe() -> dict[str, Any]:
     """A broker-like process with a full FDB: its RSS before and after filling it."""
-    import zmq
-
     from etherws import shm
     from etherws.broker import service
 
     with tempfile.TemporaryDirectory(prefix="etwb-mem-", dir="/dev/shm") as d:
-        ports = shm.create_port_table(f"{d}/ports.tbl", 1024)  # the supervisor's part
+        claim_ports(shm.create_port_table(f"{d}/ports.tbl", 1024), 8)  # the supervisor's
         shm.create_fdb_table(f"{d}/fdb.tbl", FDB_SIZE)
         ctx = zmq.Context()
         sock = service.bind_router(ctx, f"ipc://{d}/data.sock")
         try:
             fdb = Fdb(shm.open_fdb_table(f"{d}/fdb.tbl"), 300.0, PER_PORT)
-            fwd = Forwarder(fdb)
-            fwd.set_ports({p: False for p in range(1, 9)})
+            broker = Broker(sock, shm.open_port_table(f"{d}/ports.tbl"), fdb)
+            broker.sync_ports()
             before, _ = _rss_mib()
             now = time.monotonic()
-            for port in range(1, 9):
+            for port in range(1, 9):  # broadcasts to ports without a worker: dropped
                 srcs = [frame(b"\xff" * 6, mac(port << 16 | k), 60) for k in range(PER_PORT)]
                 for i in range(0, len(srcs), BATCH):
-                    fwd.forward(port, ipc.unpack(ipc.pack(srcs[i:i + BATCH])), now)
+                    broker.handle([ipc.routing_id(port), ipc.pack(srcs[i:i + BATCH])], now)
             del srcs
             full = len(fdb) == FDB_SIZE
             rss, hwm = _rss_mib()
-            del ports
+            del broker
         finally:
             sock.close(linger=0)
             ctx.term()
@@ -246,8 +232,8 @@ def _print(cases: list[CaseResult], memory: dict[str, Any] | None) -> None:
     rows = [header] + [[c.case, f"{c.frames_per_s:,.0f}", f"{c.gbit_per_s:.2f}",
                         f"{c.us_per_batch:.1f}", f"{c.out_frames_per_s:,.0f}"] for c in cases]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    print(f"{PROG}: the broker's hot path (ipc.unpack, Forwarder.forward with Fdb, "
-          f"ipc.pack), {BATCH}-frame batches, no network, one core")
+    print(f"{PROG}: the broker's hot path (Broker.handle: ipc.unpack, Forwarder.forward "
+          f"with Fdb, ipc.pack), {BATCH}-frame batches, no network, one core")
     for r in rows:
         print("  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in
                                                     zip(r[1:], widths[1:])]))
