@@ -20,7 +20,7 @@ def _map(path: str, size: int | None, create: bool) -> memoryview:
         if create:
             assert size is not None
             os.ftruncate(fd, size)  # a new file reads as zeros: an empty table
-        return memoryview(mmap.mmap(fd, 0))  # the tables take any buffer
+        return memoryview(mmap.mmap(fd, 0))  # the tables' buffer type; tables imports no mmap
     finally:
         os.close(fd)
 

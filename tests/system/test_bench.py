@@ -102,7 +102,9 @@ def test_bench_quick_prints_its_table_and_writes_json(tmp_path: Path) -> None:
     assert result["broker_full_fdb_rss_mib"] > 0
     hop = result["zmq_hop"]  # the design's RTT floor, and a hop without I/O threads
     assert hop["hop_median_us"] > 0 and hop["unix_hop_median_us"] > 0
-    assert hop["ping_floor_ms"] == pytest.approx(8 * hop["hop_median_us"] / 1000, abs=1e-3)
+    assert hop["hops_per_ping"] == 8  # A's tap, broker, client; B's peer, broker, tap
+    assert hop["ping_floor_ms"] == pytest.approx(
+        hop["hops_per_ping"] * hop["hop_median_us"] / 1000, abs=1e-3)
     assert re.search(r"etherws-ws: 8 ZeroMQ hops alone take [\d.]+ ms", res.stdout)
     assert re.search(r"as Unix seqpacket hops \(no I/O threads\): [\d.]+ ms", res.stdout)
     assert {"target", "value", "limit", "met"} <= set(result["targets"][0])
@@ -134,5 +136,6 @@ def test_bench_broker_quick_reports_frames_per_second() -> None:
     assert len(result["cases"]) >= 3
     for case in result["cases"]:
         assert case["frames_per_s"] > 0 and case["frames"] > 0, case
+        assert case["out_frames_per_s"] >= case["frames_per_s"], case  # all forwarded
     assert result["memory"]["full"] is True
     assert result["memory"]["rss_mib"] > 0

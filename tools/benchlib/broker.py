@@ -187,13 +187,17 @@ def _rss_mib() -> tuple[float, float]:
 def memory_probe() -> dict[str, Any]:
     """A broker-like process with a full FDB: its RSS before and after filling it."""
     from etherws import shm
-    from etherws.broker import service
+    from etherws.broker.service import bind_router
 
     with tempfile.TemporaryDirectory(prefix="etwb-mem-", dir="/dev/shm") as d:
         claim_ports(shm.create_port_table(f"{d}/ports.tbl", 1024), 8)  # the supervisor's
         shm.create_fdb_table(f"{d}/fdb.tbl", FDB_SIZE)
         ctx = zmq.Context()
-        sock = service.bind_router(ctx, f"ipc://{d}/data.sock")
+        try:
+            sock = bind_router(ctx, f"ipc://{d}/data.sock")
+        except zmq.ZMQError:
+            ctx.term()
+            raise
         try:
             fdb = Fdb(shm.open_fdb_table(f"{d}/fdb.tbl"), 300.0, PER_PORT)
             broker = Broker(sock, shm.open_port_table(f"{d}/ports.tbl"), fdb)

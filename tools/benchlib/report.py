@@ -307,8 +307,7 @@ def floor_lines(paths: dict[str, dict[str, Any]], hop: dict[str, Any]) -> list[s
             lines.append(f"  {name}: {hop['hops_per_ping']} ZeroMQ hops alone take "
                          f"{hop['ping_floor_ms']:.2f} ms = {hop['ping_floor_ms'] / ref:.1f}x "
                          f"{entry['reference']}'s RTT (the design's floor, see README)")
-            if "unix_ping_floor_ms" in hop:
-                lines.append(f"  {'':<{len(name)}}  as Unix seqpacket hops (no I/O threads): "
-                             f"{hop['unix_ping_floor_ms']:.2f} ms = "
-                             f"{hop['unix_ping_floor_ms'] / ref:.1f}x")
+            lines.append(f"  {'':<{len(name)}}  as Unix seqpacket hops (no I/O threads): "
+                         f"{hop['unix_ping_floor_ms']:.2f} ms = "
+                         f"{hop['unix_ping_floor_ms'] / ref:.1f}x")
     return lines
