@@ -20,13 +20,13 @@ import argparse
 import contextlib
 import json
 import multiprocessing
-from multiprocessing.process import BaseProcess
 import select
 import socket
 import statistics
 import sys
 import tempfile
 import time
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Callable
 
@@ -71,8 +71,12 @@ def _unix_echo(path: str, ready: Any) -> None:
     listener.listen(1)
     ready.set()
     listener.settimeout(TIMEOUT_MS * 5 / 1000)
-    conn, _ = listener.accept()
-    listener.close()
+    try:
+        conn, _ = listener.accept()
+    except OSError:  # nobody came: the measuring side failed first
+        return
+    finally:
+        listener.close()
     poller = select.poll()
     poller.register(conn, select.POLLIN)
     try:
