@@ -50,7 +50,10 @@ OUT_LIMIT = 1024 * 1024
 """Encoded bytes allowed to wait for the socket; frames beyond it are dropped. The
 kernel's TCP send buffer (several MB, autotuned) queues behind it anyway: more here
 only adds latency and, under overload, memory (the 40 MiB per worker target)."""
-BATCH_ROOM = ipc.MAX_BATCH_BYTES + ipc.MAX_BATCH_FRAMES * 14
+FRAME_OVERHEAD = 14
+"""What one frame may add to the output queue: the largest header (10 bytes) and a
+client's masking key (RFC 6455 §5.2)."""
+BATCH_ROOM = ipc.MAX_BATCH_BYTES + ipc.MAX_BATCH_FRAMES * FRAME_OVERHEAD
 """The most one broker batch takes in the output queue (frames plus largest headers)."""
 CONTROL_ROOM = 64 * 1024
 """Extra room for control frames (pong, ping, close) past OUT_LIMIT. Bounded too: a
@@ -104,7 +107,7 @@ class WsMedium:
 
     def write(self, frame: bytes) -> bool:
         """Queue one frame for the next flush; False (a drop) when there is no room."""
-        size = len(frame) + 14  # the largest header, and a client's masking key
+        size = len(frame) + FRAME_OVERHEAD
         if (self._close_sent or self._failure is not None
                 or len(self._out) + self._batch_bytes + size > OUT_LIMIT):
             return False
