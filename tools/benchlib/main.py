@@ -178,12 +178,8 @@ def _run(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> d
          f"{args.overload_seconds:g} s), {args.pings} pings at 10 ms")
     _say("== the design's RTT floor: one ZeroMQ ipc hop between two processes, idle")
     hop = zmqhop.measure()
-    _say(f"  median {hop['hop_median_us']:.0f} us, p99 {hop['hop_p99_us']:.0f} us; "
-         f"x {hop['hops_per_ping']} hops per ping through etherws: "
-         f">= {hop['ping_floor_ms']:.2f} ms")
-    _say(f"  reference, a Unix seqpacket socket (no I/O threads): median "
-         f"{hop['unix_hop_median_us']:.0f} us, p99 {hop['unix_hop_p99_us']:.0f} us; "
-         f"x {hop['hops_per_ping']}: {hop['unix_ping_floor_ms']:.2f} ms")
+    for line in zmqhop.describe(hop):
+        _say(f"  {line}")
     server = measure.iperf_server(lab.ns_b, work)
     stack.callback(server.stop)
     wait_until(lambda: measure.iperf_listening(lab.ns_b), 10, "the iperf3 server")

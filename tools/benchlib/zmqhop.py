@@ -26,9 +26,8 @@ import statistics
 import sys
 import tempfile
 import time
-from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import zmq
 
@@ -108,58 +107,55 @@ def _round_trips(send: Callable[[], object], recv: Callable[[], bytes], samples:
     return round_trips
 
 
-def _zmq_round_trips(tmp: Path, samples: int, gap_s: float) -> list[float]:
-    endpoint = f"ipc://{tmp / 'hop.sock'}"
+@contextlib.contextmanager
+def _echo_running(target: Callable[[str, Any], None], address: str) -> Iterator[None]:
+    """``target(address, ready)`` in a fresh process, until the block ends (then
+    reaped: it ends when its peer goes, or is killed)."""
     mp = multiprocessing.get_context("spawn")  # no copy of a parent's zmq state
     ready = mp.Event()
-    echo = mp.Process(target=_echo, args=(endpoint, ready), daemon=True)
+    echo = mp.Process(target=target, args=(address, ready), daemon=True)
     echo.start()
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    for opt, value in ((zmq.SNDHWM, ipc.HWM), (zmq.RCVHWM, ipc.WORKER_RCVHWM),
-                       (zmq.LINGER, 0),
-                       (zmq.RCVTIMEO, TIMEOUT_MS), (zmq.IMMEDIATE, 1)):
-        sock.setsockopt(opt, value)
     try:
         if not ready.wait(30):
             raise RuntimeError("the echo process did not start")
-        sock.connect(endpoint)
-        sock.setsockopt(zmq.SNDTIMEO, TIMEOUT_MS)
-        # the connection is up once the first answer is back
-        return _round_trips(lambda: sock.send(MESSAGE), sock.recv, samples, gap_s)
+        yield
     finally:
-        with contextlib.suppress(zmq.ZMQError):
-            sock.send(b"", zmq.NOBLOCK)  # the echo's stop
-        sock.close(linger=TIMEOUT_MS)  # time for the stop to leave
-        ctx.term()
-        _reap(echo)
+        echo.join(5)
+        if echo.is_alive():
+            echo.kill()
+            echo.join()
+
+
+def _zmq_round_trips(tmp: Path, samples: int, gap_s: float) -> list[float]:
+    endpoint = f"ipc://{tmp / 'hop.sock'}"
+    with _echo_running(_echo, endpoint):
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        for opt, value in ((zmq.SNDHWM, ipc.HWM), (zmq.RCVHWM, ipc.WORKER_RCVHWM),
+                           (zmq.LINGER, 0), (zmq.RCVTIMEO, TIMEOUT_MS),
+                           (zmq.SNDTIMEO, TIMEOUT_MS), (zmq.IMMEDIATE, 1)):
+            sock.setsockopt(opt, value)
+        try:
+            sock.connect(endpoint)
+            # the connection is up once the first answer is back
+            return _round_trips(lambda: sock.send(MESSAGE), sock.recv, samples, gap_s)
+        finally:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.send(b"", zmq.NOBLOCK)  # the echo's stop
+            sock.close(linger=TIMEOUT_MS)  # time for the stop to leave
+            ctx.term()
 
 
 def _unix_round_trips(tmp: Path, samples: int, gap_s: float) -> list[float]:
     path = str(tmp / "unix.sock")
-    mp = multiprocessing.get_context("spawn")
-    ready = mp.Event()
-    echo = mp.Process(target=_unix_echo, args=(path, ready), daemon=True)
-    echo.start()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    sock.settimeout(TIMEOUT_MS / 1000)
-    try:
-        if not ready.wait(30):
-            raise RuntimeError("the echo process did not start")
+    with _echo_running(_unix_echo, path), \
+            socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.settimeout(TIMEOUT_MS / 1000)
         sock.connect(path)
-        # a blocking recv sleeps in poll(), as a worker's loop does
+        # a blocking recv sleeps in poll(), as a worker's loop does; closing the
+        # socket (before the echo is reaped) ends the echo
         return _round_trips(lambda: sock.send(MESSAGE), lambda: sock.recv(RECV_SIZE),
                             samples, gap_s)
-    finally:
-        sock.close()  # the echo sees the end and returns
-        _reap(echo)
-
-
-def _reap(proc: BaseProcess) -> None:
-    proc.join(5)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
 
 
 def _summary(round_trips: list[float]) -> tuple[float, float]:
@@ -183,22 +179,26 @@ def measure(samples: int = SAMPLES, gap_s: float = GAP_S) -> dict[str, Any]:
             "unix_ping_floor_ms": round(HOPS_PER_PING * unix_median_us / 1000, 3)}
 
 
+def describe(result: dict[str, Any]) -> list[str]:
+    """Two lines: the ZeroMQ hop with the floor it sets for a ping, and the Unix
+    reference (what ``measure`` returned)."""
+    per_ping = result["hops_per_ping"]
+    return [f"ZeroMQ ipc hop, idle ({result['gap_s'] * 1000:g} ms apart): median "
+            f"{result['hop_median_us']:.0f} us, p99 {result['hop_p99_us']:.0f} us; "
+            f"x {per_ping} hops per ping through etherws: >= "
+            f"{result['ping_floor_ms']:.2f} ms",
+            f"Unix seqpacket hop, idle (the reference, no I/O threads): median "
+            f"{result['unix_hop_median_us']:.0f} us, p99 {result['unix_hop_p99_us']:.0f} "
+            f"us; x {per_ping}: {result['unix_ping_floor_ms']:.2f} ms"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the hop latency (and the ping floor), or JSON with --json."""
     p = argparse.ArgumentParser(prog="python -m benchlib.zmqhop", description=__doc__)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
     result = measure()
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"ZeroMQ ipc hop, idle ({result['gap_s'] * 1000:g} ms apart): median "
-              f"{result['hop_median_us']:.0f} us, p99 {result['hop_p99_us']:.0f} us; "
-              f"{HOPS_PER_PING} hops per ping through etherws: >= "
-              f"{result['ping_floor_ms']:.2f} ms")
-        print(f"Unix seqpacket hop, idle (the reference): median "
-              f"{result['unix_hop_median_us']:.0f} us, p99 {result['unix_hop_p99_us']:.0f} "
-              f"us; {HOPS_PER_PING} hops: {result['unix_ping_floor_ms']:.2f} ms")
+    print(json.dumps(result) if args.json else "\n".join(describe(result)))
     return 0
 
 
