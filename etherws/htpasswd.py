@@ -21,7 +21,7 @@ scheme             ``htpasswd`` option  verified by
 limit), plain text (``-p``), ``$1$`` and anything unknown make :func:`parse` raise
 :class:`HtpasswdError` naming the line, never the content (it could be a password). We
 refuse rather than skip the user: a file that silently loses users is worse than one
-that is loudly rejected while the last good table stays in force (``etherws.authfile``).
+that is loudly rejected while the last good table stays in force (``etherws.runtime.authfile``).
 
 Passlib 1.7.4 is deliberately not used: with bcrypt 5 its backend self-test dies on a
 >72-byte password, so it cannot even hash "secret" (pypiserver issue #668); libpass is

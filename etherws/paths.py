@@ -47,6 +47,15 @@ class RunDir:
         return self._p("fdb.tbl")
 
     @property
+    def accept_sock(self) -> str:
+        """Where the supervisor binds the socket that receives the listener's connections."""
+        return self._p("accept.sock")
+
+    def port_status(self, port: int) -> str:
+        """The link status file of tunnel port ``port`` (etherws.linkstatus)."""
+        return self._p(f"port-{port}.status")
+
+    @property
     def ctl_endpoint(self) -> str:
         """ZeroMQ endpoint of the local control socket."""
         return "ipc://" + self.ctl_sock

@@ -1,7 +1,7 @@
 """Shared-memory layouts: the port table and the FDB (pure; the buffer is given).
 
 Both live in files on tmpfs in the run directory, mapped by every process that needs
-them (``etherws.shm`` does the mapping). A table is an array of unsigned 64-bit words
+them (``etherws.runtime.shm`` does the mapping). A table is an array of unsigned 64-bit words
 (``memoryview.cast("Q")``): an aligned 8-byte store is a single instruction on the
 machines we run on, so a reader never sees half a word, and every word has exactly one
 writing process, named below. Times are ``time.monotonic_ns()`` values, which are

@@ -8,7 +8,6 @@ from typing import Iterator
 import pytest
 
 
-
 def _needs_root(item: pytest.Item) -> bool:
     return item.get_closest_marker("system") is not None
 

@@ -18,8 +18,7 @@ from enum import Enum
 from typing import Callable, Iterable, Iterator
 
 from etherws.frame import ZERO_MAC
-from etherws.tables import (F_IN_USE,
-                            F_REFUSED_FULL, F_REFUSED_PORT, FdbTable)
+from etherws.tables import F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT, FdbTable
 
 TOUCH_INTERVAL_S = 1.0
 """Least time between two writes of an entry's last-seen time: ages are shown with 1 s

@@ -26,13 +26,23 @@ from typing import Iterator
 
 import zmq
 
-from etherws import ipc, lifeline, logsetup, malloctune, procargs, shm
+from etherws import ipc
 from etherws.broker.fdb import Fdb
 from etherws.broker.forwarding import Forwarder
 from etherws.paths import RunDir
-from etherws.tables import (H_BROKER_HEARTBEAT, H_BROKER_MALFORMED, H_FLUSH_DONE,
-                            H_FLUSH_PORT, H_FLUSH_REQUEST, S_BROKER_DROPS,
-                            S_BROKER_ERRORS, S_HOLD_UNTIL, PortTable, TableError)
+from etherws.runtime import lifeline, logsetup, malloctune, procargs, shm
+from etherws.tables import (
+    H_BROKER_HEARTBEAT,
+    H_BROKER_MALFORMED,
+    H_FLUSH_DONE,
+    H_FLUSH_PORT,
+    H_FLUSH_REQUEST,
+    S_BROKER_DROPS,
+    S_BROKER_ERRORS,
+    S_HOLD_UNTIL,
+    PortTable,
+    TableError,
+)
 
 log = logging.getLogger("etherws.broker")
 

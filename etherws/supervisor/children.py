@@ -16,7 +16,7 @@ import time
 
 import psutil
 
-from etherws.procargs import EXIT_CONFIG
+from etherws.runtime.procargs import EXIT_CONFIG
 from etherws.supervisor.policy import Lifecycle, RestartPolicy
 
 

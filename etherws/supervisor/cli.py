@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 
-from etherws import config, logsetup
+from etherws import config
 from etherws.config import ConfigError
-from etherws.ctlclient import ControlClient, Unreachable
 from etherws.control import RpcError
 from etherws.paths import DEFAULT_RUNDIR, RunDir
+from etherws.runtime import logsetup
+from etherws.runtime.ctlclient import ControlClient, Unreachable
 
 PROG = "etherws-supervisor"
 START_TIMEOUT_S = 20.0
@@ -246,14 +247,16 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from etherws import ctl
-
+    # etherws-ctl renders the status; running it (not importing it) keeps the process
+    # packages apart, and exec hands over its output and exit code unchanged.
     target = ["--ctl", args.ctl] if args.ctl else ["--rundir", args.rundir]
     if args.ctl_key:
         target += ["--ctl-key", args.ctl_key]
     if args.ctl_server_key:
         target += ["--ctl-server-key", args.ctl_server_key]
-    return ctl.main(target + ["--timeout", str(args.timeout), "status"])
+    argv = [sys.executable, "-m", "etherws.ctl", *target, "--timeout", str(args.timeout), "status"]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

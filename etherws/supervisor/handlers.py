@@ -13,15 +13,15 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from etherws import tuntap
 from etherws.control import Handler, Later, Refused
 from etherws.frame import mac_to_text
 from etherws.ifaddr import AddressError, check_mtu, parse_address
+from etherws.runtime import tuntap
 from etherws.supervisor import netif
 from etherws.supervisor.policy import State
 from etherws.supervisor.ports import Port
 from etherws.tables import F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT, PortKind, split_key
-from etherws.workers.wsconnect import Target, check_proxy_env, parse_proxy
+from etherws.wsurl import Target, check_proxy_env, parse_proxy
 
 if TYPE_CHECKING:
     from etherws.supervisor.service import Supervisor

@@ -18,7 +18,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from etherws import portstatus, tables, tuntap
+from etherws import tables
+from etherws.runtime import portstatus, tuntap
 from etherws.supervisor.children import Child, exit_reason, stop_children
 from etherws.supervisor.policy import RestartPolicy, State
 from etherws.tables import PortKind, PortTable

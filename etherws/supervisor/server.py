@@ -4,7 +4,7 @@ The supervisor binds the server address itself, so that a busy port or a missing
 certificate is an error of ``etherws-supervisor start`` and not of a child that crash
 loops later. The listener process (``workers/listener.py``) inherits the listening
 socket, accepts, and passes every connection back over ``RUNDIR/accept.sock``
-(``etherws.fdpass``); here each one becomes a server port with its own peer worker,
+(``etherws.runtime.fdpass``); here each one becomes a server port with its own peer worker,
 within ``--max-peers``. Nothing here reads a byte a peer sent: over the limit the
 connection gets a canned 503 and is closed.
 """
@@ -17,14 +17,15 @@ import os
 import socket
 import ssl
 
-from etherws import fdpass, htpasswd
-from etherws.authfile import MAX_FILE_BYTES, AuthFile
+from etherws import htpasswd
 from etherws.config import Config
+from etherws.paths import RunDir
+from etherws.runtime import fdpass
+from etherws.runtime.authfile import MAX_FILE_BYTES, AuthFile
 from etherws.supervisor.children import Child
 from etherws.supervisor.policy import RestartPolicy
 from etherws.supervisor.ports import PortManager
 from etherws.tables import PortKind
-from etherws.workers.listener import accept_sock_path
 from etherws.wshandshake import http_response
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class Server:
     def __init__(self, cfg: Config, rundir: str, ports: PortManager) -> None:
         self.cfg = cfg
         self.ports = ports
-        self.path = accept_sock_path(rundir)
+        self.path = RunDir(rundir).accept_sock
         # The htpasswd file is read here, not by each peer: a peer process lives for one
         # connection, so only the supervisor can keep the last good table in force (and
         # log a broken file once) while the operator edits it. Peers read the snapshot.

@@ -22,9 +22,10 @@ from typing import Callable
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from etherws import control, curvekeys, logsetup, shm
+from etherws import control
 from etherws.config import Config
 from etherws.paths import RunDir
+from etherws.runtime import curvekeys, logsetup, shm
 from etherws.supervisor import handlers
 from etherws.supervisor.ports import PortManager
 from etherws.supervisor.server import Server, ServerError

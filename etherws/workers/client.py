@@ -23,7 +23,7 @@ Life of the worker:
 
 The DEALER to the broker stays open across reconnects; frames the broker sends while
 there is no connection are dropped and counted. Every change of state is written to
-the port's status file (``etherws.portstatus``), with the last error, never a secret.
+the port's status file (``etherws.runtime.portstatus``), with the last error, never a secret.
 """
 
 from __future__ import annotations
@@ -40,13 +40,15 @@ from typing import Callable
 
 import zmq
 
-from etherws import ipc, portstatus, procargs
+from etherws import ipc
 from etherws.backoff import Backoff
 from etherws.keepalive import Keepalive
+from etherws.runtime import portstatus, procargs
 from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, StopFlag, begin
 from etherws.workers.slot import SlotCounters, claim_slot
-from etherws.workers.wsconnect import CONNECT_TIMEOUT_S, Connector, Secrets, take_proxy_env
+from etherws.workers.wsconnect import CONNECT_TIMEOUT_S, Connector
 from etherws.workers.wsmedium import WsMedium
+from etherws.wsurl import Secrets, take_proxy_env
 
 log = logging.getLogger(__name__)
 

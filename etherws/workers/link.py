@@ -29,9 +29,10 @@ from typing import Callable, Protocol, cast
 
 import zmq
 
-from etherws import ipc, lifeline, logsetup, malloctune, procargs
+from etherws import ipc
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.paths import RunDir
+from etherws.runtime import lifeline, logsetup, malloctune, procargs
 from etherws.workers.coalesce import Coalescer
 from etherws.workers.slot import SlotCounters, claim_slot
 

@@ -5,7 +5,7 @@
 The supervisor binds and listens on the server address itself (so a busy port is a
 start-up error it can report) and passes the listening socket as fd N. This process
 parses nothing a peer sends: it accepts, sets TCP options, and passes the socket with
-``etherws.fdpass`` over a ``SOCK_SEQPACKET`` connection to ``RUNDIR/accept.sock`` (bound
+``etherws.runtime.fdpass`` over a ``SOCK_SEQPACKET`` connection to ``RUNDIR/accept.sock`` (bound
 by the supervisor), then closes its own copy. The supervisor starts a peer worker for
 each one (or closes it, over the peer limit).
 
@@ -34,12 +34,11 @@ import socket
 import sys
 import time
 
-from etherws import fdpass, lifeline, logsetup, procargs
+from etherws.paths import RunDir
+from etherws.runtime import fdpass, lifeline, logsetup, procargs
 
 log = logging.getLogger(__name__)
 
-ACCEPT_SOCK = "accept.sock"
-"""The supervisor's SOCK_SEQPACKET socket in the run directory."""
 MAX_ACCEPTS_PER_WAKEUP = 64
 """Bound on accepts per wake-up, so a connection flood cannot starve signal handling."""
 BACKOFF_FIRST_S = 0.05
@@ -61,11 +60,6 @@ _RETRY_ERRNOS = frozenset({
     errno.EINTR})
 # Out of descriptors or kernel memory: nothing this process does right now will help.
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-
-def accept_sock_path(rundir: str) -> str:
-    """Where the supervisor binds the socket that receives accepted connections."""
-    return os.path.join(rundir, ACCEPT_SOCK)
 
 
 def peer_text(address: object) -> str:
@@ -298,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if lsock is None:
         stop.close()
         return procargs.EXIT_CONFIG
-    link = SupervisorLink(accept_sock_path(args.rundir))
+    link = SupervisorLink(RunDir(args.rundir).accept_sock)
     try:
         link.connect()
         log.info("listening on %s; handing connections to %s",

@@ -36,8 +36,8 @@ import socket
 import struct
 import sys
 
-from etherws import tuntap
 from etherws.frame import MAX_FRAME
+from etherws.runtime import tuntap
 from etherws.workers.link import MediumClosed, worker_main
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ Life of the worker:
 Exit ``procargs.EXIT_CONFIG`` when FD is not a connected stream socket, an option is
 unusable (TLS files, path, limits) or the port table slot is not ours. The link state
 (``connecting`` during the opening, ``up``, ``failed`` with the refusal) goes to the
-port's status file (``etherws.portstatus``).
+port's status file (``etherws.runtime.portstatus``).
 """
 
 from __future__ import annotations
@@ -40,15 +40,23 @@ import ssl
 import sys
 import time
 
-from etherws import htpasswd, portstatus, procargs
-from etherws.authfile import AuthFile
+from etherws import htpasswd
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.keepalive import Keepalive
-from etherws.wsframe import CloseCode, Opcode, close_payload, frame
-from etherws.wshandshake import Accepted, Auth, Decision, Rejected, ServerHandshake, http_response
+from etherws.runtime import portstatus, procargs
+from etherws.runtime.authfile import AuthFile
 from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, StopFlag, begin
 from etherws.workers.slot import SlotCounters, claim_slot
 from etherws.workers.wsmedium import WsMedium
+from etherws.wsframe import CloseCode, Opcode, close_payload, frame
+from etherws.wshandshake import (
+    Accepted,
+    Auth,
+    Decision,
+    Rejected,
+    ServerHandshake,
+    http_response,
+)
 
 log = logging.getLogger(__name__)
 

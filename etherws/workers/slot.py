@@ -11,9 +11,20 @@ import logging
 import time
 
 from etherws.paths import RunDir
-from etherws.shm import open_port_table
-from etherws.tables import (S_DROPS, S_ERRORS, S_HEARTBEAT, S_HOLD_UNTIL, S_PORT, S_RX,
-                            S_RX_BYTES, S_TX, S_TX_BYTES, PortTable, TableError)
+from etherws.runtime.shm import open_port_table
+from etherws.tables import (
+    S_DROPS,
+    S_ERRORS,
+    S_HEARTBEAT,
+    S_HOLD_UNTIL,
+    S_PORT,
+    S_RX,
+    S_RX_BYTES,
+    S_TX,
+    S_TX_BYTES,
+    PortTable,
+    TableError,
+)
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 ``python -m etherws.workers.tap --rundir R --parent-pid P --port N --slot S [log opts] NAME``
 
-The supervisor creates the TAP persistent (``etherws.tuntap.create_persistent_tap``)
+The supervisor creates the TAP persistent (``etherws.runtime.tuntap.create_persistent_tap``)
 before it starts this worker; the worker only attaches, so after a restart it finds
 the same device with its addresses, MTU and bridge membership. If the device does not
 exist the kernel creates a non-persistent one, gone again when the worker exits.
@@ -17,8 +17,8 @@ import logging
 import os
 import sys
 
-from etherws import tuntap
 from etherws.frame import MAX_FRAME
+from etherws.runtime import tuntap
 from etherws.workers.link import MediumClosed, worker_main
 
 log = logging.getLogger(__name__)

@@ -7,12 +7,8 @@ the picture (library-fit §6). What this module adds around it:
 - secrets (Basic-auth user and password, proxy URL with credentials) come from the
   worker's stdin as one JSON object, never from argv; nothing here puts them in a
   message (``Connector.scrub`` removes them from library text too);
-- the proxy decision is ours. websocket-client reads ``http_proxy``/``https_proxy``
-  on its own, and honours ``no_proxy`` only from the environment (its
-  ``http_no_proxy`` option is ignored unless ``http_proxy_host`` is given,
-  library-fit §2; its ``.domain`` entries also match ``evildomain``). So the worker
-  takes the proxy variables out of its environment (``take_proxy_env``) and passes
-  websocket-client an explicit proxy or none at all;
+- the proxy decision is ours (``etherws.wsurl``): websocket-client gets an explicit
+  proxy or none at all;
 - redirects are not followed (websocket-client follows three by default and sends our
   Authorization header to wherever ``Location`` points);
 - errors become one line for the operator (``describe``): "authentication failed
@@ -22,185 +18,16 @@ the picture (library-fit §6). What this module adds around it:
 from __future__ import annotations
 
 import base64
-import ipaddress
-import json
 import socket
 import ssl
-from dataclasses import dataclass
-from typing import Any, MutableMapping
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
 import websocket
 
+from etherws.wsurl import Proxy, Secrets, Target, bypasses_proxy, parse_proxy
+
 CONNECT_TIMEOUT_S = 10.0
 """websocket-client's socket timeout: TCP connect, proxy CONNECT, TLS, upgrade, each."""
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy")
-
-
-@dataclass(frozen=True)
-class Secrets:
-    """What the worker reads from stdin: ``{"user": .., "passwd": .., "proxy": ..,
-    "proxy_env": ..}``.
-
-    ``proxy_env`` holds ``http_proxy``/``https_proxy``/``no_proxy`` of whoever asked for
-    the port (etherws-ctl sends its own environment's); null means the worker's own
-    environment. Every other value is a string or null; a missing key is null; any
-    other key is an error.
-    """
-
-    user: str | None = None
-    passwd: str | None = None
-    proxy: str | None = None
-    proxy_env: dict[str, str] | None = None
-
-    @classmethod
-    def from_json(cls, text: str) -> Secrets:
-        """Parse stdin's text ("" means no secrets). ValueError names no value."""
-        if not text.strip():
-            return cls()
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise ValueError("secrets on stdin are not one JSON object") from None
-        if not isinstance(data, dict):
-            raise ValueError("secrets on stdin are not one JSON object")
-        unknown = sorted(set(data) - {"user", "passwd", "proxy", "proxy_env"})
-        if unknown:
-            raise ValueError(f"unknown keys in the secrets on stdin: {', '.join(unknown)}")
-        for key, value in data.items():
-            if key == "proxy_env":
-                check_proxy_env(value)
-            elif value is not None and not isinstance(value, str):
-                raise ValueError(f"secret {key!r} must be a string or null")
-        return cls(**data)
-
-
-def check_proxy_env(value: object) -> None:
-    """ValueError unless ``value`` is null or maps proxy variable names to strings."""
-    if value is None:
-        return
-    if not isinstance(value, dict) or not all(
-            k in PROXY_VARIABLES and isinstance(v, str) for k, v in value.items()):
-        raise ValueError("proxy_env must map http_proxy, https_proxy or no_proxy to strings")
-
-
-@dataclass(frozen=True)
-class Proxy:
-    """An HTTP proxy that tunnels with CONNECT."""
-
-    host: str
-    port: int
-    user: str | None = None
-    passwd: str | None = None
-
-    def __str__(self) -> str:
-        """``host:port`` (never the credentials)."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_proxy(url: str) -> Proxy:
-    """``http://[user:pass@]host[:port]`` (scheme optional, port 80 by default)."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme != "http":
-        raise ValueError(f"proxy scheme {parts.scheme!r} is not supported (http:// only)")
-    try:
-        port = parts.port or 80
-    except ValueError:
-        raise ValueError("proxy URL has an invalid port") from None
-    if not parts.hostname:
-        raise ValueError("proxy URL has no host")
-    user = unquote(parts.username) if parts.username else None
-    passwd = unquote(parts.password) if parts.password is not None else None
-    return Proxy(parts.hostname, port, user, passwd)
-
-
-def take_proxy_env(environ: MutableMapping[str, str]) -> dict[str, str]:
-    """Remove the proxy variables from ``environ`` (both cases); return them, lower-case.
-
-    The lower-case spelling wins, as in websocket-client and curl.
-    """
-    found: dict[str, str] = {}
-    for name in PROXY_VARIABLES:
-        upper, lower = environ.pop(name.upper(), ""), environ.pop(name, "")
-        if lower or upper:
-            found[name] = (lower or upper).strip()
-    return found
-
-
-def _no_proxy_entry(entry: str) -> tuple[str, int | None]:
-    """``(host or network, port or None)`` of one no_proxy entry."""
-    if entry.startswith("["):  # [v6] or [v6]:port
-        host, _, rest = entry[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
-    host, sep, port = entry.rpartition(":")
-    if sep and host.count(":") == 0 and port.isdigit():
-        return host, int(port)
-    return entry, None
-
-
-def bypasses_proxy(host: str, port: int, no_proxy: str) -> bool:
-    """True when ``no_proxy`` (curl's syntax) exempts ``host:port`` from the proxy.
-
-    Entries: ``*``; a name, matching itself and its subdomains (a leading dot is
-    optional); an IP address or CIDR network, matching IP hosts; each optionally
-    ``:port``.
-    """
-    host = host.lower().strip("[]").rstrip(".")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        ip = None
-    for raw in no_proxy.replace(" ", "").lower().split(","):
-        if raw == "*":
-            return True
-        if not raw:
-            continue
-        name, entry_port = _no_proxy_entry(raw)
-        if entry_port is not None and entry_port != port:
-            continue
-        name = name.lstrip(".").rstrip(".")
-        if ip is not None:
-            try:
-                if ip in ipaddress.ip_network(name, strict=False):
-                    return True
-            except ValueError:
-                pass
-            continue
-        if host == name or host.endswith("." + name):
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class Target:
-    """A parsed ``ws://`` or ``wss://`` URL."""
-
-    secure: bool
-    host: str
-    port: int
-    resource: str
-
-    @classmethod
-    def parse(cls, url: str) -> Target:
-        """Parse; ValueError for another scheme, no host, a bad port or credentials."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("ws", "wss"):
-            raise ValueError(f"URL scheme must be ws or wss, not {parts.scheme!r}")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("credentials in the URL are not supported: use --user")
-        try:
-            port = parts.port or (443 if parts.scheme == "wss" else 80)
-        except ValueError:
-            raise ValueError("URL has an invalid port") from None
-        if not parts.hostname:
-            raise ValueError("URL has no host")
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(parts.scheme == "wss", parts.hostname, port, resource)
-
-    def __str__(self) -> str:
-        """The URL as logged (it never holds credentials)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'wss' if self.secure else 'ws'}://{host}:{self.port}{self.resource}"
 
 
 class Connector:

@@ -12,10 +12,19 @@ from typing import Any, Callable, Iterator, Mapping
 import pytest
 
 from etherws.paths import RunDir
-from etherws.shm import create_port_table
+from etherws.runtime.shm import create_port_table
 from etherws.tables import PortKind, PortTable
-from tests.component.fakes import (PORT, SLOT, WORKER_MODULES, FakeBroker, FakeSupervisor,
-                                   KernelEnd, Responder, Spawner, start_supervisor)
+from tests.component.fakes import (
+    PORT,
+    SLOT,
+    WORKER_MODULES,
+    FakeBroker,
+    FakeSupervisor,
+    KernelEnd,
+    Responder,
+    Spawner,
+    start_supervisor,
+)
 
 
 # --- port workers ---------------------------------------------------------------------

@@ -28,9 +28,10 @@ from typing import Any, Callable, Mapping
 
 import zmq
 
-from etherws import control, ipc, procargs
+from etherws import control, ipc
 from etherws.control import Refused
 from etherws.paths import RunDir
+from etherws.runtime import procargs
 from etherws.tables import PortKind, PortSlot, PortTable
 from etherws.workers.netdev import vlan_tag
 from tests import support

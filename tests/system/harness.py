@@ -20,7 +20,16 @@ from typing import Any, Iterator
 
 import psutil
 
-from tests.support import PYTHON, SCALE, deadline, delete_link, netns, run, unique, wait_until
+from tests.support import (
+    PYTHON,
+    SCALE,
+    deadline,
+    delete_link,
+    netns,
+    run,
+    unique,
+    wait_until,
+)
 
 START_TIMEOUT_S = 15.0
 
@@ -60,7 +69,7 @@ class Switch:
 
     def ctl(self, *args: str, check: bool = True, timeout_s: float = 5) -> subprocess.CompletedProcess:
         """Run etherws-ctl against this switch."""
-        res = run(PYTHON, "-m", "etherws.ctl", "--rundir", self.rundir,
+        res = run(PYTHON, "-m", "etherws.ctl.cli", "--rundir", self.rundir,
                   "--timeout", str(timeout_s * SCALE), *args, check=False,
                   timeout_s=timeout_s + 10)
         if check and res.returncode != 0:

@@ -27,7 +27,7 @@ def test_second_start_on_the_same_rundir_fails_cleanly(switch: Switch) -> None:
 
 def test_ctl_without_supervisor_exits_3_at_once(rundir: str) -> None:
     start = time.monotonic()
-    res = run(PYTHON, "-m", "etherws.ctl", "--rundir", rundir, "listport", check=False)
+    res = run(PYTHON, "-m", "etherws.ctl.cli", "--rundir", rundir, "listport", check=False)
     assert res.returncode == 3 and res.stderr.count("\n") == 1
     assert "etherws-supervisor" in res.stderr
     assert time.monotonic() - start < 5 * SCALE
@@ -40,7 +40,7 @@ def test_ctl_against_a_dead_socket_exits_3_within_its_timeout(rundir: str) -> No
     s.bind(path)  # a socket file nobody accepts on (a crashed supervisor's leftover)
     try:
         start = time.monotonic()
-        res = run(PYTHON, "-m", "etherws.ctl", "--rundir", rundir, "--timeout", "1",
+        res = run(PYTHON, "-m", "etherws.ctl.cli", "--rundir", rundir, "--timeout", "1",
                   "listport", check=False)
         assert res.returncode == 3 and res.stderr.count("\n") == 1
         assert time.monotonic() - start < 1 + 4 * SCALE
@@ -52,7 +52,7 @@ def test_non_root_user_cannot_use_the_control_socket(switch: Switch) -> None:
     st = os.stat(switch.rundir)
     assert stat.S_IMODE(st.st_mode) == 0o700
     assert stat.S_IMODE(os.stat(os.path.join(switch.rundir, "ctl.sock")).st_mode) == 0o600
-    res = run(*SETPRIV, PYTHON, "-m", "etherws.ctl", "--rundir", switch.rundir,
+    res = run(*SETPRIV, PYTHON, "-m", "etherws.ctl.cli", "--rundir", switch.rundir,
               "--timeout", "2", "listport", check=False)
     assert res.returncode == 3, res
     assert "permission denied" in res.stderr.lower()
@@ -83,7 +83,7 @@ def test_detached_start_status_and_stop(tmp_path) -> None:
     try:
         status = supervisor("status", "--rundir", rundir)
         assert status.returncode == 0 and str(pid) in status.stdout
-        added = run(PYTHON, "-m", "etherws.ctl", "--rundir", rundir, "addport", "tap", tap)
+        added = run(PYTHON, "-m", "etherws.ctl.cli", "--rundir", rundir, "addport", "tap", tap)
         assert added.returncode == 0 and link_exists(tap)
         stop = supervisor("stop", "--rundir", rundir)
         assert stop.returncode == 0, stop.stderr

@@ -15,7 +15,7 @@ from tests.system.harness import Switch
 
 
 def keygen(base: str) -> None:
-    res = run(PYTHON, "-m", "etherws.ctl", "keygen", base, check=False)
+    res = run(PYTHON, "-m", "etherws.ctl.cli", "keygen", base, check=False)
     assert res.returncode == 0, res.stderr
     assert os.path.exists(base + ".key") and os.path.exists(base + ".key_secret")
     assert os.stat(base + ".key_secret").st_mode & 0o077 == 0
@@ -42,7 +42,7 @@ def remote(tmp_path, rundir) -> Iterator[tuple[Switch, str, str]]:
 
 
 def remote_ctl(endpoint: str, keys: str, who: str, *args: str):
-    return run(PYTHON, "-m", "etherws.ctl", "--ctl", endpoint,
+    return run(PYTHON, "-m", "etherws.ctl.cli", "--ctl", endpoint,
                "--ctl-key", f"{keys}/{who}.key_secret",
                "--ctl-server-key", f"{keys}/server.key", "--timeout", "2", *args,
                check=False)
@@ -87,7 +87,7 @@ def test_plain_text_client_gets_nothing_executed(remote) -> None:
 
 def test_tcp_without_keys_is_a_usage_error(remote) -> None:
     _, endpoint, _ = remote
-    res = run(PYTHON, "-m", "etherws.ctl", "--ctl", endpoint, "listport", check=False)
+    res = run(PYTHON, "-m", "etherws.ctl.cli", "--ctl", endpoint, "listport", check=False)
     assert res.returncode == 2 and "--ctl-key" in res.stderr.splitlines()[-1]
 
 

@@ -8,8 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from etherws import tuntap
-
+from etherws.runtime import tuntap
 from tests.support import delete_link, link_exists, run, unique, wait_until
 from tests.system.harness import Pair, Switch, two_hosts
 

@@ -12,8 +12,18 @@ from typing import Iterator
 import pytest
 
 from tests.support import PYTHON, run
-from tests.system.tunnel import (OVERLAY_A, OVERLAY_B, UNDERLAY_B, Site, Underlay,
-                                 connected, pings_both_ways, self_signed, site, fresh_rundir)
+from tests.system.tunnel import (
+    OVERLAY_A,
+    OVERLAY_B,
+    UNDERLAY_B,
+    Site,
+    Underlay,
+    connected,
+    fresh_rundir,
+    pings_both_ways,
+    self_signed,
+    site,
+)
 
 HTPASSWD = Path(__file__).parent.parent / "fixtures" / "htpasswd"
 
@@ -113,7 +123,7 @@ def test_password_from_a_piped_stdin(net: Underlay, side_a: Site, tmp_path: Path
     users = tmp_path / "users.htpasswd"
     shutil.copy(HTPASSWD / "sha1.htpasswd", users)
     with _side_b(net, tmp_path, "--htpasswd", str(users)) as b:
-        res = run(PYTHON, "-m", "etherws.ctl", "--rundir", side_a.switch.rundir, "--json",
+        res = run(PYTHON, "-m", "etherws.ctl.cli", "--rundir", side_a.switch.rundir, "--json",
                   "addport", "client", "--user", "alice", f"ws://{UNDERLAY_B}/",
                   input="s3cret!\n", check=False, timeout_s=60)
         assert res.returncode == 0, res.stderr

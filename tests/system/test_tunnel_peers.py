@@ -18,8 +18,18 @@ from typing import Iterator
 import pytest
 
 from tests.support import PYTHON, kill_process, run, wait_until
-from tests.system.tunnel import (OVERLAY_A, OVERLAY_B, UNDERLAY_B, Site, Underlay,
-                                 connected, ns_python, pings_both_ways, site, fresh_rundir)
+from tests.system.tunnel import (
+    OVERLAY_A,
+    OVERLAY_B,
+    UNDERLAY_B,
+    Site,
+    Underlay,
+    connected,
+    fresh_rundir,
+    ns_python,
+    pings_both_ways,
+    site,
+)
 
 # A websocket-client session from namespace A: ARP for site B's overlay address from a
 # made-up MAC, text in between, and last an oversized message. Prints one JSON line.
@@ -192,7 +202,7 @@ def test_proxy_from_the_callers_environment_and_no_proxy(
     url = f"ws://{UNDERLAY_B}/"
 
     def add(env: dict[str, str]) -> subprocess.CompletedProcess:
-        return run(PYTHON, "-m", "etherws.ctl", "--rundir", a.switch.rundir, "--json",
+        return run(PYTHON, "-m", "etherws.ctl.cli", "--rundir", a.switch.rundir, "--json",
                    "addport", "client", url, check=False, timeout_s=60,
                    env={**os.environ, **env})
 

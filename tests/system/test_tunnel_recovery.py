@@ -12,8 +12,17 @@ import pytest
 
 from tests.support import link_exists, run, wait_until
 from tests.system.harness import sigkill
-from tests.system.tunnel import (OVERLAY_A, OVERLAY_B, UNDERLAY_B, Site, Underlay,
-                                 connected, fresh_rundir, pings_both_ways, site)
+from tests.system.tunnel import (
+    OVERLAY_A,
+    OVERLAY_B,
+    UNDERLAY_B,
+    Site,
+    Underlay,
+    connected,
+    fresh_rundir,
+    pings_both_ways,
+    site,
+)
 
 URL = f"ws://{UNDERLAY_B}/"
 

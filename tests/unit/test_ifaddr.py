@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from etherws.ifaddr import AddressError, IfAddress, check_mtu, netmask_text, parse_address
+from etherws.ifaddr import (
+    AddressError,
+    IfAddress,
+    check_mtu,
+    netmask_text,
+    parse_address,
+)
 
 
 @pytest.mark.parametrize("address, netmask, expected", [

@@ -10,37 +10,33 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PURE = [
-    "etherws.frame",
-    "etherws.ipc",
-    "etherws.tables",
-    "etherws.control",
-    "etherws.paths",
-    "etherws.render",
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+REAL_ROOT = PACKAGE_ROOT
+PROCESS_PACKAGES = ("broker", "workers", "supervisor", "ctl")
+
+# Every module directly under etherws/ is pure, found by glob so that a new one cannot be
+# missed; plus the pure cores inside the process packages.
+PURE = sorted(f"etherws.{p.stem}" for p in (PACKAGE_ROOT / "etherws").glob("*.py")
+              if p.stem != "__init__") + [
     "etherws.broker.fdb",
     "etherws.broker.forwarding",
     "etherws.supervisor.policy",
-    "etherws.config",
-    "etherws.ifaddr",
-    "etherws.htpasswd",
-    "etherws.wsframe",
-    "etherws.wshandshake",
-    "etherws.backoff",
-    "etherws.keepalive",
     "etherws.workers.coalesce",
 ]
 
 FORBIDDEN = frozenset({
     "os", "sys", "socket", "select", "selectors", "time", "logging", "subprocess",
     "threading", "asyncio", "signal", "fcntl", "mmap", "ssl", "zmq", "pyroute2", "psutil",
-    "websocket", "wsproto", "simple_websocket",
+    "websocket", "websockets", "wsproto", "simple_websocket", "ctypes", "multiprocessing",
 })
-
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+# websockets' C apply_mask: a pure function over bytes (the package's I/O stays unimported).
+ALLOWED = frozenset({"websockets.speedups"})
+FORBIDDEN_OURS = ("etherws.runtime",) + tuple(f"etherws.{p}" for p in PROCESS_PACKAGES)
 
 
 def source_path(module: str) -> Path:
@@ -75,11 +71,14 @@ def imported_names(module: str, tree: ast.AST) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             names.add(base)
-            # "from etherws import shm" imports the module etherws.shm.
+            # "from etherws import shm" imports the module etherws.runtime.shm.
             names.update(f"{base}.{a.name}" for a in node.names if is_module(f"{base}.{a.name}"))
         elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__":
             names.add("__import__")  # a dynamic import: not checkable, so not allowed
     return names
+
+
+_PURE_CORES = [m.split(".") for m in PURE]
 
 
 def violations(module: str) -> list[str]:
@@ -95,7 +94,9 @@ def violations(module: str) -> list[str]:
         tree = ast.parse(source_path(name).read_text(), filename=str(source_path(name)))
         for imported in sorted(imported_names(name, tree)):
             top = imported.split(".")[0]
-            if top in FORBIDDEN or imported in ("__import__", "importlib"):
+            ours_io = (imported.startswith(FORBIDDEN_OURS)
+                       and imported.split(".")[:3] not in _PURE_CORES)
+            if (top in FORBIDDEN and imported not in ALLOWED) or imported in ("__import__", "importlib") or ours_io:
                 found.append(" -> ".join(chain + (imported,)))
             elif top == "etherws" and is_module(imported):
                 todo.append((imported, chain + (imported,)))
@@ -110,8 +111,76 @@ def test_pure_module_imports_no_io(module: str) -> None:
 
 def test_the_check_finds_io() -> None:
     # The checker itself: an I/O module of ours must be caught, directly and by import.
-    assert "etherws.shm -> mmap" in violations("etherws.shm")
-    assert any(v.startswith("etherws.ctlclient -> zmq") for v in violations("etherws.ctlclient"))
+    assert "etherws.runtime.shm -> mmap" in violations("etherws.runtime.shm")
+    assert any(v.startswith("etherws.runtime.ctlclient -> zmq")
+               for v in violations("etherws.runtime.ctlclient"))
+
+
+@pytest.fixture
+def fake_root(tmp_path: Path) -> Iterator[Path]:
+    """An empty etherws/ tree under tmp_path that the checks read instead of the real one."""
+    global PACKAGE_ROOT
+    (tmp_path / "etherws").mkdir()
+    (tmp_path / "etherws" / "__init__.py").write_text("")
+    PACKAGE_ROOT = tmp_path
+    try:
+        yield tmp_path / "etherws"
+    finally:
+        PACKAGE_ROOT = REAL_ROOT
+
+
+def test_a_forbidden_import_added_to_a_pure_module_fails(fake_root: Path) -> None:
+    # What a contributor would do: add "import os" or a runtime helper to a pure module.
+    fake = fake_root
+    (fake / "frame.py").write_text((REAL_ROOT / "etherws" / "frame.py").read_text())
+    (fake / "runtime").mkdir()
+    (fake / "runtime" / "__init__.py").write_text("")
+    (fake / "runtime" / "shm.py").write_text("import mmap\n")
+    (fake / "newpure.py").write_text("from etherws import frame\n")
+    assert violations("etherws.newpure") == []
+    (fake / "newpure.py").write_text("from etherws import frame\nimport os\n")
+    assert violations("etherws.newpure") == ["etherws.newpure -> os"]
+    (fake / "newpure.py").write_text("from etherws.runtime import shm\n")
+    assert "etherws.newpure -> etherws.runtime.shm" in violations("etherws.newpure")
+
+
+def _package_of(module: str) -> str | None:
+    """The process package an etherws module belongs to, or None for pure/runtime code."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in PROCESS_PACKAGES else None
+
+
+def import_violations(package: str) -> list[str]:
+    """Imports of another process package by any module of ``package``."""
+    found = []
+    for path in sorted((PACKAGE_ROOT / "etherws" / package).glob("*.py")):
+        module = f"etherws.{package}.{path.stem}" if path.stem != "__init__" else f"etherws.{package}"
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for imported in sorted(imported_names(module, tree)):
+            other = _package_of(imported) or (
+                imported.split(".")[1] if imported.count(".") == 1
+                and imported.split(".")[1] in PROCESS_PACKAGES else None)
+            if other is not None and other != package:
+                found.append(f"{module} -> {imported}")
+    return found
+
+
+@pytest.mark.parametrize("package", PROCESS_PACKAGES)
+def test_process_packages_never_import_each_other(package: str) -> None:
+    assert import_violations(package) == []
+
+
+def test_the_import_check_finds_a_cross_import(fake_root: Path) -> None:
+    fake = fake_root
+    for pkg in ("supervisor", "workers"):
+        (fake / pkg).mkdir()
+        (fake / pkg / "__init__.py").write_text("")
+    (fake / "workers" / "listener.py").write_text("X = 1\n")
+    (fake / "supervisor" / "server.py").write_text("from etherws.workers.listener import X\n")
+    assert import_violations("supervisor") == [
+        "etherws.supervisor.server -> etherws.workers.listener"]
+    (fake / "supervisor" / "server.py").write_text("from etherws.paths import RunDir\n")
+    assert import_violations("supervisor") == []
 
 
 def test_relative_and_dynamic_imports_are_resolved() -> None:

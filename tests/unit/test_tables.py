@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 
 from etherws import tables
 from etherws.tables import (
-    FDB_MAGIC, FLAG_SHUT, HEADER_WORDS, PORT_MAGIC, SLOT_WORDS, FdbTable, PortKind, PortTable,
+    FDB_MAGIC,
+    FLAG_SHUT,
+    HEADER_WORDS,
+    PORT_MAGIC,
+    SLOT_WORDS,
+    FdbTable,
+    PortKind,
+    PortTable,
     TableError,
 )
 

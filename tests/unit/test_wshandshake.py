@@ -18,8 +18,14 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.handshake import H11Handshake
 
 from etherws import htpasswd
-from etherws.wshandshake import (MAX_HEADERS, Accepted, Rejected, ServerHandshake,
-                                 accept_token, http_response)
+from etherws.wshandshake import (
+    MAX_HEADERS,
+    Accepted,
+    Rejected,
+    ServerHandshake,
+    accept_token,
+    http_response,
+)
 from tests.unit.test_purity import violations
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3's example key

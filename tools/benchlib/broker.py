@@ -186,7 +186,7 @@ def _rss_mib() -> tuple[float, float]:
 
 def memory_probe() -> dict[str, Any]:
     """A broker-like process with a full FDB: its RSS before and after filling it."""
-    from etherws import shm
+    from etherws.runtime import shm
     from etherws.broker.service import bind_router
 
     with tempfile.TemporaryDirectory(prefix="etwb-mem-", dir="/dev/shm") as d:

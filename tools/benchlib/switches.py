@@ -59,7 +59,7 @@ class Switch:
 
     def ctl(self, *args: str, timeout_s: float = CTL_TIMEOUT_S) -> dict[str, Any]:
         """``etherws-ctl --json ARGS``: the reply (BenchError with its message on failure)."""
-        res = run(PY, "-m", "etherws.ctl", "--rundir", str(self.rundir), "--json", *args,
+        res = run(PY, "-m", "etherws.ctl.cli", "--rundir", str(self.rundir), "--json", *args,
                   timeout_s=timeout_s)
         reply: dict[str, Any] = json.loads(res.stdout) if res.stdout.strip() else {}
         return reply

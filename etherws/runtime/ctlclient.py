@@ -23,7 +23,8 @@ from typing import Any
 
 import zmq
 
-from etherws import control, curvekeys
+from etherws import control
+from etherws.runtime import curvekeys
 
 IPC = "ipc://"
 TCP = "tcp://"

@@ -29,11 +29,20 @@ import websocket
 from kosoku._report import write_reports
 
 from etherws.paths import RunDir
-from etherws.shm import create_port_table
+from etherws.runtime.shm import create_port_table
 from etherws.tables import DEFAULT_PORT_SLOTS, PortKind, PortTable
 from tests import support
-from tests.component.autobahn import (AGENT, Door, EchoBroker, KosokuLoop, PeerServer,
-                                      WorkerProc, Workers, matches, selected_cases)
+from tests.component.autobahn import (
+    AGENT,
+    Door,
+    EchoBroker,
+    KosokuLoop,
+    PeerServer,
+    WorkerProc,
+    Workers,
+    matches,
+    selected_cases,
+)
 from tests.component.fakes import ROOT
 
 if TYPE_CHECKING:

@@ -19,11 +19,19 @@ from typing import Any, Callable, Iterator
 import pytest
 from wsproto.events import BytesMessage, Message, Ping, TextMessage
 
-from etherws import portstatus, wsframe
+from etherws import wsframe
+from etherws.runtime import portstatus
 from etherws.tables import PortKind, PortTable
 from tests import support
-from tests.component.fakes import (PORT, FakeBroker, Spawner, Worker, make_frame, slot,
-                                   wait_counters)
+from tests.component.fakes import (
+    PORT,
+    FakeBroker,
+    Spawner,
+    Worker,
+    make_frame,
+    slot,
+    wait_counters,
+)
 from tests.component.wsserver import WsServer, make_ca, make_server_cert, server_context
 
 PASSWORD = "s3cret-Pa55"  # must never show up outside stdin and the Authorization header

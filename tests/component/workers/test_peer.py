@@ -22,15 +22,33 @@ import pytest
 import websocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Event, Message,
-                            Ping, Pong, RejectConnection, RejectData, Request)
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Message,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+)
 from wsproto.extensions import PerMessageDeflate
 
-from etherws import portstatus, procargs, wsframe
+from etherws import wsframe
+from etherws.runtime import portstatus, procargs
 from etherws.tables import PortKind, PortTable
 from tests import support
-from tests.component.fakes import (PORT, ROOT, FakeBroker, make_frame, slot, wait_counters,
-                                   worker_argv)
+from tests.component.fakes import (
+    PORT,
+    ROOT,
+    FakeBroker,
+    make_frame,
+    slot,
+    wait_counters,
+    worker_argv,
+)
 from tests.component.wsserver import make_ca, make_server_cert
 
 FIXTURES = ROOT / "tests" / "fixtures" / "htpasswd"

@@ -1,4 +1,4 @@
-"""etherws.render: etherws-ctl's tables and units."""
+"""etherws.ctl.render: etherws-ctl's tables and units."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etherws import render
-from etherws.render import Column
+from etherws.ctl import render
+from etherws.ctl.render import Column
 
 PORT_UP = {"port": 1, "type": "tap", "target": "ethws0", "state": "up", "shut": False,
            "pid": 4242, "restarts": 0, "uptime": 12.5, "cpu": 0.3, "rss": 21000000, "rx": 10,

@@ -31,12 +31,21 @@ import pytest
 import zmq
 
 import etherws
-from etherws import ipc, shm
-from etherws.paths import RunDir
+from etherws import ipc
 from etherws.broker.service import HOLD_NS
-from etherws.tables import (F_IN_USE, H_BROKER_HEARTBEAT, H_BROKER_MALFORMED,
-                            S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL, PortKind,
-                            fdb_key, split_key)
+from etherws.paths import RunDir
+from etherws.runtime import shm
+from etherws.tables import (
+    F_IN_USE,
+    H_BROKER_HEARTBEAT,
+    H_BROKER_MALFORMED,
+    S_BROKER_DROPS,
+    S_BROKER_ERRORS,
+    S_HOLD_UNTIL,
+    PortKind,
+    fdb_key,
+    split_key,
+)
 from tests import support
 
 ROOT = str(Path(etherws.__file__).resolve().parent.parent)

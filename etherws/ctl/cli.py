@@ -1,7 +1,7 @@
 """etherws-ctl: control a running switch from the command line.
 
 Each command is one JSON-RPC request to the supervisor (etherws.control) and, unless
-``--json`` is given, one renderer from etherws.render. Exit codes::
+``--json`` is given, one renderer from etherws.ctl.render. Exit codes::
 
     0  done
     1  the supervisor said no (the error reply's message and [reason] on stderr)
@@ -21,9 +21,11 @@ import sys
 import traceback
 from typing import Any, Callable, NoReturn, Sequence
 
-from etherws import __version__, curvekeys, paths, render
+from etherws import __version__, paths
 from etherws.control import RpcError
-from etherws.ctlclient import ControlClient, PermissionDenied, Unreachable
+from etherws.ctl import render
+from etherws.runtime import curvekeys
+from etherws.runtime.ctlclient import ControlClient, PermissionDenied, Unreachable
 
 PROG = "etherws-ctl"
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -137,7 +139,7 @@ def _add_addport(sub: argparse._SubParsersAction) -> None:
 
 def _client_params(args: argparse.Namespace) -> dict[str, Any]:
     """addPort client's params: secrets from options, the prompt and this environment."""
-    from etherws.workers.wsconnect import take_proxy_env
+    from etherws.wsurl import take_proxy_env
 
     params: dict[str, Any] = {"type": "client", "target": args.url}
     if args.user is not None:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from etherws import authfile
-from etherws.authfile import AuthFile
 from etherws.htpasswd import HtpasswdTable, parse, verify
+from etherws.runtime import authfile
+from etherws.runtime.authfile import AuthFile
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "htpasswd"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "htpasswd"
 ALICE = (FIXTURES / "sha1.htpasswd").read_text(encoding="utf-8").splitlines()[0]
 BOB = ALICE.replace("alice:", "bobby:", 1)  # same length as ALICE
 HOUR_NS = 3600 * 10**9
@@ -32,8 +32,8 @@ def htfile(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """Capture etherws.authfile at INFO and above."""
-    caplog.set_level(logging.INFO, logger="etherws.authfile")
+    """Capture etherws.runtime.authfile at INFO and above."""
+    caplog.set_level(logging.INFO, logger="etherws.runtime.authfile")
     return caplog
 
 
@@ -92,7 +92,7 @@ def test_unchanged_file_is_one_stat(htfile: Path, monkeypatch: pytest.MonkeyPatc
     auth = AuthFile(htfile)
     first = auth.table()
     parses: list[str] = []
-    monkeypatch.setattr("etherws.authfile.parse", parses.append)
+    monkeypatch.setattr("etherws.runtime.authfile.parse", parses.append)
     for _ in range(100):
         assert auth.table() is first
     assert parses == []
@@ -110,7 +110,7 @@ def test_fresh_file_is_reread_until_its_mtime_is_old(
     def counting_parse(text: str) -> HtpasswdTable:
         reads.append(text)
         return parse(text)
-    monkeypatch.setattr("etherws.authfile.parse", counting_parse)
+    monkeypatch.setattr("etherws.runtime.authfile.parse", counting_parse)
     auth.table()
     assert len(reads) == 1
     old = time.time_ns() - HOUR_NS

@@ -7,8 +7,13 @@ import pytest
 from etherws import ipc
 from etherws.tables import S_HOLD_UNTIL, PortKind, PortTable
 from etherws.workers.coalesce import HOLD_S
-from etherws.workers.link import (RECV_BATCHES_PER_WAKEUP, MediumClosed, PortLoop,
-                                  StopFlag, split_valid)
+from etherws.workers.link import (
+    RECV_BATCHES_PER_WAKEUP,
+    MediumClosed,
+    PortLoop,
+    StopFlag,
+    split_valid,
+)
 from etherws.workers.slot import SlotCounters
 
 FRAME = bytes(range(60))

@@ -21,11 +21,12 @@ from typing import Callable, Iterator
 
 import pytest
 
-from etherws import fdpass, procargs
-from etherws.workers.listener import accept_sock_path, peer_text
+from etherws.paths import RunDir
+from etherws.runtime import fdpass, procargs
+from etherws.workers.listener import peer_text
 from tests import support
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT_S = 5 * support.SCALE
 
 
@@ -45,7 +46,7 @@ class Harness:
     def bind_accept_sock(self) -> None:
         """Bind RUNDIR/accept.sock, as the supervisor does before it starts the listener."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        s.bind(accept_sock_path(self.rundir))
+        s.bind(RunDir(self.rundir).accept_sock)
         s.listen(4)
         s.settimeout(TIMEOUT_S)
         self.accept_server = s
@@ -58,7 +59,7 @@ class Harness:
         if self.accept_server is not None:
             self.accept_server.close()
             self.accept_server = None
-            os.unlink(accept_sock_path(self.rundir))
+            os.unlink(RunDir(self.rundir).accept_sock)
 
     def start(self, *extra: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
         """Start the listener with the TCP socket inherited (``prefix``: e.g. prlimit)."""

@@ -16,12 +16,25 @@ from typing import Callable, Iterator
 
 import pytest
 
-from etherws import ipc, procargs, tuntap
+from etherws import ipc
+from etherws.runtime import procargs, tuntap
 from etherws.tables import S_HOLD_UNTIL, PortKind, PortTable
 from tests import support
-from tests.component.fakes import (PORT, ROOT, WORKER_MODULES, FakeBroker, KernelEnd,
-                                   SLOT, Spawner, assert_config_error, make_frame,
-                                   prepare_link, slot, wait_counters, worker_argv)
+from tests.component.fakes import (
+    PORT,
+    ROOT,
+    SLOT,
+    WORKER_MODULES,
+    FakeBroker,
+    KernelEnd,
+    Spawner,
+    assert_config_error,
+    make_frame,
+    prepare_link,
+    slot,
+    wait_counters,
+    worker_argv,
+)
 
 pytestmark = pytest.mark.system  # real TAPs: needs root and /dev/net/tun
 

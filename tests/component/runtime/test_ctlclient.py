@@ -1,4 +1,4 @@
-"""etherws.ctlclient against a real ZeroMQ ROUTER on an ipc:// endpoint in the test process.
+"""etherws.runtime.ctlclient against a real ZeroMQ ROUTER on an ipc:// endpoint in the test process.
 
 The ROUTER is ``fakes.FakeSupervisor`` with a responder per test; the ``serve`` and
 ``endpoint`` fixtures are in ``conftest``.
@@ -16,8 +16,8 @@ import pytest
 
 from etherws import control
 from etherws.control import Code, Refused, RpcError
-from etherws.ctlclient import ControlClient, Unreachable
 from etherws.paths import RunDir
+from etherws.runtime.ctlclient import ControlClient, Unreachable
 from tests.component.fakes import answer, swallow
 from tests.support import SCALE, wait_until
 

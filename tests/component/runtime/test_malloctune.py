@@ -11,7 +11,7 @@ import sys
 # faults of 2000 such buffers once the process is warm.
 PROBE = """
 import queue, resource, threading
-from etherws import malloctune
+from etherws.runtime import malloctune
 if {tune}:
     assert malloctune.keep_freed_memory()
 handoff = queue.Queue(maxsize=8)

@@ -16,8 +16,16 @@ import pytest
 
 from etherws.tables import PortKind, PortTable
 from tests import support
-from tests.component.fakes import (FakeBroker, KernelEnd, Spawner, assert_config_error,
-                                   make_frame, prepare_link, slot, wait_counters)
+from tests.component.fakes import (
+    FakeBroker,
+    KernelEnd,
+    Spawner,
+    assert_config_error,
+    make_frame,
+    prepare_link,
+    slot,
+    wait_counters,
+)
 
 pytestmark = pytest.mark.system  # veth pairs and packet sockets: needs root
 

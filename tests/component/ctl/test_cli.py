@@ -20,14 +20,14 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from etherws import render
 from etherws.control import Refused
+from etherws.ctl import render
 from etherws.paths import RunDir
 from tests import support
 from tests.component.fakes import FakeSupervisor, swallow
 from tests.support import SCALE
 
-REPO = str(Path(__file__).resolve().parents[2])
+REPO = str(Path(__file__).resolve().parents[3])
 ENV = {**os.environ, "PYTHONPATH": REPO, "PYTHONDONTWRITEBYTECODE": "1"}
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 # Interpreter start-up plus a zmq import, on a loaded machine.
@@ -66,8 +66,8 @@ def fake(serve: Callable[..., FakeSupervisor]) -> FakeSupervisor:
 
 
 def ctl(*args: str, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m etherws.ctl ARGS`` (behind ``prefix``, e.g. setpriv)."""
-    cmd = [*(prefix or []), sys.executable, "-m", "etherws.ctl", *args]
+    """Run ``python -m etherws.ctl.cli ARGS`` (behind ``prefix``, e.g. setpriv)."""
+    cmd = [*(prefix or []), sys.executable, "-m", "etherws.ctl.cli", *args]
     return support.run(*cmd, check=False, timeout_s=30, cwd=REPO, env=ENV)
 
 
@@ -292,7 +292,7 @@ def ctl_env(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.Comp
     """``ctl`` with exactly these proxy variables in its environment and ``stdin``."""
     clean = {k: v for k, v in ENV.items() if k.lower() not in
              ("http_proxy", "https_proxy", "no_proxy")}
-    return support.run(sys.executable, "-m", "etherws.ctl", *args, check=False, timeout_s=30,
+    return support.run(sys.executable, "-m", "etherws.ctl.cli", *args, check=False, timeout_s=30,
                        cwd=REPO, env={**clean, **env}, input=stdin)
 
 
@@ -336,7 +336,7 @@ def test_addport_client_asks_for_the_password_on_the_terminal(
     pid, fd = pty.fork()
     if pid == 0:  # the child: etherws-ctl on a terminal of its own
         os.chdir(REPO)
-        os.execve(sys.executable, [sys.executable, "-m", "etherws.ctl", "--rundir", rundir,
+        os.execve(sys.executable, [sys.executable, "-m", "etherws.ctl.cli", "--rundir", rundir,
                                    "addport", "client", "--user", "alice", "ws://h/"], ENV)
     seen = b""
 

@@ -7,8 +7,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etherws.broker.fdb import TOUCH_INTERVAL_S, Fdb, LearnResult
-from etherws.tables import (E_SEQ, ENTRY_WORDS, F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT,
-                            HEADER_WORDS, FdbTable, fdb_key)
+from etherws.tables import (
+    E_SEQ,
+    ENTRY_WORDS,
+    F_IN_USE,
+    F_REFUSED_FULL,
+    F_REFUSED_PORT,
+    HEADER_WORDS,
+    FdbTable,
+    fdb_key,
+)
 
 A = bytes.fromhex("020000000001")
 B = bytes.fromhex("020000000002")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from etherws import logsetup
+from etherws.runtime import logsetup
 
 EXIT_CONFIG = 78
 """A child's exit status for "cannot work with this configuration" (EX_CONFIG), e.g. a

@@ -1,0 +1,1 @@
+"""etherws-ctl: the command line that controls a running switch (see ``cli``)."""
