@@ -9,8 +9,8 @@ Transport: ZeroMQ; the supervisor binds a ROUTER (``ipc://RUNDIR/ctl.sock`` by d
     error    {"jsonrpc": "2.0", "id": ..., "error": {"code": <int>, "message": "<one line>",
               "data": {"reason": "<slug>"}}}
 
-Method names are etherws 1.3's under ``etherws.control.``; ``METHODS`` lists every
-method with its parameters. A request id is unique per request (ctl uses a random one),
+Method names are etherws 1.3's under ``etherws.control.``; ``COMMANDS`` lists every
+method with its parameters, its ``etherws-ctl`` verb and its view. A request id is unique per request (ctl uses a random one),
 so the supervisor can answer a retried request from its reply cache instead of doing
 the work twice.
 """
@@ -68,8 +68,22 @@ def _default_reason(code: int) -> str:
 Spec = Mapping[str, tuple[type, bool]]
 _PORT: Spec = {"port": (int, True)}
 
-METHODS: dict[str, Spec] = {
-    "addPort": {
+
+@dataclass(frozen=True)
+class Command:
+    """One control command: the JSON-RPC method, its parameters, the ``etherws-ctl`` verb
+    that sends it (None: sent by ``etherws-supervisor`` only) and the name of the view that
+    shows its result (None: nothing is printed). The supervisor's handler table, ctl's
+    parser and ctl's views are checked against this table by a test."""
+
+    method: str
+    params: Spec
+    verb: str | None
+    view: str | None
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("addPort", {
         "type": (str, True),
         "target": (str, True),
         # client ports only; user, passwd, proxy and proxy_env are secrets: the
@@ -81,23 +95,27 @@ METHODS: dict[str, Spec] = {
         "proxy": (str, False),
         "proxy_env": (dict, False),
         "retry": (bool, False),
-    },
-    "setPort": {"port": (int, True), "shut": (bool, True)},
-    "delPort": _PORT,
-    "restartPort": _PORT,
-    "listPort": {},
-    "setInterface": {
+    }, "addport", "ports"),
+    Command("setPort", {"port": (int, True), "shut": (bool, True)}, "setport", None),
+    Command("delPort", _PORT, "delport", None),
+    Command("restartPort", _PORT, "restartport", None),
+    Command("listPort", {}, "listport", "ports"),
+    Command("setInterface", {
         "port": (int, True),
         "address": (str, False),
         "netmask": (str, False),
         "mtu": (int, False),
-    },
-    "listInterface": {},
-    "listFdb": {},
-    "flushFdb": {"port": (int, False)},
-    "getStatus": {},
-    "shutdown": {},
-}
+    }, "setif", None),
+    Command("listInterface", {}, "listif", "interfaces"),
+    Command("listFdb", {}, "listfdb", "fdb"),
+    Command("flushFdb", {"port": (int, False)}, "flushfdb", None),
+    Command("getStatus", {}, "status", "status"),
+    Command("shutdown", {}, None, None),
+)
+BY_METHOD: dict[str, Command] = {c.method: c for c in COMMANDS}
+BY_VERB: dict[str, Command] = {c.verb: c for c in COMMANDS if c.verb is not None}
+METHODS: dict[str, Spec] = {c.method: c.params for c in COMMANDS}
+"""Every method with its parameters."""
 
 
 @dataclass(frozen=True)

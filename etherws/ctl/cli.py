@@ -22,7 +22,7 @@ import traceback
 from typing import Any, Callable, NoReturn, Sequence
 
 from etherws import __version__, paths
-from etherws.control import RpcError
+from etherws.control import BY_VERB, Command, RpcError
 from etherws.ctl import render
 from etherws.runtime import curvekeys
 from etherws.runtime.ctlclient import ControlClient, PermissionDenied, Unreachable
@@ -102,11 +102,14 @@ def shut_flag(value: str) -> bool:
 
 
 # --- commands ------------------------------------------------------------------------
-def _command(sub: argparse._SubParsersAction, name: str, help_: str, method: str,
-             params: Params, renderer: Renderer | None) -> argparse.ArgumentParser:
-    """Add a command: its parser, the request it sends and how its result is shown."""
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
-    p.set_defaults(method=method, params=params, renderer=renderer, command_parser=p)
+def _command(sub: argparse._SubParsersAction, verb: str, help_: str,
+             params: Params, command: Command | None = None) -> argparse.ArgumentParser:
+    """Add a command: its parser, the request it sends (``control.BY_VERB``, or
+    ``command`` for a subcommand of a verb) and the view that shows its result."""
+    cmd = command or BY_VERB[verb]
+    p: argparse.ArgumentParser = sub.add_parser(verb, help=help_, description=help_)
+    renderer = render.VIEWS[cmd.view] if cmd.view is not None else None
+    p.set_defaults(method=cmd.method, params=params, renderer=renderer, command_parser=p)
     return p
 
 
@@ -115,14 +118,15 @@ def _add_addport(sub: argparse._SubParsersAction) -> None:
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     # Each port kind is its own subcommand, so "addport client URL [options]" slots in
     # beside these without touching them.
-    tap = _command(kinds, "tap", "a TAP device (created if it does not exist)", "addPort",
-                   lambda a: {"type": "tap", "target": a.name}, render.ports)
+    add = BY_VERB["addport"]
+    tap = _command(kinds, "tap", "a TAP device (created if it does not exist)",
+                   lambda a: {"type": "tap", "target": a.name}, add)
     tap.add_argument("name", metavar="NAME", help="TAP device name, e.g. ethws0")
-    netdev = _command(kinds, "netdev", "an existing network interface (AF_PACKET)", "addPort",
-                      lambda a: {"type": "netdev", "target": a.ifname}, render.ports)
+    netdev = _command(kinds, "netdev", "an existing network interface (AF_PACKET)",
+                      lambda a: {"type": "netdev", "target": a.ifname}, add)
     netdev.add_argument("ifname", metavar="IFNAME", help="interface name, e.g. eth1")
     client = _command(kinds, "client", "an outgoing WebSocket tunnel to another switch",
-                      "addPort", _client_params, render.ports)
+                      _client_params, add)
     client.add_argument("--user", metavar="U", help="HTTP Basic auth user")
     client.add_argument("--passwd", metavar="P", help="its password (asked for on the "
                         "terminal, or read from a non-terminal stdin, when absent)")
@@ -187,36 +191,39 @@ def _no_params(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
+KEYGEN = "keygen"
+"""The one verb that is not a request: it writes a key pair locally."""
+_KEYGEN_HELP = ("write a CURVE key pair for remote control: FILE.key (public) and "
+                "FILE.key_secret")
+
+
 def _add_commands(sub: argparse._SubParsersAction) -> None:
     _add_addport(sub)
-    p = _command(sub, "setport", "shut (1) or open (0) a port", "setPort",
-                 lambda a: {"port": a.port, "shut": a.shut}, None)
+    p = _command(sub, "setport", "shut (1) or open (0) a port",
+                 lambda a: {"port": a.port, "shut": a.shut})
     p.add_argument("port", metavar="PORT", type=port_number)
     p.add_argument("--shut", metavar="0|1", type=shut_flag, required=True,
                    help="1: drop the port's traffic, 0: forward it again")
-    p = _command(sub, "delport", "delete a port", "delPort", _port_only, None)
+    p = _command(sub, "delport", "delete a port", _port_only)
     p.add_argument("port", metavar="PORT", type=port_number)
     p = _command(sub, "restartport", "restart a port's worker (also clears FATAL)",
-                 "restartPort", _port_only, None)
+                 _port_only)
     p.add_argument("port", metavar="PORT", type=port_number)
-    _command(sub, "listport", "list ports with state and counters", "listPort",
-             _no_params, render.ports)
+    _command(sub, "listport", "list ports with state and counters", _no_params)
     p = _command(sub, "setif", "set a port interface's address, netmask or MTU",
-                 "setInterface", _setif_params, None)
+                 _setif_params)
     p.add_argument("port", metavar="PORT", type=port_number)
     p.add_argument("--address", metavar="A", help="IPv4 or IPv6 address (A or A/PREFIX)")
     p.add_argument("--netmask", metavar="M", help="netmask, dotted or prefix length")
     p.add_argument("--mtu", metavar="N", type=positive_int, help="MTU in bytes")
-    _command(sub, "listif", "list port interfaces with addresses and MTU", "listInterface",
-             _no_params, render.interfaces)
-    _command(sub, "listfdb", "list learned addresses", "listFdb", _no_params, render.fdb)
-    p = _command(sub, "flushfdb", "forget learned addresses (of one port, or all)", "flushFdb",
-                 lambda a: {} if a.port is None else {"port": a.port}, None)
+    _command(sub, "listif", "list port interfaces with addresses and MTU", _no_params)
+    _command(sub, "listfdb", "list learned addresses", _no_params)
+    p = _command(sub, "flushfdb", "forget learned addresses (of one port, or all)",
+                 lambda a: {} if a.port is None else {"port": a.port})
     p.add_argument("port", metavar="PORT", type=port_number, nargs="?")
-    _command(sub, "status", "show the supervisor, broker and FDB state", "getStatus",
-             _no_params, render.status)
-    p = _command(sub, "keygen", "write a CURVE key pair for remote control: "
-                 "FILE.key (public) and FILE.key_secret", "", _no_params, None)
+    _command(sub, "status", "show the supervisor, broker and FDB state", _no_params)
+    p = sub.add_parser(KEYGEN, help=_KEYGEN_HELP, description=_KEYGEN_HELP)
+    p.set_defaults(method=None, params=_no_params, renderer=None, command_parser=p)
     p.add_argument("file", metavar="FILE")
 
 
@@ -289,7 +296,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Send the request ``args`` describes and print the result; returns the exit status."""
-    if args.command == "keygen":
+    if args.command == KEYGEN:
         return _keygen(args)
     curve = (args.ctl_key, args.ctl_server_key) if args.ctl_key else None
     endpoint = args.ctl or paths.RunDir(args.rundir).ctl_endpoint

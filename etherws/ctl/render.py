@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 NONE = "-"
 GAP = "  "
@@ -209,3 +209,9 @@ def status(result: Mapping[str, Any]) -> str:
         width = max(len(k) for k, _ in pairs)
         blocks.append("\n".join(f"{k.ljust(width)}{GAP}{v}" for k, v in pairs))
     return "\n\n".join(blocks)
+
+
+VIEWS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "ports": ports, "interfaces": interfaces, "fdb": fdb, "status": status,
+}
+"""The views ``control.COMMANDS`` names, by name."""

@@ -11,7 +11,8 @@ import json
 import os
 import ssl
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 from etherws.control import Handler, Later, Refused
 from etherws.frame import mac_to_text
@@ -19,12 +20,17 @@ from etherws.ifaddr import AddressError, check_mtu, parse_address
 from etherws.runtime import tuntap
 from etherws.supervisor import netif
 from etherws.supervisor.policy import State
-from etherws.supervisor.ports import Port
-from etherws.tables import F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT, PortKind, split_key
+from etherws.supervisor.ports import Port, PortManager
+from etherws.tables import (
+    F_IN_USE,
+    F_REFUSED_FULL,
+    F_REFUSED_PORT,
+    FdbTable,
+    PortKind,
+    PortTable,
+    split_key,
+)
 from etherws.wsurl import Target, check_proxy_env, parse_proxy
-
-if TYPE_CHECKING:
-    from etherws.supervisor.service import Supervisor
 
 Params = dict[str, Any]
 FLUSH_TIMEOUT_S = 2.0
@@ -34,15 +40,30 @@ worker's own limit for one attempt (``client.ATTEMPT_LIMIT_S``), so the worker d
 MAX_URL = 2048
 
 
-def _port(sup: Supervisor, params: Params) -> Port:
+@dataclass
+class Switch:
+    """What the control handlers see of the running switch, and all they may change: the
+    ports (through their manager), the shared tables, and a way to ask for a stop."""
+
+    ports: PortManager
+    table: PortTable
+    fdb: FdbTable
+    ageout_s: float
+    rundir: str
+    started: float
+    """time.monotonic() at start"""
+    stop: Callable[[], None]
+
+
+def _port(sw: Switch, params: Params) -> Port:
     number = params["port"]
-    port = sup.ports.ports.get(number)
+    port = sw.ports.ports.get(number)
     if port is None:
         raise Refused("no-such-port", f"no port {number}")
     return port
 
 
-def port_entry(sup: Supervisor, port: Port, now: float) -> dict[str, Any]:
+def port_entry(sw: Switch, port: Port, now: float) -> dict[str, Any]:
     """A listPort entry.
 
     While a tunnel port's worker runs, its state is the link's (connecting, up, backoff,
@@ -51,10 +72,10 @@ def port_entry(sup: Supervisor, port: Port, now: float) -> dict[str, Any]:
     """
     child, life = port.child, port.child.life
     cpu, rss = child.stats()
-    slot = sup.table.read(port.slot)
+    slot = sw.table.read(port.slot)
     state, reason = life.state.value, life.reason
     next_retry = max(0.0, life.next_start_at - now) if life.next_start_at is not None else None
-    link = sup.ports.link(port)
+    link = sw.ports.link(port)
     if link is not None and life.state in (State.STARTING, State.UP):
         state = str(link["state"])
         reason = str(link["error"] or "") if state != "up" else reason
@@ -75,7 +96,7 @@ def port_entry(sup: Supervisor, port: Port, now: float) -> dict[str, Any]:
 CLIENT_ONLY = ("user", "passwd", "cacerts", "insecure", "proxy", "proxy_env", "retry")
 
 
-def add_port(sup: Supervisor, params: Params) -> dict[str, Any] | Later:
+def add_port(sw: Switch, params: Params) -> dict[str, Any] | Later:
     """addPort: a TAP (created or attached), an existing interface (netdev) or an
     outgoing WebSocket (client)."""
     kinds = {"tap": PortKind.TAP, "netdev": PortKind.NETDEV, "client": PortKind.CLIENT}
@@ -84,14 +105,14 @@ def add_port(sup: Supervisor, params: Params) -> dict[str, Any] | Later:
         raise Refused("bad-type", f"unknown port type {params['type']!r} "
                                   f"(one of: {', '.join(kinds)})")
     if kind is PortKind.CLIENT:
-        return add_client(sup, params)
+        return add_client(sw, params)
     extra = [k for k in CLIENT_ONLY if k in params]
     if extra:
         raise Refused("bad-option", f"{extra[0]!r} is an option of client ports")
     name = params["target"]
     if not tuntap.valid_ifname(name):
         raise Refused("bad-name", f"{name!r} is not a valid interface name")
-    other = sup.ports.find_target(name)
+    other = sw.ports.find_target(name)
     if other is not None:
         raise Refused("duplicate", f"{name} is already port {other.number}")
     created = False
@@ -112,12 +133,12 @@ def add_port(sup: Supervisor, params: Params) -> dict[str, Any] | Later:
         raise Refused("bad-name", "the loopback interface cannot be a switch port")
     try:
         netif.set_up(name)
-        port = sup.ports.add(kind, name, time.monotonic(), created_tap=created)
+        port = sw.ports.add(kind, name, time.monotonic(), created_tap=created)
     except (OSError, LookupError) as exc:
         if created:
             tuntap.delete_persistent_tap(name)
         raise Refused("add-failed", f"cannot add {name}: {exc}") from None
-    return {"entries": [port_entry(sup, port, time.monotonic())]}
+    return {"entries": [port_entry(sw, port, time.monotonic())]}
 
 
 def _client_options(params: Params, target: Target) -> tuple[str, ...]:
@@ -160,7 +181,7 @@ def _client_secrets(params: Params) -> bytes:
     return json.dumps({k: params.get(k) for k in keys}).encode()
 
 
-def add_client(sup: Supervisor, params: Params) -> Later:
+def add_client(sw: Switch, params: Params) -> Later:
     """addPort client: start the worker, answer once its first connection is decided.
 
     Without ``retry``, a first connection that fails removes the port again and the
@@ -173,35 +194,35 @@ def add_client(sup: Supervisor, params: Params) -> Later:
         target = Target.parse(url)
     except ValueError as exc:  # its message never repeats the URL (it may hold a password)
         raise Refused("bad-url", str(exc)) from None
-    other = sup.ports.find_target(url)
+    other = sw.ports.find_target(url)
     if other is not None:
         raise Refused("duplicate", f"{url} is already port {other.number}")
     options = _client_options(params, target)
     secrets = _client_secrets(params)
     try:
-        port = sup.ports.add(PortKind.CLIENT, url, time.monotonic(), options=options,
+        port = sw.ports.add(PortKind.CLIENT, url, time.monotonic(), options=options,
                              secrets=secrets)
     except (OSError, LookupError) as exc:
         raise Refused("add-failed", f"cannot add {url}: {exc}") from None
-    return Later(_first_answer(sup, port, bool(params.get("retry")),
+    return Later(_first_answer(sw, port, bool(params.get("retry")),
                                time.monotonic() + FIRST_ANSWER_S))
 
 
-def _first_answer(sup: Supervisor, port: Port, retry: bool,
+def _first_answer(sw: Switch, port: Port, retry: bool,
                   deadline: float) -> Callable[[], Mapping[str, Any] | None]:
     def poll() -> Mapping[str, Any] | None:
         now = time.monotonic()
-        if sup.ports.ports.get(port.number) is not port:
+        if sw.ports.ports.get(port.number) is not port:
             raise Refused("gone", f"port {port.number} was deleted before it connected")
-        link = sup.ports.link(port) or {}
+        link = sw.ports.link(port) or {}
         first, life = link.get("first"), port.child.life
         settled = first is not None or life.state in (State.FATAL, State.STOPPED)
         if first == "ok" or (retry and (settled or now >= deadline)):
-            return {"entries": [port_entry(sup, port, now)]}
+            return {"entries": [port_entry(sw, port, now)]}
         if not settled and now < deadline:
             return None
         why = link.get("error") or life.reason or f"no connection within {FIRST_ANSWER_S:g}s"
-        sup.ports.remove(port)
+        sw.ports.remove(port)
         raise Refused("connect-failed", f"cannot connect to {port.target}: {why}")
     return poll
 
@@ -215,42 +236,42 @@ def _try_attach(name: str) -> None:
         raise Refused("tap-busy", f"cannot attach to {name}: {exc}") from None
 
 
-def set_port(sup: Supervisor, params: Params) -> dict[str, Any]:
+def set_port(sw: Switch, params: Params) -> dict[str, Any]:
     """setPort: shut or open a port."""
-    port = _port(sup, params)
-    sup.ports.set_shut(port, params["shut"])
+    port = _port(sw, params)
+    sw.ports.set_shut(port, params["shut"])
     return {"entries": [{"port": port.number, "shut": port.shut}]}
 
 
-def del_port(sup: Supervisor, params: Params) -> dict[str, Any]:
+def del_port(sw: Switch, params: Params) -> dict[str, Any]:
     """delPort: stop the worker, forget its addresses, delete its TAP if we made it."""
-    port = _port(sup, params)
+    port = _port(sw, params)
     # Releasing the slot bumps the port table's generation; the broker then forgets the
     # port's addresses itself (and so does a restarted broker), while listfdb hides them
     # at once because their port is gone.
-    sup.ports.remove(port)
+    sw.ports.remove(port)
     return {"entries": [{"port": port.number}]}
 
 
-def restart_port(sup: Supervisor, params: Params) -> dict[str, Any]:
+def restart_port(sw: Switch, params: Params) -> dict[str, Any]:
     """restartPort: clear FATAL (or just bounce a worker)."""
-    port = _port(sup, params)
+    port = _port(sw, params)
     if port.kind is PortKind.SERVER:
         raise Refused("not-restartable", f"port {port.number} is an accepted peer: its "
                       "connection cannot be restarted (delport ends it; the peer reconnects)")
-    sup.ports.restart(port, time.monotonic())
-    return {"entries": [port_entry(sup, port, time.monotonic())]}
+    sw.ports.restart(port, time.monotonic())
+    return {"entries": [port_entry(sw, port, time.monotonic())]}
 
 
-def list_port(sup: Supervisor, params: Params) -> dict[str, Any]:
+def list_port(sw: Switch, params: Params) -> dict[str, Any]:
     """listPort: the per-port process monitor."""
     now = time.monotonic()
-    return {"entries": [port_entry(sup, p, now) for p in sup.ports.ports.values()]}
+    return {"entries": [port_entry(sw, p, now) for p in sw.ports.ports.values()]}
 
 
-def set_interface(sup: Supervisor, params: Params) -> dict[str, Any]:
+def set_interface(sw: Switch, params: Params) -> dict[str, Any]:
     """setInterface: address and/or MTU of a TAP or netdev port's interface."""
-    port = _port(sup, params)
+    port = _port(sw, params)
     if port.kind not in (PortKind.TAP, PortKind.NETDEV):
         raise Refused("not-an-interface", f"port {port.number} has no interface")
     if "address" not in params and "mtu" not in params:
@@ -269,13 +290,13 @@ def set_interface(sup: Supervisor, params: Params) -> dict[str, Any]:
             netif.set_mtu(port.target, mtu)
     except OSError as exc:
         raise Refused("netlink", str(exc)) from None
-    return list_interface(sup, {"port": port.number})
+    return list_interface(sw, {"port": port.number})
 
 
-def list_interface(sup: Supervisor, params: Params) -> dict[str, Any]:
+def list_interface(sw: Switch, params: Params) -> dict[str, Any]:
     """listInterface: addresses and MTU of every interface port."""
     entries = []
-    for port in sup.ports.ports.values():
+    for port in sw.ports.ports.values():
         if port.kind not in (PortKind.TAP, PortKind.NETDEV):
             continue
         if "port" in params and port.number != params["port"]:
@@ -289,14 +310,14 @@ def list_interface(sup: Supervisor, params: Params) -> dict[str, Any]:
     return {"entries": entries}
 
 
-def list_fdb(sup: Supervisor, params: Params) -> dict[str, Any]:
+def list_fdb(sw: Switch, params: Params) -> dict[str, Any]:
     """listFdb: learned addresses with their port and age in seconds."""
     now_ns = time.monotonic_ns()
-    ageout_ns = sup.cfg.ageout * 1e9
+    ageout_ns = sw.ageout_s * 1e9
     entries = []
-    for _, key, port, seen_ns in sup.fdb.entries():
+    for _, key, port, seen_ns in sw.fdb.entries():
         age_ns = max(0, now_ns - seen_ns)
-        if age_ns >= ageout_ns or port not in sup.ports.ports:
+        if age_ns >= ageout_ns or port not in sw.ports.ports:
             continue  # expired or of a deleted port: the broker drops it within a second
         vid, mac = split_key(key)
         entries.append({"vid": vid, "mac": mac_to_text(mac), "port": port,
@@ -305,45 +326,59 @@ def list_fdb(sup: Supervisor, params: Params) -> dict[str, Any]:
     return {"entries": entries}
 
 
-def flush_fdb(sup: Supervisor, params: Params) -> dict[str, Any]:
-    """flushFdb: forget learned addresses (of one port, or all)."""
+def flush_fdb(sw: Switch, params: Params) -> Later:
+    """flushFdb: forget learned addresses (of one port, or all).
+
+    The broker does the flush; the reply waits for it (deferred, so the supervisor
+    keeps serving meanwhile) and is refused when the broker does not answer in time."""
     number = params.get("port", 0)
     if number:
-        _port(sup, params)
-    if not sup.flush(number, FLUSH_TIMEOUT_S):
-        raise Refused("broker-down", "the broker did not answer in time; "
-                                     "it flushes when it is back")
-    return {"entries": []}
+        _port(sw, params)
+    ticket = sw.table.request_flush(number)
+    deadline = time.monotonic() + FLUSH_TIMEOUT_S
+
+    def poll() -> Mapping[str, Any] | None:
+        if sw.table.flush_done(ticket):
+            return {"entries": []}
+        if time.monotonic() > deadline:
+            raise Refused("broker-down", "the broker did not answer in time; "
+                                         "it flushes when it is back")
+        return None
+    return Later(poll)
 
 
-def get_status(sup: Supervisor, params: Params) -> dict[str, Any]:
+def get_status(sw: Switch, params: Params) -> dict[str, Any]:
     """getStatus: the supervisor, the broker and the FDB at a glance."""
-    broker = sup.ports.broker
-    w = sup.fdb.words
+    broker = sw.ports.broker
+    w = sw.fdb.words
     return {"entries": [{
-        "pid": os.getpid(), "rundir": sup.rundir.root,
-        "uptime": time.monotonic() - sup.started, "ports": len(sup.ports.ports),
+        "pid": os.getpid(), "rundir": sw.rundir,
+        "uptime": time.monotonic() - sw.started, "ports": len(sw.ports.ports),
         "broker": {"state": broker.life.state.value, "pid": broker.pid,
                    "restarts": broker.life.restarts, "reason": broker.life.reason},
-        "fdb": {"entries": w[F_IN_USE], "capacity": sup.fdb.capacity,
+        "fdb": {"entries": w[F_IN_USE], "capacity": sw.fdb.capacity,
                 "refused_full": w[F_REFUSED_FULL], "refused_port": w[F_REFUSED_PORT]},
     }]}
 
 
-def shutdown(sup: Supervisor, params: Params) -> dict[str, Any]:
+def shutdown(sw: Switch, params: Params) -> dict[str, Any]:
     """shutdown: reply, then stop everything in order."""
-    sup.stopping = True
+    sw.stop()
     return {"entries": [{"pid": os.getpid()}]}
 
 
-def table(sup: Supervisor) -> dict[str, Handler]:
-    """The method table for control.dispatch, bound to one supervisor."""
-    def bind(fn: Callable[[Supervisor, Params], dict[str, Any] | Later]) -> Handler:
-        return lambda params: fn(sup, params)
-    return {
-        "addPort": bind(add_port), "setPort": bind(set_port), "delPort": bind(del_port),
-        "restartPort": bind(restart_port), "listPort": bind(list_port),
-        "setInterface": bind(set_interface), "listInterface": bind(list_interface),
-        "listFdb": bind(list_fdb), "flushFdb": bind(flush_fdb),
-        "getStatus": bind(get_status), "shutdown": bind(shutdown),
-    }
+HANDLERS: dict[str, Callable[[Switch, Params], Mapping[str, Any] | Later]] = {
+    "addPort": add_port, "setPort": set_port, "delPort": del_port,
+    "restartPort": restart_port, "listPort": list_port,
+    "setInterface": set_interface, "listInterface": list_interface,
+    "listFdb": list_fdb, "flushFdb": flush_fdb,
+    "getStatus": get_status, "shutdown": shutdown,
+}
+"""Every method of ``control.COMMANDS`` and what does it (a test checks they agree)."""
+
+
+def table(sw: Switch) -> dict[str, Handler]:
+    """The method table for control.dispatch, bound to one switch."""
+    def bind(fn: Callable[[Switch, Params], Mapping[str, Any] | Later]) -> Handler:
+        return lambda params: fn(sw, params)
+    return {method: bind(fn) for method, fn in HANDLERS.items()}

@@ -117,7 +117,9 @@ class Supervisor:
         if self.server is not None:
             self.server.start_listener(self._child_argv("etherws.workers.listener"),
                                        time.monotonic())
-        self._handlers = handlers.table(self)
+        self._handlers = handlers.table(handlers.Switch(
+            ports=self.ports, table=self.table, fdb=self.fdb, ageout_s=self.cfg.ageout,
+            rundir=self.rundir.root, started=self.started, stop=self._request_stop))
         self._ready = True
         log.info("supervisor started: run directory %s, control %s, broker pid %s",
                  self.rundir.root, self.ctl_endpoint, self.ports.broker.pid)
@@ -223,6 +225,9 @@ class Supervisor:
     def _on_stop_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
 
+    def _request_stop(self) -> None:
+        self.stopping = True
+
     def _serve_control(self, sock: zmq.Socket) -> None:
         for _ in range(32):  # bounded: the loop must keep supervising under a flood
             try:
@@ -284,16 +289,6 @@ class Supervisor:
             del self._pending[key]
             self._remember(key, reply, pending.id)
             sock.send_multipart([identity, b"", reply])
-
-    def flush(self, port: int, timeout_s: float) -> bool:
-        """Have the broker forget the addresses of ``port`` (0: all); False on timeout."""
-        ticket = self.table.request_flush(port)
-        end = time.monotonic() + timeout_s
-        while not self.table.flush_done(ticket):
-            if time.monotonic() > end:
-                return False
-            time.sleep(0.005)  # the broker serves flushes within one poll round
-        return True
 
     # --- stop -------------------------------------------------------------------------
     def cleanup(self) -> None:

@@ -1,0 +1,172 @@
+"""The control handlers against a switch of fakes: real tables in memory, real TAP
+devices, and stand-in worker processes (a sleeping Python) instead of port workers.
+
+This is the supervisor's control path without the supervisor: what each request does to
+the ports, the tables and the interfaces, and what it answers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from etherws import tables
+from etherws.control import Later, Refused
+from etherws.supervisor import handlers, netif
+from etherws.supervisor.handlers import Switch
+from etherws.supervisor.ports import PortManager
+from etherws.tables import FdbTable, PortKind, PortTable
+from tests import support
+
+STAND_IN = [sys.executable, "-c", "import time; time.sleep(120)"]
+"""A worker that does nothing but live; the port's arguments follow as its argv."""
+
+
+@pytest.fixture
+def switch(rundir: str) -> Iterator[Switch]:
+    """A switch whose workers are stand-ins; every port is removed afterwards."""
+    table = PortTable.format(bytearray(PortTable.size(8)), 8)
+    fdb = FdbTable.format(bytearray(FdbTable.size(64)), 64)
+    ports = PortManager(table, lambda module: list(STAND_IN), rundir)
+    stopped: list[bool] = []
+    sw = Switch(ports=ports, table=table, fdb=fdb, ageout_s=300.0, rundir=rundir,
+                started=time.monotonic(), stop=lambda: stopped.append(True))
+    try:
+        yield sw
+    finally:
+        for port in list(ports.ports.values()):
+            ports.remove(port)
+
+
+@pytest.fixture
+def tap_name() -> Iterator[str]:
+    """A TAP name of this test's own, deleted afterwards if anything left it."""
+    name = support.unique("etwh")
+    try:
+        yield name
+    finally:
+        support.delete_link(name)
+
+
+def call(sw: Switch, method: str, **params: Any) -> Mapping[str, Any]:
+    """Run a handler; a deferred answer is polled until it is known (with a deadline)."""
+    result = handlers.HANDLERS[method](sw, params)
+    if isinstance(result, Later):
+        return support.wait_until(result.poll, 5, f"the answer to {method}")
+    return result
+
+
+def test_addport_tap_creates_the_device_and_delport_deletes_it(switch: Switch,
+                                                                tap_name: str) -> None:
+    entry = call(switch, "addPort", type="tap", target=tap_name)["entries"][0]
+    assert (entry["port"], entry["type"], entry["target"]) == (1, "tap", tap_name)
+    assert netif.is_tap(tap_name)
+    port = switch.ports.ports[1]
+    assert switch.table.read(port.slot).port == 1
+    assert entry["pid"] == port.child.pid and port.child.popen is not None
+    call(switch, "delPort", port=1)
+    assert switch.ports.ports == {}
+    assert not netif.exists(tap_name)
+    assert port.child.popen is None or port.child.popen.poll() is not None
+
+
+def test_addport_refusals_change_nothing(switch: Switch, tap_name: str) -> None:
+    call(switch, "addPort", type="tap", target=tap_name)
+    for params, reason in [
+        ({"type": "tap", "target": tap_name}, "duplicate"),
+        ({"type": "bridge", "target": "x"}, "bad-type"),
+        ({"type": "tap", "target": "x" * 16}, "bad-name"),
+        ({"type": "tap", "target": "y", "insecure": True}, "bad-option"),
+        ({"type": "netdev", "target": support.unique("nope")}, "no-such-interface"),
+        ({"type": "netdev", "target": "lo"}, "bad-name"),
+        ({"type": "client", "target": "ftp://h/"}, "bad-url"),
+    ]:
+        with pytest.raises(Refused) as err:
+            call(switch, "addPort", **params)
+        assert err.value.reason == reason, params
+    assert list(switch.ports.ports) == [1]
+
+
+def test_setport_shuts_the_slot(switch: Switch, tap_name: str) -> None:
+    call(switch, "addPort", type="tap", target=tap_name)
+    slot = switch.ports.ports[1].slot
+    assert call(switch, "setPort", port=1, shut=True)["entries"] == [{"port": 1, "shut": True}]
+    assert switch.table.read(slot).shut
+    call(switch, "setPort", port=1, shut=False)
+    assert not switch.table.read(slot).shut
+
+
+@pytest.mark.parametrize("method, extra", [
+    ("setPort", {"shut": True}), ("delPort", {}), ("restartPort", {}),
+    ("setInterface", {"mtu": 1400}), ("flushFdb", {}),
+])
+def test_an_unknown_port_is_refused(switch: Switch, method: str, extra: dict[str, Any]) -> None:
+    with pytest.raises(Refused) as err:
+        call(switch, method, port=7, **extra)
+    assert err.value.reason == "no-such-port"
+
+
+def test_setif_sets_address_and_mtu(switch: Switch, tap_name: str) -> None:
+    call(switch, "addPort", type="tap", target=tap_name)
+    entry = call(switch, "setInterface", port=1, address="192.0.2.9/24", mtu=1400)["entries"][0]
+    assert (entry["address"], entry["netmask"], entry["mtu"]) == (
+        "192.0.2.9", "255.255.255.0", 1400)
+    with pytest.raises(Refused) as err:
+        call(switch, "setInterface", port=1, mtu=10)
+    assert err.value.reason == "bad-value"
+    info = netif.info(tap_name)
+    assert info is not None and info.mtu == 1400
+
+
+def test_restartport_starts_a_new_worker(switch: Switch, tap_name: str) -> None:
+    call(switch, "addPort", type="tap", target=tap_name)
+    before = switch.ports.ports[1].child.pid
+    after = call(switch, "restartPort", port=1)["entries"][0]["pid"]
+    assert after is not None and after != before
+
+
+def test_listfdb_hides_expired_entries_and_deleted_ports(switch: Switch,
+                                                         tap_name: str) -> None:
+    call(switch, "addPort", type="tap", target=tap_name)
+    now = time.monotonic_ns()
+    mac = bytes.fromhex("020000000001")
+    switch.fdb.write(0, tables.fdb_key(0, mac), 1, now)
+    switch.fdb.write(1, tables.fdb_key(0, bytes.fromhex("020000000002")), 1,
+                     now - 301 * 1_000_000_000)  # older than ageout
+    switch.fdb.write(2, tables.fdb_key(5, bytes.fromhex("020000000003")), 9, now)  # no port 9
+    assert call(switch, "listFdb")["entries"] == [
+        {"vid": 0, "mac": "02:00:00:00:00:01", "port": 1, "age": 0}]
+
+
+def test_flushfdb_waits_for_the_broker_without_blocking(switch: Switch) -> None:
+    later = handlers.HANDLERS["flushFdb"](switch, {})
+    assert isinstance(later, Later)
+    assert later.poll() is None  # deferred: the supervisor's loop goes on meanwhile
+    # the broker's side: it serves the request it finds
+    switch.table.words[tables.H_FLUSH_DONE] = switch.table.words[tables.H_FLUSH_REQUEST]
+    assert later.poll() == {"entries": []}
+
+
+def test_flushfdb_is_refused_when_the_broker_does_not_answer(
+        switch: Switch, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handlers, "FLUSH_TIMEOUT_S", 0.05)
+    later = handlers.HANDLERS["flushFdb"](switch, {})
+    assert isinstance(later, Later)
+    with pytest.raises(Refused) as err:
+        support.wait_until(later.poll, 5, "the refusal")
+    assert err.value.reason == "broker-down"
+
+
+def test_status_and_shutdown(switch: Switch) -> None:
+    status = call(switch, "getStatus")["entries"][0]
+    assert status["pid"] == os.getpid() and status["rundir"] == switch.rundir
+    assert status["ports"] == 0 and status["fdb"]["capacity"] == 64
+    stopped: list[bool] = []
+    switch.stop = lambda: stopped.append(True)
+    call(switch, "shutdown")
+    assert stopped == [True]
