@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+IFNAMSIZ = 16
+"""The kernel's interface-name buffer, NUL included: names have at most 15 bytes."""
 MIN_MTU = 68
 """The IPv4 minimum (RFC 791); the kernel refuses less on Ethernet."""
 MAX_MTU = 65521
@@ -61,3 +63,16 @@ def check_mtu(mtu: int) -> int:
     if not MIN_MTU <= mtu <= MAX_MTU:
         raise AddressError(f"MTU {mtu} is out of range ({MIN_MTU}..{MAX_MTU})")
     return mtu
+
+
+def valid_ifname(name: str) -> bool:
+    """True when ``name`` is a fixed interface name the kernel accepts.
+
+    The kernel's ``dev_valid_name``: 1..15 bytes, no '/', ':' or whitespace, not '.'
+    or '..'. Also refused here: NUL, and '%' — the kernel treats ``tap%d`` as a
+    pattern and picks a new name on every creation, which a port cannot re-attach to.
+    """
+    raw = name.encode("utf-8", "surrogateescape")  # os.fsencode on Linux, without os
+    if not 1 <= len(raw) < IFNAMSIZ or raw in (b".", b".."):
+        return False
+    return not any(c in b"/:%\0" or chr(c).isspace() for c in raw)

@@ -24,6 +24,8 @@ import fcntl
 import os
 import struct
 
+from etherws.ifaddr import valid_ifname
+
 TUN_DEVICE = "/dev/net/tun"
 
 TUNSETIFF = 0x400454CA
@@ -35,8 +37,6 @@ IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
 IFF_VNET_HDR = 0x4000
 
-IFNAMSIZ = 16
-"""The kernel's interface-name buffer, NUL included: names have at most 15 bytes."""
 
 _IFREQ = struct.Struct("16sH22x")  # struct ifreq: ifr_name, ifr_flags, padding to 40 bytes
 
@@ -47,19 +47,6 @@ _ATTACH_ERRORS = {
     errno.EPERM: "not permitted (needs CAP_NET_ADMIN, or the TAP belongs to another "
                  "user or group)",
 }
-
-
-def valid_ifname(name: str) -> bool:
-    """True when ``name`` is a fixed interface name the kernel accepts.
-
-    The kernel's ``dev_valid_name``: 1..15 bytes, no '/', ':' or whitespace, not '.'
-    or '..'. Also refused here: NUL, and '%' — the kernel treats ``tap%d`` as a
-    pattern and picks a new name on every creation, which a port cannot re-attach to.
-    """
-    raw = os.fsencode(name)
-    if not 1 <= len(raw) < IFNAMSIZ or raw in (b".", b".."):
-        return False
-    return not any(c in b"/:%\0" or chr(c).isspace() for c in raw)
 
 
 def attach_tap(name: str) -> int:

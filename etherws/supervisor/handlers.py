@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 from etherws.control import Handler, Later, Refused
 from etherws.frame import mac_to_text
-from etherws.ifaddr import AddressError, check_mtu, parse_address
+from etherws.ifaddr import AddressError, check_mtu, parse_address, valid_ifname
 from etherws.runtime import tuntap
 from etherws.supervisor import netif
 from etherws.supervisor.policy import State
@@ -110,7 +110,7 @@ def add_port(sw: Switch, params: Params) -> dict[str, Any] | Later:
     if extra:
         raise Refused("bad-option", f"{extra[0]!r} is an option of client ports")
     name = params["target"]
-    if not tuntap.valid_ifname(name):
+    if not valid_ifname(name):
         raise Refused("bad-name", f"{name!r} is not a valid interface name")
     other = sw.ports.find_target(name)
     if other is not None:

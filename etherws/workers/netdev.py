@@ -37,7 +37,7 @@ import struct
 import sys
 
 from etherws.frame import MAX_FRAME
-from etherws.runtime import tuntap
+from etherws.ifaddr import valid_ifname
 from etherws.workers.link import MediumClosed, worker_main
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def vlan_tag(ancdata: list[tuple[int, int, bytes]]) -> bytes:
 
 def _open_socket(name: str) -> tuple[socket.socket, int]:
     """A bound, promiscuous, non-blocking packet socket on ``name`` and its ifindex."""
-    if not tuntap.valid_ifname(name):
+    if not valid_ifname(name):
         raise OSError(errno.EINVAL, f"invalid interface name {name!r}")
     try:
         ifindex = socket.if_nametoindex(name)
