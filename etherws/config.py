@@ -95,6 +95,8 @@ def parse_toml(text: str) -> dict[str, Any]:
         raise ConfigError(f"configuration file: {exc}") from None
     out: dict[str, Any] = {}
     for key, value in data.items():
+        if key == "ports":
+            continue  # the declared ports: etherws.portconfig reads them
         name = key.replace("-", "_")
         if name not in _TYPES:
             raise ConfigError(f"configuration file: unknown key {key!r}")

@@ -63,10 +63,14 @@ def _default_reason(code: int) -> str:
         return "error"
 
 
+class PortRef:
+    """A parameter type: a port's number (an int) or its name (a str)."""
+
+
 # A parameter spec: name -> (type, required). bool is checked apart from int, since
 # True is an int to isinstance.
 Spec = Mapping[str, tuple[type, bool]]
-_PORT: Spec = {"port": (int, True)}
+_PORT: Spec = {"port": (PortRef, True)}
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class Command:
     params: Spec
     verb: str | None
     view: str | None
+    """A view of etherws-ctl's (``ctl.render.VIEWS``); etherws-supervisor prints the
+    results of the commands it sends itself."""
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -95,21 +101,25 @@ COMMANDS: tuple[Command, ...] = (
         "proxy": (str, False),
         "proxy_env": (dict, False),
         "retry": (bool, False),
+        "name": (str, False),
+        "bridge": (str, False),
     }, "addport", "ports"),
-    Command("setPort", {"port": (int, True), "shut": (bool, True)}, "setport", None),
+    Command("setPort", {"port": (PortRef, True), "shut": (bool, True)}, "setport", None),
     Command("delPort", _PORT, "delport", None),
     Command("restartPort", _PORT, "restartport", None),
     Command("listPort", {}, "listport", "ports"),
     Command("setInterface", {
-        "port": (int, True),
+        "port": (PortRef, True),
         "address": (str, False),
         "netmask": (str, False),
         "mtu": (int, False),
     }, "setif", None),
     Command("listInterface", {}, "listif", "interfaces"),
     Command("listFdb", {}, "listfdb", "fdb"),
-    Command("flushFdb", {"port": (int, False)}, "flushfdb", None),
+    Command("flushFdb", {"port": (PortRef, False)}, "flushfdb", None),
     Command("getStatus", {}, "status", "status"),
+    Command("saveConfig", {}, "save", "saved"),
+    Command("reloadConfig", {}, None, "changes"),
     Command("shutdown", {}, None, None),
 )
 BY_METHOD: dict[str, Command] = {c.method: c for c in COMMANDS}
@@ -148,10 +158,15 @@ def _check_params(method: str, params: Any) -> dict[str, Any]:
                 raise RpcError(Code.INVALID_PARAMS, f"{method}: missing parameter {name!r}")
             continue
         value = params[name]
-        ok = isinstance(value, bool) if typ is bool else (
-            isinstance(value, typ) and not isinstance(value, bool))
+        if typ is PortRef:
+            ok = isinstance(value, (int, str)) and not isinstance(value, bool)
+            what = "a port number or name"
+        else:
+            ok = isinstance(value, bool) if typ is bool else (
+                isinstance(value, typ) and not isinstance(value, bool))
+            what = typ.__name__
         if not ok:
-            raise RpcError(Code.INVALID_PARAMS, f"{method}: {name!r} must be {typ.__name__}")
+            raise RpcError(Code.INVALID_PARAMS, f"{method}: {name!r} must be {what}")
     return {k: v for k, v in params.items() if v is not None}
 
 

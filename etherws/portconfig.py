@@ -29,6 +29,7 @@ MTU, bridge, shut) are applied to the running port. Ports are matched by number.
 from __future__ import annotations
 
 import posixpath
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -108,6 +109,15 @@ class PortSpec:
         return out
 
 
+def ports_of(text: str, base_dir: str, source: str) -> list[PortSpec]:
+    """The ports a configuration file's text declares (none without ``[[ports]]``)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PortConfigError(f"{source}: {exc}") from None
+    return parse_ports(data["ports"], base_dir, source) if "ports" in data else []
+
+
 def parse_ports(value: Any, base_dir: str, source: str = "configuration file") -> list[PortSpec]:
     """The ``ports`` value of a parsed TOML file: a list of tables, checked, with numbers
     assigned and relative paths resolved against ``base_dir``; PortConfigError."""
@@ -182,10 +192,18 @@ def _type_name(typ: type) -> str:
     return {str: "a string", int: "an integer", bool: "true or false"}[typ]
 
 
+NAME_RULE = "a letter, then letters, digits, '-', '_' or '.' (at most 64)"
+
+
+def valid_port_name(name: str) -> bool:
+    """A port name: unlike a number, and usable on a command line unquoted."""
+    return (0 < len(name) <= 64 and name.isascii() and name[0].isalpha()
+            and all(c.isalnum() or c in "-_." for c in name))
+
+
 def _check_name(name: str, where: str) -> None:
-    if not name or not name.isprintable() or name.isdigit() or any(c.isspace() for c in name):
-        raise PortConfigError(f"{where}: 'name': {name!r} must be a word of printable "
-                              "characters, not a number")
+    if not valid_port_name(name):
+        raise PortConfigError(f"{where}: 'name': {name!r} is not a port name: {NAME_RULE}")
 
 
 def _check_client(url: str, table: Mapping[str, Any], where: str) -> None:
@@ -325,3 +343,46 @@ def plan(running: Mapping[int, PortSpec], wanted: Sequence[PortSpec]) -> Plan:
         else:
             unchanged.append(spec.number)
     return Plan(tuple(remove), tuple(add), tuple(change), tuple(unchanged))
+
+
+def saved_tables(existing: Sequence[Mapping[str, Any]], running: Sequence[PortSpec],
+                 base_dir: str) -> list[tuple[int | None, dict[str, Any]]]:
+    """How ``save`` writes the ``running`` ports over the file's ``existing`` tables.
+
+    Returns the tables in file order, each with the index of the existing table it
+    rewrites in place (keeping the user's comments and key order), or None for a new one:
+    existing ports keep their place, new ones follow by number. A ``number`` key is
+    written only where declaration order would give another number (or the user wrote
+    one), and a path the user wrote relative to the file stays as written.
+    """
+    try:
+        old = parse_ports(list(existing), base_dir)
+    except PortConfigError:
+        old = []  # a file the supervisor did not start from: its ports are rewritten
+    wanted = {s.number: s for s in running}
+    order: list[tuple[int | None, PortSpec]] = [
+        (i, wanted[s.number]) for i, s in enumerate(old) if s.number in wanted]
+    kept = {s.number for _, s in order}
+    order += [(None, s) for s in sorted(running, key=lambda s: s.number or 0)
+              if s.number not in kept]
+    explicit = {s.number for i, s in order if i is not None and "number" in existing[i]}
+    while True:
+        trial = assign_numbers([replace(s, number=s.number if s.number in explicit else None)
+                                for _, s in order])
+        wrong = {want.number for (_, want), got in zip(order, trial, strict=True)
+                 if got.number != want.number}
+        if not wrong:
+            break
+        explicit |= wrong
+    out: list[tuple[int | None, dict[str, Any]]] = []
+    for i, spec in order:
+        table = replace(spec, number=spec.number if spec.number in explicit else None
+                        ).to_table()
+        if i is not None:
+            for key in _PATH_KEYS:
+                written = existing[i].get(key)
+                if isinstance(written, str) and key in table and table[key] == \
+                        posixpath.normpath(posixpath.join(base_dir, written)):
+                    table[key] = written
+        out.append((i, table))
+    return out

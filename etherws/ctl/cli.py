@@ -23,6 +23,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from etherws import __version__, paths
 from etherws.control import BY_VERB, Command, RpcError
+from etherws.portconfig import valid_port_name
 from etherws.ctl import render
 from etherws.runtime import curvekeys
 from etherws.runtime.ctlclient import ControlClient, PermissionDenied, Unreachable
@@ -78,6 +79,14 @@ def port_number(value: str) -> int:
     return _positive_int(value, "a port number", " (ports start at 1)")
 
 
+def port_ref(value: str) -> int | str:
+    """PORT: a port number, or a port's name (which starts with a letter)."""
+    if valid_port_name(value):
+        return value
+    return _positive_int(value, "a port number or name", " (ports start at 1; names "
+                         "start with a letter)")
+
+
 def positive_int(value: str) -> int:
     """A positive integer (an MTU)."""
     return _positive_int(value, "a positive integer")
@@ -120,10 +129,12 @@ def _add_addport(sub: argparse._SubParsersAction) -> None:
     # beside these without touching them.
     add = BY_VERB["addport"]
     tap = _command(kinds, "tap", "a TAP device (created if it does not exist)",
-                   lambda a: {"type": "tap", "target": a.name}, add)
-    tap.add_argument("name", metavar="NAME", help="TAP device name, e.g. ethws0")
+                   lambda a: _named(a, {"type": "tap", "target": a.tap, "bridge": a.bridge}),
+                   add)
+    tap.add_argument("tap", metavar="NAME", help="TAP device name, e.g. ethws0")
+    tap.add_argument("--bridge", metavar="BR", help="the TAP joins this bridge")
     netdev = _command(kinds, "netdev", "an existing network interface (AF_PACKET)",
-                      lambda a: {"type": "netdev", "target": a.ifname}, add)
+                      lambda a: _named(a, {"type": "netdev", "target": a.ifname}), add)
     netdev.add_argument("ifname", metavar="IFNAME", help="interface name, e.g. eth1")
     client = _command(kinds, "client", "an outgoing WebSocket tunnel to another switch",
                       _client_params, add)
@@ -139,13 +150,21 @@ def _add_addport(sub: argparse._SubParsersAction) -> None:
     client.add_argument("--retry", action="store_true", help="keep the port and keep "
                         "trying when the first connection fails")
     client.add_argument("url", metavar="URL", help="ws://HOST[:PORT]/PATH or wss://...")
+    for p in (tap, netdev, client):
+        p.add_argument("--name", metavar="N", help="a name for the port, unique; "
+                       "port commands accept it instead of the number")
+
+
+def _named(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with the port's name, and without options left unset."""
+    return {k: v for k, v in {**params, "name": args.name}.items() if v is not None}
 
 
 def _client_params(args: argparse.Namespace) -> dict[str, Any]:
     """addPort client's params: secrets from options, the prompt and this environment."""
     from etherws.wsurl import take_proxy_env
 
-    params: dict[str, Any] = {"type": "client", "target": args.url}
+    params: dict[str, Any] = _named(args, {"type": "client", "target": args.url})
     if args.user is not None:
         params["user"] = args.user
         params["passwd"] = args.passwd if args.passwd is not None else _ask_password(args.user)
@@ -201,18 +220,18 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     _add_addport(sub)
     p = _command(sub, "setport", "shut (1) or open (0) a port",
                  lambda a: {"port": a.port, "shut": a.shut})
-    p.add_argument("port", metavar="PORT", type=port_number)
+    p.add_argument("port", metavar="PORT", type=port_ref)
     p.add_argument("--shut", metavar="0|1", type=shut_flag, required=True,
                    help="1: drop the port's traffic, 0: forward it again")
     p = _command(sub, "delport", "delete a port", _port_only)
-    p.add_argument("port", metavar="PORT", type=port_number)
+    p.add_argument("port", metavar="PORT", type=port_ref)
     p = _command(sub, "restartport", "restart a port's worker (also clears FATAL)",
                  _port_only)
-    p.add_argument("port", metavar="PORT", type=port_number)
+    p.add_argument("port", metavar="PORT", type=port_ref)
     _command(sub, "listport", "list ports with state and counters", _no_params)
     p = _command(sub, "setif", "set a port interface's address, netmask or MTU",
                  _setif_params)
-    p.add_argument("port", metavar="PORT", type=port_number)
+    p.add_argument("port", metavar="PORT", type=port_ref)
     p.add_argument("--address", metavar="A", help="IPv4 or IPv6 address (A or A/PREFIX)")
     p.add_argument("--netmask", metavar="M", help="netmask, dotted or prefix length")
     p.add_argument("--mtu", metavar="N", type=positive_int, help="MTU in bytes")
@@ -220,8 +239,10 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     _command(sub, "listfdb", "list learned addresses", _no_params)
     p = _command(sub, "flushfdb", "forget learned addresses (of one port, or all)",
                  lambda a: {} if a.port is None else {"port": a.port})
-    p.add_argument("port", metavar="PORT", type=port_number, nargs="?")
+    p.add_argument("port", metavar="PORT", type=port_ref, nargs="?")
     _command(sub, "status", "show the supervisor, broker and FDB state", _no_params)
+    _command(sub, "save", "write the running ports into the configuration file",
+             _no_params)
     p = sub.add_parser(KEYGEN, help=_KEYGEN_HELP, description=_KEYGEN_HELP)
     p.set_defaults(method=None, params=_no_params, renderer=None, command_parser=p)
     p.add_argument("file", metavar="FILE")

@@ -103,12 +103,15 @@ PORT_COLUMNS = (
     Column("DROPS", True),
 )
 REASON = Column("REASON")
+NAME = Column("NAME")
 
 
 def port_state(entry: Mapping[str, Any]) -> str:
-    """The state, with ``,shut`` appended for a shut port: ``up,shut``."""
+    """The state, with ``,shut`` for a shut port and ``,unsaved`` for one that differs
+    from the configuration file: ``up,shut,unsaved``."""
     state = text(entry.get("state"))
-    return state + ",shut" if entry.get("shut") else state
+    state += ",shut" if entry.get("shut") else ""
+    return state + ",unsaved" if entry.get("unsaved") else state
 
 
 def port_reason(entry: Mapping[str, Any]) -> str:
@@ -121,18 +124,24 @@ def port_reason(entry: Mapping[str, Any]) -> str:
 
 
 def ports(result: Mapping[str, Any]) -> str:
-    """The listport table; a REASON column is added when any port has a reason."""
+    """The listport table; a NAME column is added when any port has a name, a REASON
+    column when any port has a reason."""
     entries = _entries(result)
+    columns: tuple[Column, ...] = PORT_COLUMNS
     rows = [[
         number(e.get("port")), text(e.get("type")), text(e.get("target")), port_state(e),
         number(e.get("pid")), number(e.get("restarts")), duration(e.get("uptime")),
         percent(e.get("cpu")), size(e.get("rss")), number(e.get("rx")), number(e.get("tx")),
         number(e.get("drops")),
     ] for e in entries]
+    names = [text(e.get("name")) for e in entries]
+    if any(e.get("name") for e in entries):
+        columns = (columns[0], NAME, *columns[1:])
+        rows = [r[:1] + [n] + r[1:] for r, n in zip(rows, names, strict=True)]
     reasons = [port_reason(e) for e in entries]
     if any(reasons):
-        return table((*PORT_COLUMNS, REASON), [r + [why] for r, why in zip(rows, reasons)])
-    return table(PORT_COLUMNS, rows)
+        return table((*columns, REASON), [r + [why] for r, why in zip(rows, reasons)])
+    return table(columns, rows)
 
 
 # --- listInterface ---------------------------------------------------------------
@@ -211,7 +220,21 @@ def status(result: Mapping[str, Any]) -> str:
     return "\n\n".join(blocks)
 
 
+def saved(result: Mapping[str, Any]) -> str:
+    """What ``save`` did: ``saved 3 ports to /etc/etherws/etherws.toml``."""
+    entry = next(iter(_entries(result)), {})
+    count = entry.get("ports")
+    return (f"saved {number(count)} port{'' if count == 1 else 's'} to "
+            f"{text(entry.get('path'))}")
+
+
+def changes(result: Mapping[str, Any]) -> str:
+    """What ``reload`` did, one change a line."""
+    return "\n".join(text(e.get("change")) for e in _entries(result))
+
+
 VIEWS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "ports": ports, "interfaces": interfaces, "fdb": fdb, "status": status,
+    "saved": saved, "changes": changes,
 }
 """The views ``control.COMMANDS`` names, by name."""

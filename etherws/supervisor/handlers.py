@@ -7,19 +7,19 @@ for the user. Refusals change nothing.
 
 from __future__ import annotations
 
-import json
 import os
-import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from etherws.control import Handler, Later, Refused
 from etherws.frame import mac_to_text
 from etherws.ifaddr import AddressError, check_mtu, parse_address, valid_ifname
-from etherws.runtime import tuntap
-from etherws.supervisor import netif
+from etherws.portconfig import NAME_RULE, PortSpec, valid_port_name
+from etherws.supervisor import netif, portops
+from etherws.supervisor.declared import Declared
 from etherws.supervisor.policy import State
+from etherws.supervisor.portops import PortError
 from etherws.supervisor.ports import Port, PortManager
 from etherws.tables import (
     F_IN_USE,
@@ -30,7 +30,7 @@ from etherws.tables import (
     PortTable,
     split_key,
 )
-from etherws.wsurl import Target, check_proxy_env, parse_proxy
+from etherws.wsurl import Secrets
 
 Params = dict[str, Any]
 FLUSH_TIMEOUT_S = 2.0
@@ -53,13 +53,16 @@ class Switch:
     started: float
     """time.monotonic() at start"""
     stop: Callable[[], None]
+    declared: Declared = field(default_factory=lambda: Declared(None))
+    """The configuration file and its ports (save, reload, unsaved)."""
 
 
 def _port(sw: Switch, params: Params) -> Port:
-    number = params["port"]
-    port = sw.ports.ports.get(number)
+    ref = params["port"]
+    port = sw.ports.find(ref)
     if port is None:
-        raise Refused("no-such-port", f"no port {number}")
+        raise Refused("no-such-port", f"no port {ref}" if isinstance(ref, int) else
+                      f"no port named {ref}")
     return port
 
 
@@ -83,7 +86,8 @@ def port_entry(sw: Switch, port: Port, now: float) -> dict[str, Any]:
         next_retry = max(0.0, (at_ns - time.monotonic_ns()) / 1e9) \
             if isinstance(at_ns, int) and state == "backoff" else None
     return {
-        "port": port.number, "type": port.kind.label, "target": port.target,
+        "port": port.number, "name": port.name, "type": port.kind.label,
+        "target": port.target, "unsaved": sw.declared.unsaved(port),
         "state": state, "shut": port.shut, "pid": child.pid,
         "restarts": life.restarts, "uptime": child.uptime(now), "cpu": cpu, "rss": rss,
         "rx": slot.rx, "tx": slot.tx, "rx_bytes": slot.rx_bytes, "tx_bytes": slot.tx_bytes,
@@ -99,111 +103,54 @@ CLIENT_ONLY = ("user", "passwd", "cacerts", "insecure", "proxy", "proxy_env", "r
 def add_port(sw: Switch, params: Params) -> dict[str, Any] | Later:
     """addPort: a TAP (created or attached), an existing interface (netdev) or an
     outgoing WebSocket (client)."""
-    kinds = {"tap": PortKind.TAP, "netdev": PortKind.NETDEV, "client": PortKind.CLIENT}
-    kind = kinds.get(params["type"])
-    if kind is None:
-        raise Refused("bad-type", f"unknown port type {params['type']!r} "
-                                  f"(one of: {', '.join(kinds)})")
-    if kind is PortKind.CLIENT:
+    kind = params["type"]
+    if kind not in portops.KINDS:
+        raise Refused("bad-type", f"unknown port type {kind!r} "
+                                  f"(one of: {', '.join(portops.KINDS)})")
+    target = params["target"]
+    name = params.get("name")
+    if name is not None and not valid_port_name(name):
+        raise Refused("bad-name", f"{name!r} is not a port name: {NAME_RULE}")
+    if kind == "client":
         return add_client(sw, params)
     extra = [k for k in CLIENT_ONLY if k in params]
     if extra:
         raise Refused("bad-option", f"{extra[0]!r} is an option of client ports")
-    name = params["target"]
-    if not valid_ifname(name):
-        raise Refused("bad-name", f"{name!r} is not a valid interface name")
-    other = sw.ports.find_target(name)
-    if other is not None:
-        raise Refused("duplicate", f"{name} is already port {other.number}")
-    created = False
-    if kind is PortKind.TAP:
-        if netif.exists(name) and not netif.is_tap(name):
-            raise Refused("not-a-tap", f"interface {name} exists and is not a TAP device")
-        if netif.exists(name):
-            _try_attach(name)
-        else:
-            try:
-                tuntap.create_persistent_tap(name)
-            except OSError as exc:
-                raise Refused("tap-failed", f"cannot create TAP {name}: {exc}") from None
-            created = True
-    elif not netif.exists(name):
-        raise Refused("no-such-interface", f"no interface named {name}")
-    elif name == "lo":
-        raise Refused("bad-name", "the loopback interface cannot be a switch port")
+    if not valid_ifname(target):
+        raise Refused("bad-name", f"{target!r} is not a valid interface name")
+    bridge = params.get("bridge")
+    if bridge is not None and (kind != "tap" or not valid_ifname(bridge)):
+        raise Refused("bad-option", "--bridge takes a bridge's name, for tap ports")
+    spec = PortSpec(kind, target, name=name, bridge=bridge)
     try:
-        netif.set_up(name)
-        port = sw.ports.add(kind, name, time.monotonic(), created_tap=created)
-    except (OSError, LookupError) as exc:
-        if created:
-            tuntap.delete_persistent_tap(name)
-        raise Refused("add-failed", f"cannot add {name}: {exc}") from None
+        port = portops.create(sw.ports, spec, Secrets(), retry=False)
+    except PortError as exc:
+        raise Refused(exc.reason, str(exc)) from None
     return {"entries": [port_entry(sw, port, time.monotonic())]}
-
-
-def _client_options(params: Params, target: Target) -> tuple[str, ...]:
-    """The client worker's command line options; Refused for ones that cannot work."""
-    options: list[str] = []
-    if (params.get("cacerts") or params.get("insecure")) and not target.secure:
-        raise Refused("bad-option", "--cacerts and --insecure are for wss:// URLs")
-    if params.get("cacerts") and params.get("insecure"):
-        raise Refused("bad-option", "choose --cacerts or --insecure, not both")
-    if params.get("cacerts"):
-        path = params["cacerts"]
-        if not os.path.isabs(path):
-            raise Refused("bad-option", f"--cacerts {path}: give an absolute path")
-        try:  # a CA file the worker could never load is an error now, not a crash loop
-            ssl.create_default_context(cafile=path)
-        except (OSError, ssl.SSLError) as exc:
-            why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
-            raise Refused("bad-cacerts", f"cannot use --cacerts {path}: {why}") from None
-        options += ["--cacerts", path]
-    if params.get("insecure"):
-        options.append("--insecure")
-    if params.get("retry"):
-        options.append("--retry")
-    return tuple(options)
-
-
-def _client_secrets(params: Params) -> bytes:
-    """What the client worker reads on its stdin; Refused (naming no secret) if unusable."""
-    if "passwd" in params and "user" not in params:
-        raise Refused("bad-option", "--passwd goes with --user")
-    if ":" in params.get("user", ""):
-        raise Refused("bad-option", "a Basic-auth user name cannot contain ':'")
-    try:
-        if params.get("proxy"):
-            parse_proxy(params["proxy"])
-        check_proxy_env(params.get("proxy_env"))
-    except ValueError as exc:
-        raise Refused("bad-proxy", str(exc)) from None
-    keys = ("user", "passwd", "proxy", "proxy_env")
-    return json.dumps({k: params.get(k) for k in keys}).encode()
 
 
 def add_client(sw: Switch, params: Params) -> Later:
     """addPort client: start the worker, answer once its first connection is decided.
 
-    Without ``retry``, a first connection that fails removes the port again and the
-    request is refused with the worker's reason (authentication, certificate, ...).
+    Without ``retry``, a first connection that fails removes the port again (its
+    number is given out again) and the request is refused with the worker's reason
+    (authentication, certificate, ...).
     """
     url = params["target"]
     if len(url) > MAX_URL:
         raise Refused("bad-url", f"the URL is longer than {MAX_URL} characters")
+    if "bridge" in params:
+        raise Refused("bad-option", "--bridge is an option of tap ports")
+    proxy, _ = portops.split_proxy(params["proxy"]) if params.get("proxy") else (None, None)
+    spec = PortSpec("client", url, name=params.get("name"), user=params.get("user"),
+                    cacerts=params.get("cacerts"), insecure=bool(params.get("insecure")),
+                    proxy=proxy)
+    secrets = Secrets(user=params.get("user"), passwd=params.get("passwd"),
+                      proxy=params.get("proxy"), proxy_env=params.get("proxy_env"))
     try:
-        target = Target.parse(url)
-    except ValueError as exc:  # its message never repeats the URL (it may hold a password)
-        raise Refused("bad-url", str(exc)) from None
-    other = sw.ports.find_target(url)
-    if other is not None:
-        raise Refused("duplicate", f"{url} is already port {other.number}")
-    options = _client_options(params, target)
-    secrets = _client_secrets(params)
-    try:
-        port = sw.ports.add(PortKind.CLIENT, url, time.monotonic(), options=options,
-                             secrets=secrets)
-    except (OSError, LookupError) as exc:
-        raise Refused("add-failed", f"cannot add {url}: {exc}") from None
+        port = portops.create(sw.ports, spec, secrets, retry=bool(params.get("retry")))
+    except PortError as exc:
+        raise Refused(exc.reason, str(exc)) from None
     return Later(_first_answer(sw, port, bool(params.get("retry")),
                                time.monotonic() + FIRST_ANSWER_S))
 
@@ -222,18 +169,9 @@ def _first_answer(sw: Switch, port: Port, retry: bool,
         if not settled and now < deadline:
             return None
         why = link.get("error") or life.reason or f"no connection within {FIRST_ANSWER_S:g}s"
-        sw.ports.remove(port)
+        sw.ports.remove(port, unnumber=True)
         raise Refused("connect-failed", f"cannot connect to {port.target}: {why}")
     return poll
-
-
-def _try_attach(name: str) -> None:
-    """Refuse an existing TUN/TAP the worker could never attach (a TUN device, flags
-    that differ, a TAP another process holds) now, not after a crash loop."""
-    try:
-        os.close(tuntap.attach_tap(name))
-    except OSError as exc:
-        raise Refused("tap-busy", f"cannot attach to {name}: {exc}") from None
 
 
 def set_port(sw: Switch, params: Params) -> dict[str, Any]:
@@ -290,6 +228,12 @@ def set_interface(sw: Switch, params: Params) -> dict[str, Any]:
             netif.set_mtu(port.target, mtu)
     except OSError as exc:
         raise Refused("netlink", str(exc)) from None
+    if port.spec is not None:  # what save writes: the address replaces its family's
+        spec = port.spec
+        if addr is not None:
+            kept = tuple(a for a in spec.address if parse_address(a).family != addr.family)
+            spec = replace(spec, address=kept + (addr.cidr,))
+        port.spec = replace(spec, mtu=mtu if mtu is not None else spec.mtu)
     return list_interface(sw, {"port": port.number})
 
 
@@ -331,9 +275,7 @@ def flush_fdb(sw: Switch, params: Params) -> Later:
 
     The broker does the flush; the reply waits for it (deferred, so the supervisor
     keeps serving meanwhile) and is refused when the broker does not answer in time."""
-    number = params.get("port", 0)
-    if number:
-        _port(sw, params)
+    number = _port(sw, params).number if "port" in params else 0
     ticket = sw.table.request_flush(number)
     deadline = time.monotonic() + FLUSH_TIMEOUT_S
 
@@ -361,6 +303,24 @@ def get_status(sw: Switch, params: Params) -> dict[str, Any]:
     }]}
 
 
+def save_config(sw: Switch, params: Params) -> dict[str, Any]:
+    """saveConfig: write the running ports into the configuration file."""
+    try:
+        path, count = sw.declared.save(sw.ports)
+    except PortError as exc:
+        raise Refused(exc.reason, str(exc)) from None
+    return {"entries": [{"path": path, "ports": count}]}
+
+
+def reload_config(sw: Switch, params: Params) -> dict[str, Any]:
+    """reloadConfig: apply the configuration file's ports; one entry per change."""
+    try:
+        lines = sw.declared.reload(sw.ports)
+    except PortError as exc:
+        raise Refused(exc.reason, str(exc)) from None
+    return {"entries": [{"change": line} for line in lines]}
+
+
 def shutdown(sw: Switch, params: Params) -> dict[str, Any]:
     """shutdown: reply, then stop everything in order."""
     sw.stop()
@@ -372,7 +332,8 @@ HANDLERS: dict[str, Callable[[Switch, Params], Mapping[str, Any] | Later]] = {
     "restartPort": restart_port, "listPort": list_port,
     "setInterface": set_interface, "listInterface": list_interface,
     "listFdb": list_fdb, "flushFdb": flush_fdb,
-    "getStatus": get_status, "shutdown": shutdown,
+    "getStatus": get_status, "saveConfig": save_config, "reloadConfig": reload_config,
+    "shutdown": shutdown,
 }
 """Every method of ``control.COMMANDS`` and what does it (a test checks they agree)."""
 

@@ -1,12 +1,13 @@
 """Netlink operations on port interfaces, through pyroute2 (I/O; supervisor only).
 
 Only the supervisor imports pyroute2 (it costs ~150 ms and 25 MB per process), so
-workers that restart often stay light (shared/research/library-fit.md §4).
+workers that restart often stay light.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -80,26 +81,64 @@ def set_mtu(name: str, mtu: int) -> None:
 
 
 def set_address(name: str, addr: IfAddress) -> None:
-    """Make ``addr`` the interface's address of its family.
+    """Make ``addr`` the interface's address of its family (``set_addresses``)."""
+    set_addresses(name, [addr])
 
-    Other global addresses of the same family are removed: "set" means the port ends
-    up with exactly this address, as etherws 1.3's setInterface did. The new address
-    is added before the old ones go, and setting the address it already has changes
-    nothing (routes through it survive an idempotent configuration script).
+
+def set_addresses(name: str, addrs: Sequence[IfAddress]) -> None:
+    """Make ``addrs`` the interface's global addresses of the families they are of.
+
+    Other global addresses of those families are removed: "set" means the port ends
+    up with exactly these addresses, as etherws 1.3's setInterface did; families not in
+    ``addrs`` are left alone. New addresses are added before the old ones go, and
+    setting the addresses it already has changes nothing (routes through them survive
+    an idempotent configuration script, a reload, or a restart that adopts the device).
     """
+    wanted = {(a.address, a.prefixlen) for a in addrs}
     with IPRoute() as ipr:
         idx = _index(ipr, name)
         try:
             current = [(msg.get_attr("IFA_ADDRESS"), msg["prefixlen"])
-                       for msg in ipr.addr("dump", index=idx, family=_FAMILY[addr.family])
+                       for family in sorted({a.family for a in addrs})
+                       for msg in ipr.addr("dump", index=idx, family=_FAMILY[family])
                        if msg["scope"] != _SCOPE_LINK]
-            if (addr.address, addr.prefixlen) not in current:
-                ipr.addr("add", index=idx, address=addr.address, prefixlen=addr.prefixlen)
+            for addr in addrs:
+                if (addr.address, addr.prefixlen) not in current:
+                    ipr.addr("add", index=idx, address=addr.address, prefixlen=addr.prefixlen)
             for address, prefixlen in current:
-                if (address, prefixlen) != (addr.address, addr.prefixlen):
+                if (address, prefixlen) not in wanted:
                     ipr.addr("del", index=idx, address=address, prefixlen=prefixlen)
         except NetlinkError as exc:
             raise _fail(name, exc) from None
+
+
+def set_master(name: str, bridge: str | None) -> None:
+    """Put the interface into bridge ``bridge`` (None: out of any); nothing when it is
+    already where it should be, so an adopted TAP's bridge membership does not flap."""
+    with IPRoute() as ipr:
+        idx = _index(ipr, name)
+        master = 0 if bridge is None else _index(ipr, bridge)
+        if bridge is not None and not os.path.isdir(f"/sys/class/net/{bridge}/bridge"):
+            raise NetifError(f"{bridge} is not a bridge")
+        try:
+            link = ipr.link("get", index=idx)[0]
+            if (link.get_attr("IFLA_MASTER") or 0) != master:
+                ipr.link("set", index=idx, master=master)
+        except NetlinkError as exc:
+            raise _fail(name, exc) from None
+
+
+def master(name: str) -> str | None:
+    """The bridge (or other master) the interface is in, or None."""
+    path = f"/sys/class/net/{name}/master"
+    return os.path.basename(os.readlink(path)) if os.path.islink(path) else None
+
+
+def ifindex(name: str) -> int | None:
+    """The interface's index, or None when it does not exist."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        return int(found[0]) if found else None
 
 
 def info(name: str) -> IfInfo | None:

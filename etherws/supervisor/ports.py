@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from etherws import tables
+from etherws.portconfig import PortSpec
 from etherws.runtime import portstatus, tuntap
 from etherws.supervisor.children import Child, exit_reason, stop_children
 from etherws.supervisor.policy import RestartPolicy, State
 from etherws.tables import PortKind, PortTable
+from etherws.wsurl import Secrets
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,17 @@ class Port:
     created_tap: bool = False
     shut: bool = False
     kill_reason: str = ""
+    spec: PortSpec | None = None
+    """The port as ``save`` would write it (None: an accepted peer, never saved)."""
+    secrets: Secrets = field(default_factory=Secrets)
+    """What a client port's worker reads on stdin (``save`` writes them to files)."""
+    declared: bool = False
+    """In the configuration file: its TAP stays when the switch stops."""
+
+    @property
+    def name(self) -> str | None:
+        """The port's name, if it has one."""
+        return self.spec.name if self.spec is not None else None
 
 
 class PortManager:
@@ -74,22 +87,43 @@ class PortManager:
         """The port whose target (interface name, URL) is ``target``."""
         return next((p for p in self.ports.values() if p.target == target), None)
 
+    def find(self, ref: int | str) -> Port | None:
+        """The port ``ref`` names: its number, its name, or (for a TAP or netdev port)
+        its interface."""
+        if isinstance(ref, int):
+            return self.ports.get(ref)
+        named = next((p for p in self.ports.values() if p.name == ref), None)
+        if named is not None:
+            return named
+        return next((p for p in self.ports.values() if p.target == ref
+                     and p.kind in (PortKind.TAP, PortKind.NETDEV)), None)
+
+    def reserve(self, number: int) -> None:
+        """Numbers up to ``number`` are declared: new ports are numbered after it."""
+        self._next_port = max(self._next_port, number + 1)
+
     def peers(self) -> int:
         """How many server ports (accepted peers) there are."""
         return sum(p.kind is PortKind.SERVER for p in self.ports.values())
 
     def add(self, kind: PortKind, target: str, now: float, created_tap: bool = False,
             options: tuple[str, ...] = (), secrets: bytes | None = None,
-            fd: int | None = None) -> Port:
-        """Create a port and start its worker; raises LookupError when the table is full.
+            fd: int | None = None, number: int | None = None) -> Port:
+        """Create a port and start its worker; raises LookupError when the table is full
+        or ``number`` (default: the next free one) is taken.
 
         ``options`` go to the worker's command line, ``secrets`` to its stdin, ``fd``
         (a peer's connection) is inherited by it; the caller still closes its own ``fd``.
         """
+        if number is not None and number in self.ports:
+            raise LookupError(f"port number {number} is taken")
         slot = self.table.free_slot(self._next_slot)
         if slot is None:
             raise LookupError(f"all {self.table.nslots} port slots are in use")
-        number = self._next_port
+        if number is None:
+            number = self._next_port
+            while number in self.ports:  # a declared number above the counter
+                number += 1
         head = self._child_args(WORKER_MODULES[kind]) + [
             "--port", str(number), "--slot", str(slot)]
         if fd is not None:
@@ -107,19 +141,23 @@ class PortManager:
         except OSError:  # fork failed (EAGAIN, ENOMEM): nothing may be left behind
             self.table.release(slot)
             raise
-        self._next_port += 1
+        self._next_port = max(self._next_port, number + 1)
         self._next_slot = (slot + 1) % self.table.nslots
         self.ports[number] = port
         log.info("port %d: %s %s added (pid %s)", number, kind.label, target, port.child.pid)
         return port
 
-    def remove(self, port: Port) -> None:
-        """Stop the worker, free the slot, delete a TAP we created."""
+    def remove(self, port: Port, keep_device: bool = False, unnumber: bool = False) -> None:
+        """Stop the worker, free the slot, delete a TAP we created or that the file
+        declared (unless ``keep_device``). ``unnumber``: the port never really existed
+        (its addport failed), so its number is given out again."""
         port.child.stop()
         self.table.release(port.slot)
         del self.ports[port.number]
+        if unnumber and port.number == self._next_port - 1:
+            self._next_port -= 1
         portstatus.remove(self.rundir, port.number)
-        if port.created_tap:
+        if (port.created_tap or port.declared) and not keep_device:
             try:
                 tuntap.delete_persistent_tap(port.target)
             except OSError as exc:
@@ -139,6 +177,8 @@ class PortManager:
         """Shut a port (no frames in or out) or open it again."""
         self.table.set_shut(port.slot, shut)
         port.shut = shut
+        if port.spec is not None:
+            port.spec = replace(port.spec, shut=shut)
 
     # --- supervision -------------------------------------------------------------
     def link(self, port: Port) -> dict[str, object] | None:
@@ -225,7 +265,8 @@ class PortManager:
             port.kill_reason = reason
 
     def stop_all(self, timeout_s: float = 3.0) -> None:
-        """Orderly stop: every worker, then the broker; TAPs we created are deleted.
+        """Orderly stop: every worker, then the broker; TAPs we created are deleted,
+        unless the configuration file declares them (the next start adopts them).
 
         All workers get SIGTERM at once and share one deadline, so a few hung ones
         cannot make the stop take longer than ``timeout_s`` (plus the SIGKILL reap).
@@ -233,6 +274,6 @@ class PortManager:
         extra = [self.listener] if self.listener is not None else []
         stop_children([p.child for p in self.ports.values()] + extra, timeout_s)
         for port in list(self.ports.values()):
-            self.remove(port)
+            self.remove(port, keep_device=port.declared)
         stop_children([self.broker], timeout_s)
 

@@ -26,6 +26,7 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "listfdb": ["listfdb"],
     "flushfdb": ["flushfdb"],
     "status": ["status"],
+    "save": ["save"],
 }
 
 

@@ -10,10 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etherws import control
-from etherws.control import METHODS, PREFIX, Code, Refused, RpcError
+from etherws.control import METHODS, PREFIX, Code, PortRef, Refused, RpcError
 
-SAMPLE = {str: "x", int: 1, bool: True, dict: {"no_proxy": "x"}}
+SAMPLE = {str: "x", int: 1, bool: True, dict: {"no_proxy": "x"}, PortRef: 1}
 WRONG: dict[type, list[Any]] = {
+    PortRef: [1.5, True, False, [], {}],
     str: [1, 1.5, True, [], {}],
     int: ["1", 1.0, True, False, [], {}],   # True is an int to isinstance, not to us
     bool: [1, 0, "true", 1.0, [], {}],
@@ -194,7 +195,7 @@ def test_any_params_validate_or_raise_invalid_params(method: str, params: dict) 
         return
     for name, value in req.params.items():
         typ = METHODS[method][name][0]
-        assert type(value) is typ
+        assert type(value) in ((int, str) if typ is PortRef else (typ,))
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -248,7 +249,7 @@ def test_dispatch_handler_errors(exc: RpcError, code: int, reason: str) -> None:
 
 
 def test_dispatch_bad_requests_keep_the_id() -> None:
-    out = _reply(control.dispatch(request("delPort", {"port": "3"}, "k"), {}))
+    out = _reply(control.dispatch(request("delPort", {"port": 1.5}, "k"), {}))
     assert out["id"] == "k" and out["error"]["code"] == Code.INVALID_PARAMS
     out = _reply(control.dispatch(b"{garbage", {}))
     assert out["id"] is None and out["error"]["code"] == Code.PARSE_ERROR
@@ -356,3 +357,8 @@ def test_error_round_trip(req_id: str, code: int, message: str, reason: str) -> 
     err = rpc_error(control.decode_reply, control.encode_error(req_id, RpcError(code, message,
                                                                                  reason)), req_id)
     assert (err.code, err.message, err.reason) == (code, message, reason)
+
+
+@pytest.mark.parametrize("ref", [3, "lan"])
+def test_a_port_is_named_by_number_or_name(ref: Any) -> None:
+    assert control.decode_request(request("delPort", {"port": ref})).params == {"port": ref}

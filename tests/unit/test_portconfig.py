@@ -16,6 +16,7 @@ from etherws.portconfig import (
     assign_numbers,
     parse_ports,
     plan,
+    saved_tables,
 )
 
 BASE = "/etc/etherws"
@@ -100,7 +101,8 @@ def test_numbers_follow_declaration_order_around_explicit_ones() -> None:
     ({"tap": "t0", "address": [1]}, ["'address' must be a string or a list"]),
     ({"tap": "t0", "mtu": 10}, ["'mtu'"]),
     ({"tap": "t0", "number": 0}, ["'number' must be between 1"]),
-    ({"tap": "t0", "name": "12"}, ["'name'", "not a number"]),
+    ({"tap": "t0", "name": "12"}, ["'name'", "not a port name"]),
+    ({"tap": "t0", "name": "1st"}, ["'name'", "a letter, then"]),
     ({"tap": "t0", "name": "a b"}, ["'name'"]),
     ({"client": "http://h/"}, ["scheme must be ws or wss"]),
     ({"client": "ws://h/", "insecure": True}, ["are for wss:// URLs"]),
@@ -202,3 +204,29 @@ def test_plan_of_the_same_ports_changes_nothing() -> None:
     p = plan({s.number: s for s in specs if s.number}, specs)
     assert (p.remove, p.add, p.change, p.unchanged) == ((), (), (), (1, 2))
     assert p.summary() == ["nothing changed"]
+
+
+def test_saved_tables_keep_places_numbers_and_relative_paths() -> None:
+    existing = [{"tap": "a", "mtu": 1400}, {"netdev": "gone"},
+                {"client": "wss://h/", "user": "u", "passwd-file": "u.pass"},
+                {"tap": "z", "number": 9}]
+    running = [PortSpec("tap", "a", number=1, mtu=9000, shut=True),
+               PortSpec("client", "wss://h/", number=3, user="u",
+                        passwd_file=f"{BASE}/u.pass"),
+               PortSpec("tap", "z", number=9),
+               PortSpec("tap", "new", number=10, name="n")]
+    assert saved_tables(existing, running, BASE) == [
+        (0, {"tap": "a", "mtu": 9000, "shut": True}),
+        (2, {"client": "wss://h/", "number": 3, "user": "u", "passwd-file": "u.pass"}),
+        (3, {"tap": "z", "number": 9}),
+        (None, {"tap": "new", "name": "n", "number": 10}),
+    ]
+    tables = [t for _, t in saved_tables(existing, running, BASE)]
+    assert parse_ports(tables, BASE) == running
+
+
+def test_saved_tables_without_a_file() -> None:
+    running = [PortSpec("tap", "a", number=1), PortSpec("tap", "b", number=2)]
+    assert saved_tables([], running, BASE) == [(None, {"tap": "a"}), (None, {"tap": "b"})]
+    assert saved_tables([{"bogus": 1}], running, BASE) == [
+        (None, {"tap": "a"}), (None, {"tap": "b"})]

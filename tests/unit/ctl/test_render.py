@@ -240,3 +240,27 @@ def test_status_tolerates_missing_parts() -> None:
     out = render.status({"entries": [{"pid": 1, "broker": None}]})
     assert "broker      -, pid -, - restarts" in out.split("\n")
     assert render.status({"entries": []}) == ""
+
+
+def test_ports_show_names_when_a_port_has_one() -> None:
+    named = {**PORT_UP, "port": 2, "target": "ethws1", "name": "lan"}
+    lines = render.ports({"entries": [PORT_UP, named]}).split("\n")
+    assert lines[0].startswith("PORT  NAME  TYPE  TARGET")
+    assert lines[1].split()[:3] == ["1", "-", "tap"]
+    assert lines[2].split()[:3] == ["2", "lan", "tap"]
+
+
+def test_unsaved_ports_say_so_in_their_state() -> None:
+    assert render.port_state({"state": "up", "shut": True, "unsaved": True}) == \
+        "up,shut,unsaved"
+    assert render.port_state({"state": "up", "unsaved": False}) == "up"
+
+
+def test_saved_and_changes() -> None:
+    assert render.saved({"entries": [{"path": "/e/x.toml", "ports": 1}]}) == \
+        "saved 1 port to /e/x.toml"
+    assert render.saved({"entries": [{"path": "/e/x.toml", "ports": 3}]}) == \
+        "saved 3 ports to /e/x.toml"
+    assert render.changes({"entries": [{"change": "added port 3 (x)"},
+                                       {"change": "removed port 4 (y)"}]}) == \
+        "added port 3 (x)\nremoved port 4 (y)"
