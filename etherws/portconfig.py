@@ -96,7 +96,7 @@ class PortSpec:
         if self.number is not None:
             out["number"] = self.number
         if self.address:
-            out["address"] = list(self.address) if len(self.address) > 1 else self.address[0]
+            out["address"] = list(self.address)
         for key in ("mtu", "bridge"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)

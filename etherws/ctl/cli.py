@@ -74,11 +74,6 @@ def _positive_int(value: str, what: str, hint: str = "") -> int:
     return n
 
 
-def port_number(value: str) -> int:
-    """A port number: a positive integer."""
-    return _positive_int(value, "a port number", " (ports start at 1)")
-
-
 def port_ref(value: str) -> int | str:
     """PORT: a port number, or a port's name (which starts with a letter)."""
     if valid_port_name(value):

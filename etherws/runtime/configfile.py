@@ -91,7 +91,8 @@ def render_ports(text: str, running: Sequence[PortSpec], base_dir: str) -> str:
         for key in [k for k in table if k not in wanted]:
             del table[key]
         for key, value in wanted.items():
-            if key not in table or table[key].unwrap() != value:
+            old = table[key].unwrap() if key in table else None
+            if old != value and [old] != value:  # one address may stay a plain string
                 table[key] = value
         aot.append(table)
     if "ports" in doc:

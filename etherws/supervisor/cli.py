@@ -1,4 +1,4 @@
-"""``etherws-supervisor start|stop|status``: the command line of the supervisor (I/O).
+"""``etherws-supervisor start|stop|status|reload``: the command line of the supervisor (I/O).
 
 ``start`` without ``--foreground`` does not fork (no process holding a ZeroMQ context
 may fork): it runs ``start --foreground`` again as a new session, detached, and waits on
@@ -19,7 +19,9 @@ from etherws import config
 from etherws.config import ConfigError
 from etherws.control import RpcError
 from etherws.paths import DEFAULT_RUNDIR, RunDir
-from etherws.runtime import logsetup
+from etherws.portconfig import PortConfigError, ports_of
+from etherws.runtime import configfile, logsetup
+from etherws.runtime.configfile import ConfigFileError
 from etherws.runtime.ctlclient import ControlClient, Unreachable
 
 PROG = "etherws-supervisor"
@@ -35,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--foreground", action="store_true", default=None,
                    help="stay attached (for systemd and tests)")
     s.add_argument("--rundir", help=f"run directory (default {DEFAULT_RUNDIR})")
-    s.add_argument("--config", metavar="FILE", help="TOML file with the same options")
+    s.add_argument("--config", metavar="FILE", help="TOML file with the same options and "
+                   f"the ports ([[ports]] tables; default {configfile.DEFAULT_PATH} when it "
+                   "exists)")
     s.add_argument("--ageout", type=float, help="seconds before a learned address "
                    "is forgotten (default 300)")
     s.add_argument("--fdb-size", type=int, help="FDB capacity (default 8192)")
@@ -68,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)
     logsetup.add_arguments(s)
     for name, text in (("stop", "stop the switch and remove what it created"),
-                       ("status", "show the supervisor's state")):
+                       ("status", "show the supervisor's state"),
+                       ("reload", "apply the configuration file's ports (as SIGHUP does)")):
         c = sub.add_parser(name, help=text)
         g = c.add_mutually_exclusive_group()
         g.add_argument("--rundir", default=DEFAULT_RUNDIR, help="run directory")
@@ -85,13 +90,27 @@ def _fail(message: str, code: int) -> int:
 
 
 def _load_config(args: argparse.Namespace) -> config.Config:
+    """The configuration; its file's ports are checked too (and their secret files), so
+    a file that cannot work stops ``start`` here, before anything runs."""
     file_values = {}
+    if args.config is None and os.path.exists(configfile.DEFAULT_PATH):
+        args.config = configfile.DEFAULT_PATH
     if args.config:
+        args.config = os.path.abspath(args.config)
         try:
-            with open(args.config, encoding="utf-8") as f:
-                file_values = config.parse_toml(f.read())
-        except OSError as exc:
-            raise ConfigError(f"cannot read {args.config}: {exc.strerror}") from None
+            text = configfile.read(args.config)
+            file_values = config.parse_toml(text)
+            for spec in ports_of(text, os.path.dirname(args.config), args.config):
+                for path, what in ((spec.passwd_file, "password file"),
+                                   (spec.proxy_auth_file, "proxy-auth file")):
+                    if path:
+                        try:
+                            configfile.read_secret(path, what)
+                        except ConfigFileError as exc:
+                            raise ConfigError(f"{args.config}: port {spec.number} "
+                                              f"({spec.label}): {exc}") from None
+        except (ConfigFileError, PortConfigError) as exc:
+            raise ConfigError(str(exc)) from None
     cli = {k: v for k, v in vars(args).items() if k not in ("command", "config", "notify_fd")}
     return config.build(file_values, cli)
 
@@ -107,13 +126,13 @@ def _start(args: argparse.Namespace) -> int:
     if problem:
         return _fail(problem, EXIT_USAGE)
     if cfg.foreground:
-        return _run_foreground(cfg, args.notify_fd)
+        return _run_foreground(cfg, args.notify_fd, args.config)
     if not (cfg.logfile or cfg.logconf or cfg.syslog):
         if not os.path.exists(logsetup.SYSLOG_SOCKET):
             return _fail("no syslog socket at /dev/log: give --logfile FILE, --logconf FILE "
                          "or --foreground", EXIT_USAGE)
         args.syslog = True
-    return _start_detached(args)
+    return _start_detached(args, cfg)
 
 
 def _check_log_target(cfg: config.Config) -> str:
@@ -129,7 +148,7 @@ def _check_log_target(cfg: config.Config) -> str:
     return ""
 
 
-def _run_foreground(cfg: config.Config, notify_fd: int | None) -> int:
+def _run_foreground(cfg: config.Config, notify_fd: int | None, config_path: str | None) -> int:
     from etherws.supervisor.service import serve  # zmq and pyroute2 load only here
 
     try:
@@ -147,10 +166,10 @@ def _run_foreground(cfg: config.Config, notify_fd: int | None) -> int:
             except OSError:
                 pass  # the starter gave up waiting; we run on regardless
 
-    return serve(cfg, notify)
+    return serve(cfg, notify, config_path)
 
 
-def _start_detached(args: argparse.Namespace) -> int:
+def _start_detached(args: argparse.Namespace, cfg: config.Config) -> int:
     argv = [sys.executable, "-m", "etherws.supervisor"] + _forward_args(args)
     r, w = os.pipe()
     out = open(args.logfile, "ab") if args.logfile else subprocess.DEVNULL
@@ -167,8 +186,8 @@ def _start_detached(args: argparse.Namespace) -> int:
     finally:
         os.close(r)
     if message == "READY":
-        print(f"{PROG}: started (pid {child.pid}, run directory "
-              f"{args.rundir or DEFAULT_RUNDIR})")
+        print(f"{PROG}: started (pid {child.pid}, run directory {cfg.rundir}"
+              + (f", configuration {args.config})" if args.config else ")"))
         return EXIT_OK
     if message.startswith("ERROR "):
         return _fail(message[6:], EXIT_REFUSED)
@@ -246,6 +265,22 @@ def _stop(args: argparse.Namespace) -> int:
     return _fail(f"supervisor pid {pid} did not exit within {STOP_TIMEOUT_S:g}s", EXIT_REFUSED)
 
 
+def _reload(args: argparse.Namespace) -> int:
+    curve = (args.ctl_key, args.ctl_server_key) if args.ctl_key else None
+    try:
+        with ControlClient(_endpoint(args), timeout_s=args.timeout, curve=curve) as client:
+            entries = client.call("reloadConfig", {})["entries"]
+    except ValueError as exc:  # an endpoint or key file that cannot work
+        return _fail(str(exc), EXIT_USAGE)
+    except Unreachable as exc:
+        return _fail(str(exc), EXIT_UNREACHABLE)
+    except RpcError as exc:
+        return _fail(f"reload refused: {exc.message} [{exc.reason}]", EXIT_REFUSED)
+    for entry in entries:
+        print(entry.get("change", ""))
+    return EXIT_OK
+
+
 def _status(args: argparse.Namespace) -> int:
     # etherws-ctl renders the status; running it (not importing it) keeps the process
     # packages apart, and exec hands over its output and exit code unchanged.
@@ -266,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         return _start(args)
     if args.command == "stop":
         return _stop(args)
+    if args.command == "reload":
+        return _reload(args)
     return _status(args)
 
 

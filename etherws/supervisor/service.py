@@ -27,6 +27,8 @@ from etherws.config import Config
 from etherws.paths import RunDir
 from etherws.runtime import curvekeys, logsetup, shm
 from etherws.supervisor import handlers
+from etherws.supervisor.declared import Declared, read_ports
+from etherws.supervisor.portops import PortError
 from etherws.supervisor.ports import PortManager
 from etherws.supervisor.server import Server, ServerError
 from etherws.tables import DEFAULT_PORT_SLOTS
@@ -80,8 +82,10 @@ def _lock(rundir: RunDir) -> int:
 class Supervisor:
     """One switch: its run directory, tables, broker, ports and control socket."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, config_path: str | None = None) -> None:
         self.cfg = cfg
+        self.declared = Declared(config_path)
+        self._reload_requested = False
         self.rundir = RunDir(cfg.rundir)
         self.started = time.monotonic()
         self.stopping = False
@@ -117,12 +121,23 @@ class Supervisor:
         if self.server is not None:
             self.server.start_listener(self._child_argv("etherws.workers.listener"),
                                        time.monotonic())
+        self._start_declared_ports()
         self._handlers = handlers.table(handlers.Switch(
             ports=self.ports, table=self.table, fdb=self.fdb, ageout_s=self.cfg.ageout,
-            rundir=self.rundir.root, started=self.started, stop=self._request_stop))
+            rundir=self.rundir.root, started=self.started, stop=self._request_stop,
+            declared=self.declared))
         self._ready = True
         log.info("supervisor started: run directory %s, control %s, broker pid %s",
                  self.rundir.root, self.ctl_endpoint, self.ports.broker.pid)
+
+    def _start_declared_ports(self) -> None:
+        """The configuration file's ports, before READY: a start that answers has them."""
+        if self.declared.path is None:
+            return
+        try:
+            self.declared.start(self.ports, read_ports(self.declared.path))
+        except PortError as exc:
+            raise StartError(str(exc)) from None
 
     @property
     def ctl_endpoint(self) -> str:
@@ -193,7 +208,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the poll up
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
         poller = zmq.Poller()
         for sock in self._ctl_socks:
             poller.register(sock, zmq.POLLIN)
@@ -218,6 +233,9 @@ class Supervisor:
                     self.server.ready(fd, time.monotonic())
             self.ports.tick(time.monotonic())
             self._answer_pending()
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload()
         log.info("supervisor stopping")
         self._answer_pending(control.Refused("stopping", "the supervisor is stopping"))
         return 0
@@ -227,6 +245,16 @@ class Supervisor:
 
     def _request_stop(self) -> None:
         self.stopping = True
+
+    def _on_reload_signal(self, signum: int, frame: object) -> None:
+        self._reload_requested = True  # done by the loop, not inside a signal handler
+
+    def _reload(self) -> None:
+        """SIGHUP: apply the configuration file; the outcome goes to the log."""
+        try:
+            self.declared.reload(self.ports)
+        except PortError as exc:
+            log.error("reload refused: %s", exc)
 
     def _serve_control(self, sock: zmq.Socket) -> None:
         for _ in range(32):  # bounded: the loop must keep supervising under a flood
@@ -315,9 +343,10 @@ class Supervisor:
             log.info("supervisor stopped")
 
 
-def serve(cfg: Config, notify: Callable[[str], None]) -> int:
-    """Run a supervisor in this process; ``notify`` gets "READY" or "ERROR <line>"."""
-    sup = Supervisor(cfg)
+def serve(cfg: Config, notify: Callable[[str], None], config_path: str | None = None) -> int:
+    """Run a supervisor in this process; ``notify`` gets "READY" or "ERROR <line>".
+    ``config_path``: the configuration file whose ports it creates, saves and reloads."""
+    sup = Supervisor(cfg, config_path)
     try:
         try:
             sup.prepare()

@@ -74,7 +74,7 @@ def test_relative_paths_are_relative_to_the_file() -> None:
 def test_a_single_address_may_be_a_string() -> None:
     [spec] = parse_ports([{"tap": "t0", "address": "192.0.2.1/24"}], BASE)
     assert spec.address == ("192.0.2.1/24",)
-    assert spec.to_table() == {"tap": "t0", "number": 1, "address": "192.0.2.1/24"}
+    assert spec.to_table() == {"tap": "t0", "number": 1, "address": ["192.0.2.1/24"]}
 
 
 def test_numbers_follow_declaration_order_around_explicit_ones() -> None:
