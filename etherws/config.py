@@ -111,6 +111,11 @@ def parse_toml(text: str) -> dict[str, Any]:
     return out
 
 
+def in_file(err: ConfigError, path: str) -> str:
+    """``err``'s message naming the file ``path`` instead of "configuration file"."""
+    return str(err).replace("configuration file", path, 1)
+
+
 def build(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> Config:
     """Merge file and command-line values (None on the command line = not given)."""
     merged: dict[str, Any] = dict(file_values)

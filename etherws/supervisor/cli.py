@@ -99,8 +99,12 @@ def _load_config(args: argparse.Namespace) -> config.Config:
         args.config = os.path.abspath(args.config)
         try:
             text = configfile.read(args.config)
-            file_values = config.parse_toml(text)
-            for spec in ports_of(text, os.path.dirname(args.config), args.config):
+            specs = ports_of(text, os.path.dirname(args.config), args.config)
+            try:
+                file_values = config.parse_toml(text)
+            except ConfigError as exc:
+                raise ConfigError(config.in_file(exc, args.config)) from None
+            for spec in specs:
                 for path, what in ((spec.passwd_file, "password file"),
                                    (spec.proxy_auth_file, "proxy-auth file")):
                     if path:

@@ -34,10 +34,13 @@ def read_ports(path: str) -> list[PortSpec]:
     """The ports ``path`` declares, its daemon options checked too; DeclaredError."""
     try:
         text = configfile.read(path)
+        ports = ports_of(text, os.path.dirname(path), path)
         config.parse_toml(text)  # the whole file must be valid, not just its ports
-        return ports_of(text, os.path.dirname(path), path)
-    except (ConfigFileError, ConfigError, PortConfigError) as exc:
+        return ports
+    except (ConfigFileError, PortConfigError) as exc:
         raise DeclaredError("bad-config", str(exc)) from None
+    except ConfigError as exc:
+        raise DeclaredError("bad-config", config.in_file(exc, path)) from None
 
 
 @dataclass

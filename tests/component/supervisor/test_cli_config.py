@@ -1,0 +1,56 @@
+"""etherws-supervisor start's configuration file: the default path, and how its ports
+are checked before anything starts."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from etherws.config import ConfigError
+from etherws.runtime import configfile
+from etherws.supervisor import cli
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return cli._parser().parse_args(["start", *argv])
+
+
+def test_the_default_file_is_read_when_it_exists(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    default = tmp_path / "etherws.toml"
+    monkeypatch.setattr(configfile, "DEFAULT_PATH", str(default))
+    args = _args()
+    assert cli._load_config(args).ageout == 300
+    assert args.config is None
+    default.write_text("ageout = 60\n")
+    args = _args()
+    assert cli._load_config(args).ageout == 60
+    assert args.config == str(default)
+
+
+def test_config_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "e.toml").write_text("")
+    monkeypatch.chdir(tmp_path)
+    args = _args("--config", "e.toml")
+    cli._load_config(args)
+    assert args.config == str(tmp_path / "e.toml")
+
+
+def test_a_missing_proxy_auth_file_is_named(tmp_path: Path) -> None:
+    conf = tmp_path / "e.toml"
+    conf.write_text('[[ports]]\nclient = "wss://h/"\nname = "far"\n'
+                    'proxy = "http://px:3128"\nproxy-auth-file = "px.auth"\n')
+    with pytest.raises(ConfigError) as err:
+        cli._load_config(_args("--config", str(conf)))
+    assert str(err.value) == (f"{conf}: port 1 (far): cannot read the proxy-auth file "
+                              f"{tmp_path}/px.auth: No such file or directory")
+
+
+def test_a_daemon_option_error_names_the_file(tmp_path: Path) -> None:
+    conf = tmp_path / "e.toml"
+    conf.write_text("colour = 1\n")
+    with pytest.raises(ConfigError) as err:
+        cli._load_config(_args("--config", str(conf)))
+    assert str(err.value) == f"{conf}: unknown key 'colour'"
