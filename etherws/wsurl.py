@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
-from typing import MutableMapping
+from typing import Mapping, MutableMapping
 from urllib.parse import unquote, urlsplit
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy")
@@ -184,3 +184,12 @@ class Target:
         """The URL as logged (it never holds credentials)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'wss' if self.secure else 'ws'}://{host}:{self.port}{self.resource}"
+
+
+def env_proxy(target: Target, env: Mapping[str, str]) -> str | None:
+    """The proxy URL the proxy variables ``env`` choose for ``target`` (https_proxy for
+    wss://, http_proxy for ws://), or None: none set, or no_proxy matches."""
+    value = env.get("https_proxy" if target.secure else "http_proxy")
+    if not value or bypasses_proxy(target.host, target.port, env.get("no_proxy", "")):
+        return None
+    return value

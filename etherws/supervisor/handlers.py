@@ -7,6 +7,7 @@ for the user. Refusals change nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,7 @@ from etherws.tables import (
     PortTable,
     split_key,
 )
-from etherws.wsurl import Secrets
+from etherws.wsurl import Secrets, Target, env_proxy
 
 Params = dict[str, Any]
 FLUSH_TIMEOUT_S = 2.0
@@ -141,12 +142,16 @@ def add_client(sw: Switch, params: Params) -> Later:
         raise Refused("bad-url", f"the URL is longer than {MAX_URL} characters")
     if "bridge" in params:
         raise Refused("bad-option", "--bridge is an option of tap ports")
-    proxy, _ = portops.split_proxy(params["proxy"]) if params.get("proxy") else (None, None)
+    proxy = params.get("proxy")
+    if not proxy and isinstance(params.get("proxy_env"), dict):
+        # the proxy etherws-ctl's environment chose, made explicit: save writes it
+        with contextlib.suppress(ValueError):  # a bad URL: refused below, by Target
+            proxy = env_proxy(Target.parse(url), params["proxy_env"])
     spec = PortSpec("client", url, name=params.get("name"), user=params.get("user"),
                     cacerts=params.get("cacerts"), insecure=bool(params.get("insecure")),
-                    proxy=proxy)
+                    proxy=portops.split_proxy(proxy)[0] if proxy else None)
     secrets = Secrets(user=params.get("user"), passwd=params.get("passwd"),
-                      proxy=params.get("proxy"), proxy_env=params.get("proxy_env"))
+                      proxy=proxy, proxy_env=params.get("proxy_env"))
     try:
         port = portops.create(sw.ports, spec, secrets, retry=bool(params.get("retry")))
     except PortError as exc:

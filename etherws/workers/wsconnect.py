@@ -24,7 +24,7 @@ from typing import Any
 
 import websocket
 
-from etherws.wsurl import Proxy, Secrets, Target, bypasses_proxy, parse_proxy
+from etherws.wsurl import Proxy, Secrets, Target, env_proxy, parse_proxy
 
 CONNECT_TIMEOUT_S = 10.0
 """websocket-client's socket timeout: TCP connect, proxy CONNECT, TLS, upgrade, each."""
@@ -43,13 +43,8 @@ class Connector:
 
     def _choose_proxy(self, secrets: Secrets, env: dict[str, str]) -> Proxy | None:
         """The explicit proxy for every host; else the environment's, minus no_proxy."""
-        if secrets.proxy:
-            return parse_proxy(secrets.proxy)
-        t = self.target
-        value = env.get("https_proxy" if t.secure else "http_proxy")
-        if not value or bypasses_proxy(t.host, t.port, env.get("no_proxy", "")):
-            return None
-        return parse_proxy(value)
+        value = secrets.proxy or env_proxy(self.target, env)
+        return parse_proxy(value) if value else None
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments for ``websocket.create_connection``."""

@@ -9,6 +9,7 @@ from etherws.wsurl import (
     Secrets,
     Target,
     bypasses_proxy,
+    env_proxy,
     parse_proxy,
     take_proxy_env,
 )
@@ -98,3 +99,13 @@ def test_take_proxy_env_removes_both_spellings_lowercase_wins() -> None:
     assert take_proxy_env(env) == {"http_proxy": "http://low:1", "https_proxy": "http://s:2",
                                    "no_proxy": "a"}
     assert env == {"PATH": "/bin"}
+
+
+@pytest.mark.parametrize("url, env, proxy", [
+    ("wss://h.example/", {"https_proxy": "http://p:1", "http_proxy": "http://q:2"}, "http://p:1"),
+    ("ws://h.example/", {"https_proxy": "http://p:1", "http_proxy": "http://q:2"}, "http://q:2"),
+    ("ws://h.example/", {"http_proxy": "http://q:2", "no_proxy": ".example"}, None),
+    ("ws://h.example/", {}, None),
+])
+def test_env_proxy(url: str, env: dict[str, str], proxy: str | None) -> None:
+    assert env_proxy(Target.parse(url), env) == proxy
