@@ -324,3 +324,17 @@ def test_a_bad_file_stops_start_with_one_line(tmp_path: Path, text: str,
         assert word in res.stderr, res.stderr
     assert not rundir.exists()  # nothing started
     assert not os.path.exists("/sys/class/net/etwbad0")
+
+
+def test_start_names_the_run_directory_it_used(tmp_path: Path) -> None:
+    rundir = tmp_path / "run-from-file"
+    config = tmp_path / "etherws.toml"
+    config.write_text(f'rundir = "{rundir}"\nno-server = true\n')
+    res = run(*SUPERVISOR, "start", "--config", str(config), "--logfile",
+              str(tmp_path / "log"), check=False)
+    try:
+        assert res.returncode == 0, res.stderr
+        assert f"run directory {rundir}, configuration {config})" in res.stdout
+    finally:
+        stop = run(*SUPERVISOR, "stop", "--rundir", str(rundir), check=False)
+    assert stop.returncode == 0, stop.stderr
