@@ -1,10 +1,11 @@
 """When a tunnel client tries to connect again (pure: the clock and the dice come in).
 
-The policy (issue "Client side", DESIGN "client"): after a failure the first retry
-is at once, then after 1 s, doubling up to 60 s, each delay but the first moved by a
-random ±20 %; a connection that stayed up 60 s counts as healthy and the next drop
-starts the sequence again from "at once". A link that keeps dropping within a minute
-keeps climbing, so a flapping server is not hammered.
+After a failure the first retry is at once, then after 1 s, doubling up to 60 s, each
+delay but the first moved by a random ±20 %; a connection that stayed up 1 s counts as
+healthy and the next drop starts the sequence again from "at once": a tunnel whose far
+side restarts (a killed peer worker, a restarted switch) is back as soon as it can be,
+however often that happens. A server that refuses, or drops links within a second of
+accepting them, sees the delays climb, so a flapping server is not hammered.
 
 Delays after consecutive failures (before jitter): 0, 1, 2, 4, 8, 16, 32, 60, 60 ...
 With jitter the capped delay lies in [48, 72] s.
@@ -28,7 +29,7 @@ class BackoffPolicy:
     """Largest delay before jitter."""
     jitter: float = 0.2
     """Fraction by which a delay may move either way."""
-    healthy_s: float = 60.0
+    healthy_s: float = 1.0
     """A connection up this long resets the sequence."""
 
     def __post_init__(self) -> None:

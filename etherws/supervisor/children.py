@@ -108,6 +108,16 @@ class Child:
         except psutil.Error:
             return None, None
 
+    def runnable(self) -> bool:
+        """True when the process is running or waiting for a CPU (state R): silent
+        because it is busy or starved, not because it is blocked or stopped."""
+        if self._ps is None:
+            return False
+        try:
+            return bool(self._ps.status() == psutil.STATUS_RUNNING)
+        except psutil.Error:
+            return False
+
     def uptime(self, now: float) -> float | None:
         """Seconds since the current process started, or None when none runs."""
         return now - self.life.started_at if self.life.started_at is not None \

@@ -1,15 +1,22 @@
 """Restart policy: the life of one supervised process (pure).
 
-States follow supervisord's (STARTING, UP/RUNNING, BACKOFF, FATAL), with the numbers
-the project chose (shared/research/reliability-anchors.md §1.1):
+States follow supervisord's (STARTING, UP/RUNNING, BACKOFF, FATAL), and the policy
+tells a crash loop from a healthy process that was killed, as supervisord's startsecs
+and systemd's start limits do:
 
 - a process is STARTING from spawn until its first heartbeat, then UP;
-- when it ends unexpectedly it is restarted: the first restart at once, then after
-  0.5 s doubling up to 30 s (BACKOFF in between);
-- the run of consecutive crashes is forgotten once it has stayed up for 60 s;
-- 5 crashes within 60 s make it FATAL: no more restarts until an operator asks;
-- a process that stops sending heartbeats (hung, not dead) is killed and counted
-  as a crash.
+- a process that ends after it was UP for ``min_run_s`` (0.5 s) ran fine: whatever
+  ended it (kill -9, the OOM killer, a bug hit by traffic), it is restarted at once,
+  every time, and the end is not a crash; only ``max_quick_restarts`` (30) such
+  restarts within 60 s are allowed before they count as crashes, so a process that
+  always dies a second after it starts cannot burn the machine;
+- any other end is a crash: restarted at once the first time, then after 0.5 s
+  doubling up to 30 s (``max_delay_s``; BACKOFF in between); the run of consecutive
+  crashes is forgotten once the process has stayed up for 60 s;
+- 5 crashes within 60 s make it FATAL: no more restarts until an operator asks (the
+  broker's policy has a short cap and, FATAL, stops the supervisor: see ports.py);
+- a process that stops sending heartbeats (hung, not dead) is killed and counted as a
+  crash; one that is runnable but starved of CPU is given ``starved_timeout_s``.
 """
 
 from __future__ import annotations
@@ -40,6 +47,14 @@ class RestartPolicy:
     healthy_after_s: float = 60.0
     start_timeout_s: float = 10.0
     heartbeat_timeout_s: float = 5.0
+    min_run_s: float = 0.5
+    """Up (heartbeat seen) this long and then ended: it ran fine, restart at once."""
+    max_quick_restarts: int = 30
+    """Restarts of processes that ran fine, within ``crash_window_s``, before the next
+    ones count as crashes."""
+    starved_timeout_s: float = 30.0
+    """Heartbeat silence allowed to a process that is runnable (busy, or waiting for a
+    CPU on a loaded machine) rather than blocked or stopped."""
 
     def delay(self, consecutive: int) -> float:
         """Seconds before restart number ``consecutive`` (1 = the first) of a crash run."""
@@ -61,6 +76,7 @@ class Lifecycle:
     next_start_at: float | None = None
     _consecutive: int = 0
     _crashes: deque[float] = field(default_factory=deque)
+    _quick: deque[float] = field(default_factory=deque)
 
     def spawned(self, now: float) -> None:
         """The process was just started."""
@@ -78,16 +94,27 @@ class Lifecycle:
                 and now - self.up_since >= self.policy.healthy_after_s):
             self._consecutive = 0
 
-    def exited(self, now: float, reason: str) -> State:
-        """The process ended unexpectedly: decide BACKOFF (with a restart time) or FATAL."""
+    def exited(self, now: float, reason: str, counted: bool = False) -> State:
+        """The process ended unexpectedly: decide BACKOFF (with a restart time) or FATAL.
+
+        ``counted``: the end is a crash whatever came before (the supervisor killed it
+        as hung)."""
+        ran_fine = self.state is State.UP and self.up_since is not None \
+            and now - self.up_since >= self.policy.min_run_s and not counted
         if self.state is State.UP and self.up_since is not None \
                 and now - self.up_since >= self.policy.healthy_after_s:
             self._consecutive = 0
         self.reason = reason
         self.started_at = self.up_since = None
+        if ran_fine:
+            _forget_before(self._quick, now - self.policy.crash_window_s)
+            if len(self._quick) < self.policy.max_quick_restarts:
+                self._quick.append(now)
+                self.state = State.BACKOFF
+                self.next_start_at = now
+                return self.state
         self._crashes.append(now)
-        while self._crashes and now - self._crashes[0] > self.policy.crash_window_s:
-            self._crashes.popleft()
+        _forget_before(self._crashes, now - self.policy.crash_window_s)
         if len(self._crashes) >= self.policy.max_crashes:
             self.state = State.FATAL
             self.next_start_at = None
@@ -112,6 +139,7 @@ class Lifecycle:
     def reset(self) -> None:
         """Forget the crash history (``restartport``): the next crash starts a new run."""
         self._crashes.clear()
+        self._quick.clear()
         self._consecutive = 0
         self.reason = ""
 
@@ -120,16 +148,26 @@ class Lifecycle:
         self.state = State.STOPPED
         self.started_at = self.up_since = self.next_start_at = None
 
-    def hung(self, now: float, last_heartbeat: float | None) -> str | None:
+    def hung(self, now: float, last_heartbeat: float | None,
+             runnable: bool = False) -> str | None:
         """Why the process should be killed as hung, or None.
 
-        ``last_heartbeat`` is the time of its latest heartbeat (None: none since spawn).
+        ``last_heartbeat`` is the time of its latest heartbeat (None: none since spawn);
+        ``runnable``: the process is running or waiting for a CPU (not blocked, not
+        stopped), so its silence may be starvation: it gets ``starved_timeout_s``.
         """
         if self.state is State.STARTING and self.started_at is not None \
                 and last_heartbeat is None \
                 and now - self.started_at > self.policy.start_timeout_s:
             return f"not ready within {self.policy.start_timeout_s:g}s"
+        limit = max(self.policy.heartbeat_timeout_s,
+                    self.policy.starved_timeout_s if runnable else 0.0)
         if self.state is State.UP and last_heartbeat is not None \
-                and now - last_heartbeat > self.policy.heartbeat_timeout_s:
+                and now - last_heartbeat > limit:
             return f"no heartbeat for {now - last_heartbeat:.1f}s"
         return None
+
+
+def _forget_before(times: deque[float], cutoff: float) -> None:
+    while times and times[0] < cutoff:
+        times.popleft()

@@ -14,7 +14,6 @@ any other exit of a client worker is a crash, and its restarts always keep retry
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
@@ -73,11 +72,14 @@ class PortManager:
         self._child_args = child_args  # module -> argv prefix with rundir, pid, logging
         self._next_port = 1
         self._next_slot = 0
-        # The switch is nothing without its broker: never give up on it (no FATAL); keep
-        # retrying at the backoff cap instead.
-        self.broker = Child(child_args("etherws.broker"),
-                            RestartPolicy(max_crashes=sys.maxsize))
+        # The switch is nothing without its broker: its restarts wait 1 s at most, and a
+        # broker that crash-loops (FATAL) ends the supervisor with an error, so that the
+        # service manager restarts the whole tree (OTP's escalation) rather than a switch
+        # that forwards nothing staying up.
+        self.broker = Child(child_args("etherws.broker"), RestartPolicy(max_delay_s=1.0))
         self.broker_kill_reason = ""
+        self.escalation = ""
+        """Why the supervisor must stop with an error ("" while all is well)."""
         # Started by the WebSocket server, if there is one; it has no heartbeat (it only
         # ever blocks in poll()), so only its exit status is watched.
         self.listener: Child | None = None
@@ -196,7 +198,8 @@ class PortManager:
 
     def _ended(self, name: str, child: Child, rc: int, port: Port | None, now: float) -> None:
         """A process ended without being asked to: decide what follows."""
-        reason = self._take_kill_reason(port) or exit_reason(rc)
+        killed = self._take_kill_reason(port) if child is not self.listener else ""
+        reason = killed or exit_reason(rc)
         if port is not None and port.kind is PortKind.SERVER:
             log.log(logging.INFO if rc == 0 else logging.WARNING, "%s: peer %s gone (%s)",
                     name, port.target, reason)
@@ -209,7 +212,9 @@ class PortManager:
                 child.life.reason = str(link["error"])
                 log.info("%s: gave up: %s", name, link["error"])
                 return
-        state = child.life.exited(now, reason)
+        state = child.life.exited(now, reason, counted=bool(killed))
+        if state is State.FATAL and child is self.broker:
+            self.escalation = f"the broker crash-loops ({child.life.reason})"
         level = logging.ERROR if state is State.FATAL else logging.WARNING
         log.log(level, "%s: %s; %s", name, reason,
                 "giving up (FATAL)" if state is State.FATAL else
@@ -246,6 +251,8 @@ class PortManager:
         if last is not None:
             child.life.heartbeat(now)
         hung = child.life.hung(now, last)
+        if hung and last is not None:  # silent: blocked, stopped, or starved of CPU?
+            hung = child.life.hung(now, last, runnable=child.runnable())
         if hung:
             log.warning("%s: %s; killing it", name, hung)
             self._set_kill_reason(port, hung)

@@ -232,13 +232,17 @@ class Supervisor:
                 if fd in events and self.server is not None:
                     self.server.ready(fd, time.monotonic())
             self.ports.tick(time.monotonic())
+            if self.ports.escalation:
+                log.critical("stopping with an error: %s", self.ports.escalation)
+                self.stopping = True
+                break
             self._answer_pending()
             if self._reload_requested:
                 self._reload_requested = False
                 self._reload()
         log.info("supervisor stopping")
         self._answer_pending(control.Refused("stopping", "the supervisor is stopping"))
-        return 0
+        return 1 if self.ports.escalation else 0
 
     def _on_stop_signal(self, signum: int, frame: object) -> None:
         self.stopping = True

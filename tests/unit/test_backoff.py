@@ -30,8 +30,8 @@ def test_failures_in_a_row_double_up_to_the_cap(jitter: float, delays: list[floa
 
 @pytest.mark.parametrize("up_for_s, next_delay", [
     (0.0, 4.0),      # dropped at once: the sequence goes on (0, 1, 2, then 4)
-    (59.9, 4.0),     # not yet healthy
-    (60.0, 0.0),     # healthy: the next retry is at once again
+    (0.9, 4.0),      # not yet healthy
+    (1.0, 0.0),      # healthy: the next retry is at once again
     (3600.0, 0.0),
 ])
 def test_a_healthy_connection_resets_the_sequence(up_for_s: float, next_delay: float) -> None:
@@ -49,8 +49,8 @@ def test_healthy_reports_and_resets_while_up() -> None:
     assert b.failures == 5
     assert not b.healthy(10.0)  # not connected at all
     b.connected(10.0)
-    assert not b.healthy(69.0) and b.failures == 5
-    assert b.healthy(70.0) and b.failures == 0
+    assert not b.healthy(10.9) and b.failures == 5
+    assert b.healthy(11.0) and b.failures == 0
     assert b.failed(80.0, 1.0) == 80.0  # first retry at once, jitter or not
 
 

@@ -32,8 +32,8 @@ def test_starting_until_first_heartbeat_then_up() -> None:
 
 def test_first_crash_restarts_at_once_then_backs_off() -> None:
     life = Lifecycle()
-    life.spawned(0.0)
-    life.heartbeat(0.1)
+    life.spawned(0.7)
+    life.heartbeat(0.8)  # up, but not for min_run_s: a crash
     assert life.exited(1.0, "exited with status 1") is State.BACKOFF
     assert life.next_start_at == 1.0 and life.due(1.0)
     life.restarted(1.0)
@@ -106,3 +106,65 @@ def test_stopped_is_never_due() -> None:
     life.stopped()
     assert life.state is State.STOPPED and not life.due(100.0)
     assert life.hung(100.0, None) is None
+
+
+def test_a_process_killed_after_running_fine_is_restarted_at_once_every_time() -> None:
+    life = Lifecycle()
+    t = 0.0
+    life.spawned(t)
+    for i in range(25):  # a kill storm: one kill -9 a second, for 25 s
+        life.heartbeat(t + 0.3)
+        assert life.exited(t + 1.0, "killed by SIGKILL") is State.BACKOFF
+        assert life.next_start_at == t + 1.0, i
+        t += 1.0
+        life.restarted(t)
+    assert life.restarts == 25 and "crashes" not in life.reason
+
+
+def test_a_process_that_exits_soon_after_it_starts_is_a_crash_loop() -> None:
+    life = Lifecycle()
+    life.spawned(0.0)
+    t = 0.0
+    states = []
+    for _ in range(5):
+        life.heartbeat(t + 0.01)
+        states.append(life.exited(t + 0.05, "exited with status 1"))
+        t = (life.next_start_at or t) + 0.0
+        life.restarted(t)
+    assert states == [State.BACKOFF] * 4 + [State.FATAL]
+
+
+def test_too_many_quick_restarts_become_crashes() -> None:
+    p = RestartPolicy(max_quick_restarts=3)
+    life = Lifecycle(p)
+    t = 0.0
+    life.spawned(t)
+    delays = []
+    for _ in range(6):
+        life.heartbeat(t + 0.1)
+        life.exited(t + 1.0, "killed by SIGKILL")
+        delays.append((life.next_start_at or 0.0) - (t + 1.0))
+        t = life.next_start_at or 0.0
+        life.restarted(t)
+    assert delays == [0.0, 0.0, 0.0, 0.0, 0.5, 1.0]
+
+
+def test_a_hung_kill_is_a_crash_even_after_a_good_run() -> None:
+    life = Lifecycle()
+    life.spawned(0.0)
+    life.heartbeat(0.1)
+    life.exited(10.0, "killed", counted=True)
+    life.restarted(10.0)
+    life.heartbeat(10.1)
+    life.exited(20.0, "killed", counted=True)
+    assert life.next_start_at == 20.5  # the second crash in a run: backed off
+
+
+def test_a_runnable_process_gets_longer_before_it_is_called_hung() -> None:
+    p = RestartPolicy(heartbeat_timeout_s=5, starved_timeout_s=30)
+    life = Lifecycle(p)
+    life.spawned(0.0)
+    life.heartbeat(1.0)
+    assert life.hung(7.0, 1.0, runnable=True) is None
+    assert "no heartbeat" in (life.hung(7.0, 1.0, runnable=False) or "")
+    assert "no heartbeat for 30.5s" in (life.hung(31.5, 1.0, runnable=True) or "")
