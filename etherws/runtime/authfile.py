@@ -13,12 +13,21 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import statistics
+import threading
 import time
+from collections.abc import Callable
 
+from etherws import htpasswd
 from etherws.htpasswd import HtpasswdError, HtpasswdTable, parse
 
 log = logging.getLogger(__name__)
 
+#: Heartbeats while a verification runs (bcrypt releases the GIL, so a thread can beat):
+#: a peer worker verifying a costly hash on a loaded machine must not look hung.
+BEAT_S = 0.25
+#: Verifications timed to learn what the costliest one takes (the median is used).
+FLOOR_SAMPLES = 3
 #: Refuse to read more than this: a path pointing at a huge file must not eat memory.
 MAX_FILE_BYTES = 16 * 1024 * 1024
 #: A file modified this recently is not trusted to be unchanged just because its stat is:
@@ -46,6 +55,7 @@ class AuthFile:
         self._signature: _Signature | None = None  # of the file last read (good or bad)
         self._reported: str | None = None  # the failure last logged, until a success
         self._mode_warned: int | None = None
+        self._floor: tuple[str, float] | None = None  # (dummy hash, seconds it takes)
 
     @property
     def loaded(self) -> bool:
@@ -72,6 +82,41 @@ class AuthFile:
         if _signature(st) != self._signature:
             self._reload(st)
         return self._table
+
+    def authenticate(self, header: bytes | None,
+                     beat: Callable[[], None] | None = None) -> str | None:
+        """The user an ``Authorization`` header authenticates, or None (answer 401).
+
+        Every attempt takes as long as verifying the table's costliest hash, whoever the
+        user is: htpasswd.authenticate does one verification (the user's own hash, or
+        the costliest for unknown users), and the answer waits out the rest of the
+        costliest verification's time. So a {SHA} user is not told from a bcrypt user,
+        or from an unknown one, by how long a refusal takes. ``beat`` is called every
+        BEAT_S meanwhile, from this thread, while another thread verifies.
+        """
+        table = self.table()
+        floor = self._floor_s(table)
+        started = time.monotonic()
+        user = _in_thread(lambda: htpasswd.authenticate(table, header), beat)
+        rest = floor - (time.monotonic() - started)
+        while rest > 0:
+            time.sleep(min(rest, BEAT_S))
+            if beat is not None:
+                beat()
+            rest = floor - (time.monotonic() - started)
+        return user
+
+    def _floor_s(self, table: HtpasswdTable) -> float:
+        """How long a verification of ``table``'s costliest hash takes (measured once
+        per table: a table's dummy hash is its costliest)."""
+        if self._floor is None or self._floor[0] != table.dummy_hash:
+            times = []
+            for _ in range(FLOOR_SAMPLES):
+                started = time.monotonic()
+                htpasswd.verify({"": table.dummy_hash}, "", "etherws: timing probe")
+                times.append(time.monotonic() - started)
+            self._floor = (table.dummy_hash, statistics.median(times))
+        return self._floor[1]
 
     def _reload(self, st: os.stat_result) -> None:
         # Remember what was read even when it is bad, so a garbled file is not re-parsed
@@ -132,3 +177,26 @@ class AuthFile:
             log.warning("htpasswd %s is world-%s (mode %04o)", self.path, what,
                         stat.S_IMODE(mode))
         self._mode_warned = mode
+
+
+def _in_thread(work: Callable[[], str | None], beat: Callable[[], None] | None) -> str | None:
+    """``work()``, run in a thread while this one calls ``beat`` every BEAT_S."""
+    if beat is None:
+        return work()
+    result: list[str | None] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(work())
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name="verify", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(BEAT_S)
+        beat()
+    if failure:
+        raise failure[0]
+    return result[0]

@@ -39,8 +39,8 @@ import socket
 import ssl
 import sys
 import time
+from collections.abc import Callable
 
-from etherws import htpasswd
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.keepalive import Keepalive
 from etherws.runtime import portstatus, procargs
@@ -335,14 +335,15 @@ class Peer:
         portstatus.write(self.args.rundir, self.args.port, state, error)
 
 
-def make_auth(path: str | None) -> Auth | None:
-    """The handshake's credential check from an htpasswd file (re-read when it changes)."""
+def make_auth(path: str | None, beat: Callable[[], None] | None = None) -> Auth | None:
+    """The handshake's credential check from an htpasswd file (re-read when it changes):
+    of one duration whoever the user is, beating ``beat`` while it verifies."""
     if path is None:
         return None
     authfile = AuthFile(path)
 
     def auth(header: bytes | None) -> str | None:
-        return htpasswd.authenticate(authfile.table(), header)
+        return authfile.authenticate(header, beat)
     return auth
 
 
@@ -357,8 +358,10 @@ def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     return context
 
 
-def configure(args: argparse.Namespace) -> tuple[ssl.SSLContext | None, ServerHandshake]:
-    """The TLS context (None: plain ws) and the handshake; ValueError/OSError if unusable."""
+def configure(args: argparse.Namespace, beat: Callable[[], None] | None = None
+              ) -> tuple[ssl.SSLContext | None, ServerHandshake]:
+    """The TLS context (None: plain ws) and the handshake (its credential check calls
+    ``beat`` while it verifies a password); ValueError/OSError if unusable."""
     if args.ping_interval <= 0 or args.ping_timeout <= 0:
         raise ValueError("--ping-interval and --ping-timeout must be positive")
     if not ETH_HLEN <= args.max_message <= MAX_FRAME:
@@ -366,7 +369,7 @@ def configure(args: argparse.Namespace) -> tuple[ssl.SSLContext | None, ServerHa
     if (args.sslkey is None) != (args.sslcert is None):
         raise ValueError("--sslkey and --sslcert go together")
     origins = frozenset(args.origin) if args.origin else None
-    handshake = ServerHandshake(args.path, make_auth(args.htpasswd), origins)
+    handshake = ServerHandshake(args.path, make_auth(args.htpasswd, beat), origins)
     context = None if args.sslcert is None else tls_context(args.sslcert, args.sslkey)
     return context, handshake
 
@@ -412,15 +415,16 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         log.error("--fd %d: %s", args.fd, getattr(e, "strerror", None) or e)
         return procargs.EXIT_CONFIG
-    try:
-        context, handshake = configure(args)
-    except ValueError as e:
-        sock.close()
-        log.error("%s", e)
-        return procargs.EXIT_CONFIG
     counters = claim_slot(args)
     if counters is None:
         sock.close()
+        return procargs.EXIT_CONFIG
+    try:
+        context, handshake = configure(
+            args, lambda: counters.heartbeat(time.monotonic_ns()))
+    except ValueError as e:
+        sock.close()
+        log.error("%s", e)
         return procargs.EXIT_CONFIG
     return Peer(args, counters, stop, context, handshake).run(sock, started_ns)
 

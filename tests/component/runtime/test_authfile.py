@@ -7,11 +7,15 @@ and nothing sleeps.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
+import statistics
 import time
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from etherws.htpasswd import HtpasswdTable, parse, verify
@@ -286,3 +290,43 @@ def test_world_readable_file_is_warned_about_once(
     os.chmod(htfile, 0o666)
     auth.table()
     assert warnings(logs)[-1] == f"htpasswd {htfile} is world-writable (mode 0666)"
+
+
+# --- one duration whoever the user is ------------------------------------------------------
+def _basic(user: str, password: str) -> bytes:
+    return b"Basic " + base64.b64encode(f"{user}:{password}".encode())
+
+
+def _median_s(auth: AuthFile, header: bytes, n: int) -> float:
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        assert auth.authenticate(header) is None
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def test_refusals_take_as_long_for_cheap_costly_and_unknown_users(htfile: Path) -> None:
+
+    sha = "{SHA}" + base64.b64encode(hashlib.sha1(b"right").digest()).decode()
+    costly = bcrypt.hashpw(b"right", bcrypt.gensalt(10)).decode()
+    htfile.write_text(f"cheap:{sha}\ncostly:{costly}\n")
+    auth = AuthFile(htfile)
+    assert auth.authenticate(_basic("cheap", "right")) == "cheap"
+    medians = {who: _median_s(auth, _basic(who, "wrong"), 9)
+               for who in ("cheap", "costly", "nobody")}
+    for who in ("cheap", "nobody"):
+        ratio = medians[who] / medians["costly"]
+        assert 0.8 <= ratio <= 1.25, medians
+
+
+def test_a_verification_beats_while_it_runs(htfile: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    htfile.write_text(f"u:{bcrypt.hashpw(b'pw', bcrypt.gensalt(12)).decode()}\n")
+    monkeypatch.setattr(authfile, "BEAT_S", 0.02)
+    beats: list[float] = []
+    auth = AuthFile(htfile)
+    assert auth.authenticate(_basic("u", "pw"), lambda: beats.append(time.monotonic())) == "u"
+    # bcrypt cost 12 takes some 200 ms here: the thread that beats was not blocked by it
+    assert len(beats) >= 3
+    assert max(b - a for a, b in zip(beats, beats[1:])) < 0.15
