@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Iterator
 
+from etherws.frame import is_learnable
+
 HEADER_WORDS = 16
 SLOT_WORDS = 16
 ENTRY_WORDS = 4
@@ -110,6 +112,9 @@ class TableError(ValueError):
     """A buffer that does not hold a table of this layout and version."""
 
 
+MAX_VID = 4095
+
+
 def fdb_key(vid: int, mac: bytes) -> int:
     """The FDB key word of (VLAN id, MAC)."""
     return (vid << 48) | int.from_bytes(mac, "big")
@@ -118,6 +123,18 @@ def fdb_key(vid: int, mac: bytes) -> int:
 def split_key(key: int) -> tuple[int, bytes]:
     """Inverse of fdb_key: ``(vid, mac)``."""
     return key >> 48, (key & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
+
+
+def learnable(vid: int, mac: bytes) -> bool:
+    """True when (``vid``, ``mac``) may be learned: a unicast, non-zero MAC of six bytes
+    in a VLAN id of 12 bits. The one rule for learning and for entries read back."""
+    return len(mac) == 6 and is_learnable(mac) and 0 <= vid <= MAX_VID
+
+
+def aged(now_s: float, seen_s: float, ageout_s: float) -> bool:
+    """True when an entry last seen at ``seen_s`` is gone at ``now_s``: at the boundary
+    too, as Linux's bridge expires. The one ageing rule (lookup, expiry, listfdb)."""
+    return now_s - seen_s >= ageout_s
 
 
 def _words(buf: memoryview | bytearray) -> memoryview:
@@ -150,6 +167,30 @@ class PortSlot:
     tx_bytes: int
     errors: int
     drops: int
+    broker_errors: int = 0
+    broker_drops: int = 0
+    hold_until_ns: int = 0
+
+
+@dataclass(frozen=True)
+class PortHeader:
+    """A snapshot of the port table's header."""
+
+    generation: int
+    broker_heartbeat_ns: int
+    flush_request: int
+    flush_port: int
+    flush_done: int
+    broker_malformed: int
+
+
+# Who writes which words: the single-writer rule, checked by tests/unit/test_tables.py.
+SUPERVISOR_HEADER = frozenset({H_GENERATION, H_FLUSH_REQUEST, H_FLUSH_PORT})
+SUPERVISOR_SLOT = frozenset({S_PORT, S_FLAGS, S_KIND})
+"""(``claim`` also zeroes a free slot's other words before anyone else uses it.)"""
+BROKER_HEADER = frozenset({H_BROKER_HEARTBEAT, H_FLUSH_DONE, H_BROKER_MALFORMED})
+BROKER_SLOT = frozenset({S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL})
+WORKER_SLOT = frozenset({S_HEARTBEAT, S_RX, S_RX_BYTES, S_TX, S_TX_BYTES, S_ERRORS, S_DROPS})
 
 
 class PortTable:
@@ -249,7 +290,28 @@ class PortTable:
             tx_bytes=w[b + S_TX_BYTES],
             errors=w[b + S_ERRORS] + w[b + S_BROKER_ERRORS],
             drops=w[b + S_DROPS] + w[b + S_BROKER_DROPS],
+            broker_errors=w[b + S_BROKER_ERRORS],
+            broker_drops=w[b + S_BROKER_DROPS],
+            hold_until_ns=w[b + S_HOLD_UNTIL],
         )
+
+    def header(self) -> PortHeader:
+        """A snapshot of the header."""
+        w = self.words
+        return PortHeader(w[H_GENERATION], w[H_BROKER_HEARTBEAT], w[H_FLUSH_REQUEST],
+                          w[H_FLUSH_PORT], w[H_FLUSH_DONE], w[H_BROKER_MALFORMED])
+
+    def slot_port(self, slot: int) -> int:
+        """The port number in ``slot`` (0: free)."""
+        return self.words[self.base(slot) + S_PORT]
+
+    def heartbeat_ns(self, slot: int) -> int:
+        """The latest heartbeat of ``slot``'s worker."""
+        return self.words[self.base(slot) + S_HEARTBEAT]
+
+    def broker_heartbeat_ns(self) -> int:
+        """The broker's latest heartbeat."""
+        return self.words[H_BROKER_HEARTBEAT]
 
     def ports(self) -> Iterator[tuple[int, int, bool]]:
         """``(slot, port, shut)`` for every slot in use."""
@@ -259,6 +321,94 @@ class PortTable:
             port = w[b + S_PORT]
             if port:
                 yield slot, port, bool(w[b + S_FLAGS] & FLAG_SHUT)
+
+
+class BrokerView:
+    """The broker's words of the port table: its heartbeat, flush answers, and the
+    per-slot drops, errors and pauses it decides."""
+
+    def __init__(self, table: PortTable) -> None:
+        self.table = table
+        self.words = table.words
+
+    def heartbeat(self, now_ns: int) -> None:
+        """Tell the supervisor the broker is alive."""
+        self.words[H_BROKER_HEARTBEAT] = now_ns
+
+    def count_malformed(self) -> None:
+        """A data-plane message that did not parse (no port to charge it to)."""
+        self.words[H_BROKER_MALFORMED] += 1
+
+    def pending_flush(self) -> tuple[int, int] | None:
+        """``(request, port)`` of a flush the supervisor asked for and nobody served
+        (port 0: all), or None."""
+        request = self.words[H_FLUSH_REQUEST]  # before the port: the supervisor writes it after
+        if request == self.words[H_FLUSH_DONE]:
+            return None
+        return request, self.words[H_FLUSH_PORT]
+
+    def flush_served(self, request: int) -> None:
+        """Flush ``request`` is done."""
+        self.words[H_FLUSH_DONE] = request
+
+    def add_errors(self, slot: int, n: int) -> None:
+        """Frames from ``slot``'s port that could not be parsed."""
+        self.words[self.table.base(slot) + S_BROKER_ERRORS] += n
+
+    def add_drops(self, slot: int, n: int) -> None:
+        """Frames for ``slot``'s port that its full queue could not take."""
+        self.words[self.table.base(slot) + S_BROKER_DROPS] += n
+
+    def hold(self, slot: int, until_ns: int) -> None:
+        """Ask ``slot``'s worker to read nothing from its medium before ``until_ns``."""
+        self.words[self.table.base(slot) + S_HOLD_UNTIL] = until_ns
+
+
+class SlotView:
+    """A port worker's words of its slot: counters only add (a restarted worker
+    continues its predecessor's), the heartbeat, and the pause the broker asked for."""
+
+    def __init__(self, table: PortTable, slot: int) -> None:
+        self.table = table
+        self.slot = slot
+        self.words = table.words
+        self.base = table.base(slot)
+
+    @property
+    def port(self) -> int:
+        """The port the supervisor gave this slot to."""
+        return self.words[self.base + S_PORT]
+
+    def received(self, frames: int, nbytes: int) -> None:
+        """Frames read from the medium and handed to the broker (rx)."""
+        b = self.base
+        self.words[b + S_RX] += frames
+        self.words[b + S_RX_BYTES] += nbytes
+
+    def sent(self, frames: int, nbytes: int) -> None:
+        """Frames written out to the medium (tx)."""
+        b = self.base
+        self.words[b + S_TX] += frames
+        self.words[b + S_TX_BYTES] += nbytes
+
+    def add_errors(self, n: int) -> None:
+        """Malformed frames or messages, dropped."""
+        if n:
+            self.words[self.base + S_ERRORS] += n
+
+    def add_drops(self, n: int) -> None:
+        """Good frames lost for lack of room."""
+        if n:
+            self.words[self.base + S_DROPS] += n
+
+    def heartbeat(self, now_ns: int) -> None:
+        """Tell the supervisor this worker is alive."""
+        self.words[self.base + S_HEARTBEAT] = now_ns
+
+    def hold_ns(self, now_ns: int) -> int:
+        """Nanoseconds left of a pause the broker asked for (its port's queue was full
+        with everything this port sent); 0 when none."""
+        return max(self.words[self.base + S_HOLD_UNTIL] - now_ns, 0)
 
 
 class FdbTable:
@@ -283,6 +433,35 @@ class FdbTable:
         words[0], words[1], words[2] = FDB_MAGIC, VERSION, capacity
         return FdbTable(buf)
 
+    # --- the header: counters the broker writes, everyone reads -----------------------
+    @property
+    def in_use(self) -> int:
+        """Entries in use."""
+        return self.words[F_IN_USE]
+
+    @property
+    def refused_full(self) -> int:
+        """Learns refused because the table was full."""
+        return self.words[F_REFUSED_FULL]
+
+    @property
+    def refused_port(self) -> int:
+        """Learns refused because the port held its most addresses."""
+        return self.words[F_REFUSED_PORT]
+
+    def set_in_use(self, n: int) -> None:
+        """Publish how many entries are in use (broker)."""
+        self.words[F_IN_USE] = n
+
+    def count_refused_full(self) -> None:
+        """A learn refused: the table is full (broker)."""
+        self.words[F_REFUSED_FULL] += 1
+
+    def count_refused_port(self) -> None:
+        """A learn refused: the port holds its most addresses (broker)."""
+        self.words[F_REFUSED_PORT] += 1
+
+    # --- entries ---------------------------------------------------------------------
     def write(self, i: int, key: int, port: int, seen_ns: int) -> None:
         """Rewrite entry ``i`` under the seqlock (broker)."""
         w = self.words

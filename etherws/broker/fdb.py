@@ -6,9 +6,9 @@ was learned; this object is the table's only writer and keeps an in-memory index
 it so that a lookup never scans the table.
 
 Time is a parameter: ``now`` is float seconds of a monotonic clock, non-decreasing from
-one call to the next; the table stores ``int(now * 1e9)``. An entry is absent once
-``now - last_seen >= ageout_s`` (Linux's bridge expires at the same boundary), whether or
-not ``expire`` has removed it yet.
+one call to the next; the table stores ``int(now * 1e9)``. An entry is absent once it is
+``tables.aged`` (at ``now - last_seen >= ageout_s``, Linux's bridge's boundary), whether
+or not ``expire`` has removed it yet.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from collections import OrderedDict
 from enum import Enum
 from typing import Callable, Iterable, Iterator
 
-from etherws.frame import ZERO_MAC
-from etherws.tables import F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT, FdbTable
+from etherws.tables import FdbTable, aged, fdb_key, learnable, split_key
 
 TOUCH_INTERVAL_S = 1.0
 """Least time between two writes of an entry's last-seen time: ages are shown with 1 s
@@ -58,7 +57,6 @@ class Fdb:
         self.ageout_s = float(ageout_s)
         self.per_port_max = per_port_max
         cap = table.capacity
-        self._words = table.words
         self._index: dict[int, int] = {}
         self._key = [0] * cap
         self._port = [0] * cap
@@ -83,7 +81,7 @@ class Fdb:
             if e is None:
                 continue
             key, port, seen_ns = e
-            if not _key_learnable(key):
+            if not learnable(*split_key(key)):
                 self.table.clear(i)
                 continue
             found.append((seen_ns, i, key, port))
@@ -99,48 +97,47 @@ class Fdb:
         # pop() hands out the lowest free index first
         self._free = [i for i in range(self.table.capacity - 1, -1, -1)
                       if i not in self._order]
-        self._words[F_IN_USE] = len(self._index)
+        self.table.set_in_use(len(self._index))
 
     # --- the hot path -----------------------------------------------------------------
     def learn(self, vid: int, mac: bytes, port: int, now: float) -> LearnResult:
         """Record that ``mac`` in VLAN ``vid`` was seen as a source on ``port`` at ``now``."""
-        key = (vid << 48) | int.from_bytes(mac, "big")
+        key = fdb_key(vid, mac)
         i = self._index.get(key)
         if i is not None and self._port[i] == port:
             if now - self._seen[i] >= TOUCH_INTERVAL_S:
                 return self._refresh(i, now)
             return LearnResult.REFRESHED
-        if len(mac) != 6 or mac[0] & 1 or mac == ZERO_MAC or port <= 0 \
-                or not 0 <= vid < 4096:
+        if port <= 0 or not learnable(vid, mac):
             return LearnResult.INVALID
         if self._port_count.get(port, 0) >= self.per_port_max:
             if i is not None:
                 # Leaving the old port in place would send this station's traffic to
                 # where it no longer is; forgetting it makes frames flood instead.
                 self._drop(i)
-            self._words[F_REFUSED_PORT] += 1
+            self.table.count_refused_port()
             return LearnResult.REFUSED_PORT_FULL
         if i is not None:
             self._set(i, key, port, now)
             return LearnResult.MOVED
         if not self._free:
-            self._words[F_REFUSED_FULL] += 1
+            self.table.count_refused_full()
             return LearnResult.REFUSED_FULL
         i = self._free.pop()
         self._index[key] = i
         self._set(i, key, port, now)
-        self._words[F_IN_USE] = len(self._index)
+        self.table.set_in_use(len(self._index))
         return LearnResult.LEARNED
 
     def lookup(self, vid: int, mac: bytes, now: float) -> int | None:
         """The port ``mac`` in VLAN ``vid`` was last seen on, or None (unknown or aged)."""
-        i = self._index.get((vid << 48) | int.from_bytes(mac, "big"))
-        if i is None or now - self._seen[i] >= self.ageout_s:
+        i = self._index.get(fdb_key(vid, mac))
+        if i is None or aged(now, self._seen[i], self.ageout_s):
             return None
         return self._port[i]
 
     def _refresh(self, i: int, now: float) -> LearnResult:
-        if now - self._seen[i] >= self.ageout_s:
+        if aged(now, self._seen[i], self.ageout_s):
             # Aged but not yet expired: seen again, it is a new station as far as anyone
             # reading the table can tell.
             self._set(i, self._key[i], self._port[i], now)
@@ -176,7 +173,7 @@ class Fdb:
         self.table.clear(i)
         self._order.pop(i, None)
         self._free.append(i)
-        self._words[F_IN_USE] = len(self._index)
+        self.table.set_in_use(len(self._index))
 
     # --- housekeeping -----------------------------------------------------------------
     def expire(self, now: float) -> int:
@@ -188,7 +185,7 @@ class Fdb:
         order, seen, ageout_s = self._order, self._seen, self.ageout_s
         while order:
             i = next(iter(order))
-            if now - seen[i] < ageout_s:  # the same test as lookup(), to the last bit
+            if not aged(now, seen[i], ageout_s):  # the same rule as lookup()
                 break
             self._drop(i)
             removed += 1
@@ -224,12 +221,6 @@ class Fdb:
     def entries(self) -> Iterator[tuple[int, bytes, int, float]]:
         """``(vid, mac, port, last_seen)`` of every entry, aged or not, oldest first."""
         for i in self._order:
-            key = self._key[i]
-            yield key >> 48, (key & 0xFFFF_FFFF_FFFF).to_bytes(6, "big"), self._port[i], \
-                self._seen[i]
-
-
-def _key_learnable(key: int) -> bool:
-    mac = key & 0xFFFF_FFFF_FFFF
-    return bool(mac) and not (mac >> 40) & 1 and key >> 48 < 4096
+            vid, mac = split_key(self._key[i])
+            yield vid, mac, self._port[i], self._seen[i]
 

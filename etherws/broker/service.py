@@ -31,18 +31,7 @@ from etherws.broker.fdb import Fdb
 from etherws.broker.forwarding import Forwarder
 from etherws.paths import RunDir
 from etherws.runtime import lifeline, logsetup, malloctune, procargs, shm
-from etherws.tables import (
-    H_BROKER_HEARTBEAT,
-    H_BROKER_MALFORMED,
-    H_FLUSH_DONE,
-    H_FLUSH_PORT,
-    H_FLUSH_REQUEST,
-    S_BROKER_DROPS,
-    S_BROKER_ERRORS,
-    S_HOLD_UNTIL,
-    PortTable,
-    TableError,
-)
+from etherws.tables import BrokerView, PortTable, TableError
 
 log = logging.getLogger("etherws.broker")
 
@@ -73,10 +62,10 @@ class Broker:
     def __init__(self, sock: zmq.Socket[bytes], ports: PortTable, fdb: Fdb) -> None:
         self.sock = sock
         self.ports = ports
-        self.words = ports.words
+        self.view = BrokerView(ports)
         self.fdb = fdb
         self.forwarder = Forwarder(fdb)
-        self._base: dict[int, int] = {}  # port -> first word of its slot
+        self._slot: dict[int, int] = {}  # port -> its slot
         self._rid: dict[int, bytes] = {}
         self._generation: int | None = None
         self._next_heartbeat = 0.0
@@ -90,36 +79,35 @@ class Broker:
         if generation == self._generation:  # bumps it again and is seen next time
             return None
         self._generation = generation
-        base: dict[int, int] = {}
+        slots: dict[int, int] = {}
         shut: dict[int, bool] = {}
         for slot, port, is_shut in self.ports.ports():
-            if port not in base:
-                base[port] = self.ports.base(slot)
+            if port not in slots:
+                slots[port] = slot
                 shut[port] = is_shut
-        self._base = base
-        self._rid = {port: ipc.routing_id(port) for port in base}
+        self._slot = slots
+        self._rid = {port: ipc.routing_id(port) for port in slots}
         self.forwarder.set_ports(shut)
-        forgotten = self.fdb.retain_ports(base)
+        forgotten = self.fdb.retain_ports(slots)
         log.debug("port table generation %d: %d ports, %d addresses forgotten",
-                  generation, len(base), forgotten)
+                  generation, len(slots), forgotten)
         return forgotten
 
     def serve_flush(self) -> None:
         """Carry out a pending flush request from the supervisor."""
-        w = self.words
-        request = w[H_FLUSH_REQUEST]  # before the port: the supervisor writes it after
-        if request == w[H_FLUSH_DONE]:
+        pending = self.view.pending_flush()
+        if pending is None:
             return
-        port = w[H_FLUSH_PORT]
+        request, port = pending
         n = self.fdb.flush_all() if port == 0 else self.fdb.flush_port(port)
-        w[H_FLUSH_DONE] = request
+        self.view.flush_served(request)
         log.debug("flush %d: %d addresses of %s forgotten", request, n,
                   f"port {port}" if port else "all ports")
 
     def housekeeping(self, now: float) -> None:
         """Heartbeat and ageing, each at its own interval."""
         if now >= self._next_heartbeat:
-            self.words[H_BROKER_HEARTBEAT] = time.monotonic_ns()
+            self.view.heartbeat(time.monotonic_ns())
             self._next_heartbeat = now + HEARTBEAT_INTERVAL_S
         if now >= self._next_expire:
             self.fdb.expire(now)
@@ -145,19 +133,19 @@ class Broker:
             port = ipc.port_of(parts[0])
             frames = ipc.unpack(parts[1])
         except ipc.IpcError:
-            self.words[H_BROKER_MALFORMED] += 1
+            self.view.count_malformed()
             return
         result = self.forwarder.forward(port, frames, now)
-        base = self._base.get(port)
-        if result.malformed and base is not None:
-            self.words[base + S_BROKER_ERRORS] += result.malformed
+        slot = self._slot.get(port)
+        if result.malformed and slot is not None:
+            self.view.add_errors(slot, result.malformed)
         if not result.egress:
             return
-        if not self.deliver(result.egress) and len(result.egress) == 1 and base is not None:
+        if not self.deliver(result.egress) and len(result.egress) == 1 and slot is not None:
             # All of it went to one port, which is full: the sender's worker pauses
             # (link.PortLoop). Not for frames to several ports: a flood must not let one
             # slow port throttle a sender for all the others.
-            self.words[base + S_HOLD_UNTIL] = int(now * 1e9) + HOLD_NS
+            self.view.hold(slot, int(now * 1e9) + HOLD_NS)
 
     def deliver(self, egress: dict[int, list[bytes]]) -> bool:
         """Send every port its frames; what a port cannot take now is dropped and counted.
@@ -189,7 +177,7 @@ class Broker:
         except zmq.ZMQError as e:
             if e.errno != errno.EHOSTUNREACH:  # not connected, e.g. its worker restarts
                 raise
-        self.words[self._base[port] + S_BROKER_DROPS] += nframes
+        self.view.add_drops(self._slot[port], nframes)
         return not full
 
     # --- the loop ---------------------------------------------------------------------

@@ -23,8 +23,8 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from etherws import __version__, paths
 from etherws.control import BY_VERB, Command, RpcError
-from etherws.portconfig import valid_port_name
 from etherws.ctl import render
+from etherws.portconfig import valid_port_name
 from etherws.runtime import curvekeys
 from etherws.runtime.ctlclient import ControlClient, PermissionDenied, Unreachable
 

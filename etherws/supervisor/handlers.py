@@ -23,12 +23,10 @@ from etherws.supervisor.policy import State
 from etherws.supervisor.portops import PortError
 from etherws.supervisor.ports import Port, PortManager
 from etherws.tables import (
-    F_IN_USE,
-    F_REFUSED_FULL,
-    F_REFUSED_PORT,
     FdbTable,
     PortKind,
     PortTable,
+    aged,
     split_key,
 )
 from etherws.wsurl import Secrets, Target, env_proxy
@@ -261,16 +259,15 @@ def list_interface(sw: Switch, params: Params) -> dict[str, Any]:
 
 def list_fdb(sw: Switch, params: Params) -> dict[str, Any]:
     """listFdb: learned addresses with their port and age in seconds."""
-    now_ns = time.monotonic_ns()
-    ageout_ns = sw.ageout_s * 1e9
+    now = time.monotonic_ns() / 1e9
     entries = []
     for _, key, port, seen_ns in sw.fdb.entries():
-        age_ns = max(0, now_ns - seen_ns)
-        if age_ns >= ageout_ns or port not in sw.ports.ports:
+        seen = seen_ns / 1e9
+        if aged(now, seen, sw.ageout_s) or port not in sw.ports.ports:
             continue  # expired or of a deleted port: the broker drops it within a second
         vid, mac = split_key(key)
         entries.append({"vid": vid, "mac": mac_to_text(mac), "port": port,
-                        "age": int(age_ns // 1_000_000_000)})
+                        "age": int(max(0.0, now - seen))})
     entries.sort(key=lambda e: (e["vid"], e["mac"]))
     return {"entries": entries}
 
@@ -297,14 +294,13 @@ def flush_fdb(sw: Switch, params: Params) -> Later:
 def get_status(sw: Switch, params: Params) -> dict[str, Any]:
     """getStatus: the supervisor, the broker and the FDB at a glance."""
     broker = sw.ports.broker
-    w = sw.fdb.words
     return {"entries": [{
         "pid": os.getpid(), "rundir": sw.rundir,
         "uptime": time.monotonic() - sw.started, "ports": len(sw.ports.ports),
         "broker": {"state": broker.life.state.value, "pid": broker.pid,
                    "restarts": broker.life.restarts, "reason": broker.life.reason},
-        "fdb": {"entries": w[F_IN_USE], "capacity": sw.fdb.capacity,
-                "refused_full": w[F_REFUSED_FULL], "refused_port": w[F_REFUSED_PORT]},
+        "fdb": {"entries": sw.fdb.in_use, "capacity": sw.fdb.capacity,
+                "refused_full": sw.fdb.refused_full, "refused_port": sw.fdb.refused_port},
     }]}
 
 

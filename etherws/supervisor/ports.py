@@ -17,7 +17,6 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
-from etherws import tables
 from etherws.portconfig import PortSpec
 from etherws.runtime import portstatus, tuntap
 from etherws.supervisor.children import Child, exit_reason, stop_children
@@ -188,13 +187,11 @@ class PortManager:
         return portstatus.read(self.rundir, port.number) if port.kind in TUNNELS else None
 
     def _supervised(self) -> Iterator[tuple[str, Child, int | None, Port | None]]:
-        hb = self.table.words[tables.H_BROKER_HEARTBEAT]
-        yield "broker", self.broker, hb, None
+        yield "broker", self.broker, self.table.broker_heartbeat_ns(), None
         if self.listener is not None:
             yield "listener", self.listener, None, None
         for port in list(self.ports.values()):
-            b = self.table.base(port.slot)
-            yield f"port {port.number}", port.child, self.table.words[b + tables.S_HEARTBEAT], port
+            yield f"port {port.number}", port.child, self.table.heartbeat_ns(port.slot), port
 
     def _ended(self, name: str, child: Child, rc: int, port: Port | None, now: float) -> None:
         """A process ended without being asked to: decide what follows."""

@@ -33,8 +33,9 @@ from etherws import ipc
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.paths import RunDir
 from etherws.runtime import lifeline, logsetup, malloctune, procargs
+from etherws.tables import SlotView
 from etherws.workers.coalesce import Coalescer
-from etherws.workers.slot import SlotCounters, claim_slot
+from etherws.workers.slot import claim_slot
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class StopFlag:
 class PortLoop:
     """Moves frames between a medium and the broker until stopped or the medium ends."""
 
-    def __init__(self, medium: Medium, link: BrokerLink, counters: SlotCounters,
+    def __init__(self, medium: Medium, link: BrokerLink, counters: SlotView,
                  stop: StopFlag) -> None:
         self.medium = medium
         self.link = link
@@ -198,7 +199,7 @@ class PortLoop:
         """Loop until the stop flag is set; MediumClosed propagates.
 
         Backpressure, both ways: the medium is read only while the broker link can take
-        a batch and the broker has not asked for a pause (``SlotCounters.hold_ns``);
+        a batch and the broker has not asked for a pause (``SlotView.hold_ns``);
         the broker's batches only while the medium has room for one. Otherwise the fd
         or the socket is not polled for input and the frames wait, or are dropped, where
         that costs nothing: in the kernel's queue, or at the broker.

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,9 +17,11 @@ from etherws.tables import (
     HEADER_WORDS,
     PORT_MAGIC,
     SLOT_WORDS,
+    BrokerView,
     FdbTable,
     PortKind,
     PortTable,
+    SlotView,
     TableError,
 )
 
@@ -288,3 +294,103 @@ def test_fdb_key_round_trip(vid: int, mac: bytes) -> None:
     key = tables.fdb_key(vid, mac)
     assert 0 <= key < 2**64
     assert tables.split_key(key) == (vid, mac)
+
+
+# --- one writer per word ---------------------------------------------------------------------
+def _changed(table: PortTable, act: Callable[[], object]) -> tuple[set[int], set[int]]:
+    """(header words, slot-relative words of slot 1) that ``act`` changed."""
+    before = list(table.words)
+    act()
+    after = list(table.words)
+    changed = {i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b}
+    header = {i for i in changed if i < tables.HEADER_WORDS}
+    base = table.base(1)
+    slot = {i - base for i in changed if base <= i < base + tables.SLOT_WORDS}
+    assert changed == header | {base + i for i in slot}, "a write outside slot 1"
+    return header, slot
+
+
+def _fresh() -> PortTable:
+    table = PortTable.format(bytearray(PortTable.size(4)), 4)
+    table.claim(1, 7, PortKind.TAP)
+    return table
+
+
+BROKER_WRITES: list[Callable[[BrokerView], object]] = [
+    lambda v: v.heartbeat(123), lambda v: v.count_malformed(),
+    lambda v: v.flush_served(5), lambda v: v.add_errors(1, 2),
+    lambda v: v.add_drops(1, 3), lambda v: v.hold(1, 99),
+]
+WORKER_WRITES: list[Callable[[SlotView], object]] = [
+    lambda v: v.received(1, 60), lambda v: v.sent(2, 120), lambda v: v.add_errors(1),
+    lambda v: v.add_drops(4), lambda v: v.heartbeat(77),
+]
+SUPERVISOR_WRITES: list[Callable[[PortTable], object]] = [
+    lambda t: t.set_shut(1, True), lambda t: t.request_flush(7), lambda t: t.release(1),
+]
+
+
+@pytest.mark.parametrize("write", BROKER_WRITES)
+def test_the_broker_writes_only_its_words(write: Callable[[BrokerView], object]) -> None:
+    table = _fresh()
+    header, slot = _changed(table, lambda: write(BrokerView(table)))
+    assert header | slot and header <= tables.BROKER_HEADER and slot <= tables.BROKER_SLOT
+
+
+@pytest.mark.parametrize("write", WORKER_WRITES)
+def test_a_worker_writes_only_its_words(write: Callable[[SlotView], object]) -> None:
+    table = _fresh()
+    header, slot = _changed(table, lambda: write(SlotView(table, 1)))
+    assert slot and not header and slot <= tables.WORKER_SLOT
+
+
+@pytest.mark.parametrize("write", SUPERVISOR_WRITES)
+def test_the_supervisor_writes_only_its_words(write: Callable[[PortTable], object]) -> None:
+    table = _fresh()
+    header, slot = _changed(table, lambda: write(table))
+    assert header <= tables.SUPERVISOR_HEADER and slot <= tables.SUPERVISOR_SLOT
+
+
+def test_claim_writes_a_free_slot_and_the_generation_only() -> None:
+    table = PortTable.format(bytearray(PortTable.size(4)), 4)
+    header, slot = _changed(table, lambda: table.claim(1, 7, PortKind.TAP, shut=True))
+    assert header == {tables.H_GENERATION} and slot <= tables.SUPERVISOR_SLOT
+
+
+def test_writers_own_disjoint_words_inside_the_header_and_the_slot() -> None:
+    headers = [tables.SUPERVISOR_HEADER, tables.BROKER_HEADER]
+    slots = [tables.SUPERVISOR_SLOT, tables.BROKER_SLOT, tables.WORKER_SLOT]
+    assert all(0 < i < tables.HEADER_WORDS for h in headers for i in h)
+    assert all(0 <= i < tables.SLOT_WORDS for s in slots for i in s)
+    assert sum(map(len, headers)) == len(set().union(*headers))
+    assert sum(map(len, slots)) == len(set().union(*slots))
+    named = {v for k, v in vars(tables).items() if k.startswith("S_")}
+    assert named == set().union(*slots)  # every slot word has its writer
+
+
+WORD_NAME = re.compile(r"\b(S|H|F|E)_[A-Z][A-Z_]+\b")
+
+
+def test_table_words_are_named_only_in_tables_and_fdb() -> None:
+    root = Path(tables.__file__).parent
+    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                   if WORD_NAME.search(p.read_text().replace("stat.S_I", "")))
+    assert users == ["tables.py"], users
+
+
+@pytest.mark.parametrize("vid, mac, ok", [
+    (0, bytes.fromhex("020000000001"), True), (4095, bytes.fromhex("020000000001"), True),
+    (4096, bytes.fromhex("020000000001"), False), (-1, bytes.fromhex("020000000001"), False),
+    (0, bytes.fromhex("010000000001"), False), (0, bytes(6), False),
+    (0, bytes.fromhex("ffffffffffff"), False), (0, bytes.fromhex("0200000001"), False),
+])
+def test_one_learnable_rule(vid: int, mac: bytes, ok: bool) -> None:
+    assert tables.learnable(vid, mac) is ok
+    if len(mac) == 6 and 0 <= vid < 1 << 16:
+        assert tables.learnable(*tables.split_key(tables.fdb_key(vid, mac))) is ok
+
+
+@pytest.mark.parametrize("age, gone", [(0.0, False), (299.999, False), (300.0, True),
+                                       (1e6, True)])
+def test_one_ageing_rule(age: float, gone: bool) -> None:
+    assert tables.aged(1000.0 + age, 1000.0, 300.0) is gone

@@ -6,7 +6,7 @@ thing the port receives: the broker's output to one port is a FIFO, so anything 
 sent there earlier would arrive first. "The broker has handled it" is seen either from a
 frame reaching another port or through a barrier:
 
-- ``barrier(port)``: a malformed message from ``port`` bumps H_BROKER_MALFORMED once all
+- ``barrier(port)``: a malformed message from ``port`` bumps the broker's malformed count once all
   of that port's earlier messages have been switched (one pipe, in order);
 - ``table_barrier()``: a flush of a port that does not exist is served in the same loop
   iteration as, and after, the re-read of a changed port table.
@@ -36,13 +36,8 @@ from etherws.broker.service import HOLD_NS
 from etherws.paths import RunDir
 from etherws.runtime import shm
 from etherws.tables import (
-    F_IN_USE,
-    H_BROKER_HEARTBEAT,
-    H_BROKER_MALFORMED,
-    S_BROKER_DROPS,
-    S_BROKER_ERRORS,
-    S_HOLD_UNTIL,
     PortKind,
+    PortSlot,
     fdb_key,
     split_key,
 )
@@ -93,7 +88,7 @@ class Switch:
         proc = self.proc = subprocess.Popen(
             [sys.executable, "-m", "etherws.broker", "--rundir", self.rd.root,
              "--parent-pid", str(os.getpid())], cwd=ROOT)
-        support.wait_until(lambda: self.ports.words[H_BROKER_HEARTBEAT] > since
+        support.wait_until(lambda: self.ports.broker_heartbeat_ns() > since
                            or proc.poll() is not None, WAIT_S, "the broker to start")
         assert proc.poll() is None, f"broker exited with {proc.returncode}"
 
@@ -171,9 +166,9 @@ class Switch:
     # --- barriers and table views -------------------------------------------------------
     def barrier(self, port: int) -> None:
         """Return once the broker has handled every message ``port`` sent so far."""
-        before = self.ports.words[H_BROKER_MALFORMED]
+        before = self.ports.header().broker_malformed
         self.dealers[port].send(b"\x00")
-        support.wait_until(lambda: self.ports.words[H_BROKER_MALFORMED] > before, WAIT_S,
+        support.wait_until(lambda: self.ports.header().broker_malformed > before, WAIT_S,
                            f"the broker to handle port {port}'s messages")
 
     def table_barrier(self) -> None:
@@ -197,8 +192,8 @@ class Switch:
     def seen_ns(self, addr: bytes) -> int:
         return next(seen for _, key, _, seen in self.fdb.entries() if key == fdb_key(0, addr))
 
-    def slot_word(self, port: int, word: int) -> int:
-        return self.ports.words[self.ports.base(port - 1) + word]
+    def slot(self, port: int) -> PortSlot:
+        return self.ports.read(port - 1)
 
 
 @pytest.fixture
@@ -298,7 +293,7 @@ def test_flush_request_served(switch: Switch) -> None:
     switch.flush(1, "flush of port 1")
     assert switch.learned() == {B: 2, C: 3}
     switch.flush(0, "flush of all")
-    assert list(switch.fdb.entries()) == [] and switch.fdb.words[F_IN_USE] == 0
+    assert list(switch.fdb.entries()) == [] and switch.fdb.in_use == 0
 
 
 # --- never blocking, counting what is dropped -------------------------------------------------
@@ -307,12 +302,12 @@ def test_slow_port_drops_are_counted_and_the_others_still_served(
     # Port 3 is a worker that will stop reading.
     with running_switch(rundir, ctx, rcvhwm={3: 1}) as sw:
         sw.sync()
-        drops_2 = sw.slot_word(2, S_BROKER_DROPS)  # sync may have lost some before
-        drops_3 = sw.slot_word(3, S_BROKER_DROPS)  # the DEALERs were connected
-        beat = sw.ports.words[H_BROKER_HEARTBEAT]
+        drops_2 = sw.slot(2).broker_drops  # sync may have lost some before
+        drops_3 = sw.slot(3).broker_drops  # the DEALERs were connected
+        beat = sw.ports.broker_heartbeat_ns()
         sent = 0
         end = support.deadline(30)
-        while sw.slot_word(3, S_BROKER_DROPS) == drops_3:
+        while sw.slot(3).broker_drops == drops_3:
             assert time.monotonic() < end, "port 3 never filled up"
             for _ in range(50):
                 sw.send(1, eth(BCAST, A, f"bulk-{sent}", 1500))
@@ -322,12 +317,12 @@ def test_slow_port_drops_are_counted_and_the_others_still_served(
         sw.send(1, marker)
         while sw.recv(2) != marker:
             pass  # the bulk frames before it
-        lost_2 = sw.slot_word(2, S_BROKER_DROPS) - drops_2
+        lost_2 = sw.slot(2).broker_drops - drops_2
         assert lost_2 <= 0.1 * sent, f"the healthy port lost {lost_2} of {sent} frames"
-        support.wait_until(lambda: sw.ports.words[H_BROKER_HEARTBEAT] > beat, 2.0,
+        support.wait_until(lambda: sw.ports.broker_heartbeat_ns() > beat, 2.0,
                            "a heartbeat while port 3 is stalled")
         # A flood that one slow port could not take does not pause the sender.
-        assert sw.slot_word(1, S_HOLD_UNTIL) == 0
+        assert sw.slot(1).hold_until_ns == 0
 
 
 def test_a_sender_whose_unicast_fills_a_port_is_asked_to_pause(
@@ -336,46 +331,46 @@ def test_a_sender_whose_unicast_fills_a_port_is_asked_to_pause(
         sw.sync()
         sw.deliver(3, eth(BCAST, C, "C is on port 3"), 1, 2)
         sw.barrier(3)
-        drops_3 = sw.slot_word(3, S_BROKER_DROPS)
+        drops_3 = sw.slot(3).broker_drops
         end = support.deadline(30)
-        while sw.slot_word(3, S_BROKER_DROPS) == drops_3:
+        while sw.slot(3).broker_drops == drops_3:
             assert time.monotonic() < end, "port 3 never filled up"
             before = time.monotonic_ns()
             for i in range(50):
                 sw.send(1, eth(C, A, f"to C {i}", 1500))
             sw.barrier(1)
-        hold_until = sw.slot_word(1, S_HOLD_UNTIL)
+        hold_until = sw.slot(1).hold_until_ns
         assert before < hold_until <= time.monotonic_ns() + HOLD_NS
-        assert sw.slot_word(2, S_HOLD_UNTIL) == sw.slot_word(3, S_HOLD_UNTIL) == 0
+        assert sw.slot(2).hold_until_ns == sw.slot(3).hold_until_ns == 0
 
 
 def test_malformed_messages_are_counted(switch: Switch) -> None:
     switch.sync()
-    before = switch.ports.words[H_BROKER_MALFORMED]
+    before = switch.ports.header().broker_malformed
     bad = [b"", b"\x02" + ipc.pack([b"x"])[1:], b"\x01\x00", b"\x01\x00\x05abc"]
     for msg in bad:
         switch.dealers[1].send(msg)
     switch.dealers[1].send_multipart([ipc.pack([eth(BCAST, A, "x")]), b"extra part"])
     stranger = switch.socket(b"not-a-port")
     stranger.send(ipc.pack([eth(BCAST, A, "stranger")]))
-    support.wait_until(lambda: switch.ports.words[H_BROKER_MALFORMED] == before + 6, WAIT_S,
+    support.wait_until(lambda: switch.ports.header().broker_malformed == before + 6, WAIT_S,
                        "six malformed messages")
     good = eth(BCAST, A, "good")
     switch.send(1, b"short", good, b"\x00" * 13)  # a good batch with two bad frames in it
     switch.expect(2, good)
     switch.expect(3, good)
-    assert switch.slot_word(1, S_BROKER_ERRORS) == 2
+    assert switch.slot(1).broker_errors == 2
     assert switch.ports.read(0).errors == 2
-    assert switch.ports.words[H_BROKER_MALFORMED] == before + 6
+    assert switch.ports.header().broker_malformed == before + 6
 
 
 # --- life cycle -------------------------------------------------------------------------------
 def test_heartbeat_advances(switch: Switch) -> None:
-    first = switch.ports.words[H_BROKER_HEARTBEAT]
-    support.wait_until(lambda: switch.ports.words[H_BROKER_HEARTBEAT] > first, 2.0,
+    first = switch.ports.broker_heartbeat_ns()
+    support.wait_until(lambda: switch.ports.broker_heartbeat_ns() > first, 2.0,
                        "a new heartbeat")
     support.wait_until(
-        lambda: time.monotonic_ns() - switch.ports.words[H_BROKER_HEARTBEAT] < 0.6e9,
+        lambda: time.monotonic_ns() - switch.ports.broker_heartbeat_ns() < 0.6e9,
         2.0, "a heartbeat less than 0.6 s old")
 
 
@@ -402,7 +397,7 @@ def test_kill_9_keeps_the_fdb_and_unicast_works_without_relearning(switch: Switc
     _kill_9(switch)
     switch.start_broker()
     assert switch.learned() == {A: 1, B: 2, C: 3}
-    assert switch.fdb.words[F_IN_USE] == len(list(switch.fdb.entries()))
+    assert switch.fdb.in_use == len(list(switch.fdb.entries()))
     switch.sync()  # the DEALERs reconnect by themselves
     switch.deliver(1, eth(B, A, "after-restart"), 2)
     # Next at port 3, not the unicast: B was known without a frame from it.

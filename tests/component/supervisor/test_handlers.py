@@ -20,7 +20,7 @@ from etherws.control import Later, Refused
 from etherws.supervisor import handlers, netif
 from etherws.supervisor.handlers import Switch
 from etherws.supervisor.ports import PortManager
-from etherws.tables import FdbTable, PortKind, PortTable
+from etherws.tables import BrokerView, FdbTable, PortTable
 from tests import support
 
 STAND_IN = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -148,7 +148,10 @@ def test_flushfdb_waits_for_the_broker_without_blocking(switch: Switch) -> None:
     assert isinstance(later, Later)
     assert later.poll() is None  # deferred: the supervisor's loop goes on meanwhile
     # the broker's side: it serves the request it finds
-    switch.table.words[tables.H_FLUSH_DONE] = switch.table.words[tables.H_FLUSH_REQUEST]
+    broker = BrokerView(switch.table)
+    pending = broker.pending_flush()
+    assert pending is not None and pending[1] == 0  # all ports
+    broker.flush_served(pending[0])
     assert later.poll() == {"entries": []}
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from etherws import ipc
 from etherws.runtime import procargs, tuntap
-from etherws.tables import S_HOLD_UNTIL, PortKind, PortTable
+from etherws.tables import BrokerView, PortKind, PortTable
 from tests import support
 from tests.component.fakes import (
     PORT,
@@ -235,15 +235,14 @@ def test_stalled_broker_drops_early_and_memory_stays_bounded(
 def test_a_pause_asked_by_the_broker_leaves_the_frames_to_the_kernel(
         tap: str, table: PortTable, broker: FakeBroker, spawn: Spawner,
         kernel_end: OpenKernelEnd) -> None:
-    """The broker found the port its frames go to full (S_HOLD_UNTIL): the worker reads
+    """The broker found the port its frames go to full (a hold in its slot): the worker reads
     nothing until then, though the broker itself takes everything."""
     spawn.running(tap)
     kernel = kernel_end(tap, bypass_qdisc=True)
     first = make_frame(1)
     assert kernel.send(first)
     assert broker.collect(1) == [first]  # connected and reading
-    hold = table.base(SLOT) + S_HOLD_UNTIL
-    table.words[hold] = time.monotonic_ns() + 3600 * 10**9
+    BrokerView(table).hold(SLOT, time.monotonic_ns() + 3600 * 10**9)
     sent = delivered = 0
     while slot(table).drops == 0:  # the TAP's queue overflows: the worker is not reading
         assert sent < 100_000, "the kernel never dropped a frame"
@@ -252,7 +251,7 @@ def test_a_pause_asked_by_the_broker_leaves_the_frames_to_the_kernel(
         delivered += broker.drain()
     # The pause may have begun just after a read: at most one batch got through.
     assert delivered <= ipc.MAX_BATCH_FRAMES
-    table.words[hold] = 0  # the pause is over: frames flow again
+    BrokerView(table).hold(SLOT, 0)  # the pause is over: frames flow again
     support.wait_until(lambda: broker.drain() > 0, 10, "frames after the pause")
 
 

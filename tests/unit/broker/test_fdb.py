@@ -10,9 +10,6 @@ from etherws.broker.fdb import TOUCH_INTERVAL_S, Fdb, LearnResult
 from etherws.tables import (
     E_SEQ,
     ENTRY_WORDS,
-    F_IN_USE,
-    F_REFUSED_FULL,
-    F_REFUSED_PORT,
     HEADER_WORDS,
     FdbTable,
     fdb_key,
@@ -43,7 +40,7 @@ def test_learn_then_lookup_and_table_shows_it() -> None:
     assert f.learn(0, A, 1, 10.0) is LearnResult.LEARNED
     assert f.lookup(0, A, 10.0) == 1
     assert table_entries(f.table) == {fdb_key(0, A): (1, 10 * NS)}
-    assert f.table.words[F_IN_USE] == 1 == len(f)
+    assert f.table.in_use == 1 == len(f)
 
 
 @pytest.mark.parametrize("mac", [
@@ -57,7 +54,7 @@ def test_learn_then_lookup_and_table_shows_it() -> None:
 def test_invalid_sources_are_not_learned(mac: bytes) -> None:
     f = fdb()
     assert f.learn(0, mac, 1, 0.0) is LearnResult.INVALID
-    assert len(f) == 0 and f.table.words[F_IN_USE] == 0
+    assert len(f) == 0 and f.table.in_use == 0
     assert list(f.table.entries()) == []
 
 
@@ -130,7 +127,7 @@ def test_expire_removes_oldest_first_and_frees_slots() -> None:
     assert [e[1] for e in f.entries()] == [C, A]
     assert f.learn(0, B, 3, 15.5) is LearnResult.LEARNED  # its slot is free again
     assert f.expire(17.0) == 2  # C, A
-    assert f.table.words[F_IN_USE] == 1
+    assert f.table.in_use == 1
     assert table_entries(f.table) == {fdb_key(0, B): (3, int(15.5 * NS))}
 
 
@@ -149,7 +146,7 @@ def test_full_table_refuses_and_counts_without_evicting() -> None:
     f.learn(0, B, 1, 0.0)
     assert f.learn(0, C, 1, 0.0) is LearnResult.REFUSED_FULL
     assert f.learn(0, C, 2, 0.0) is LearnResult.REFUSED_FULL
-    assert f.table.words[F_REFUSED_FULL] == 2
+    assert f.table.refused_full == 2
     assert (f.lookup(0, A, 1.0), f.lookup(0, B, 1.0), f.lookup(0, C, 1.0)) == (1, 1, None)
     assert f.learn(0, A, 2, 1.0) is LearnResult.MOVED  # a move needs no new slot
 
@@ -159,7 +156,7 @@ def test_per_port_cap_refuses_and_counts() -> None:
     f.learn(0, A, 1, 0.0)
     f.learn(0, B, 1, 0.0)
     assert f.learn(0, C, 1, 0.0) is LearnResult.REFUSED_PORT_FULL
-    assert f.table.words[F_REFUSED_PORT] == 1
+    assert f.table.refused_port == 1
     assert f.learn(0, C, 2, 0.0) is LearnResult.LEARNED
     assert f.learn(0, A, 1, 5.0) is LearnResult.REFRESHED  # known entries stay fine
 
@@ -185,7 +182,7 @@ def test_flush_port_all_and_retain() -> None:
     assert f.retain_ports({2}) == 2
     assert [e[:3] for e in f.entries()] == [(0, B, 2)]
     assert f.flush_all() == 1
-    assert len(f) == 0 and f.table.words[F_IN_USE] == 0
+    assert len(f) == 0 and f.table.in_use == 0
     assert list(f.table.entries()) == []
 
 
@@ -199,7 +196,7 @@ def test_rebuild_from_the_table() -> None:
     old.flush_port(1)  # leaves a hole at index 0
     new = Fdb(t, ageout_s=10.0)
     assert (new.lookup(7, B, 4.0), new.lookup(0, C, 4.0), new.lookup(0, A, 4.0)) == (2, 2, None)
-    assert new.port_count(2) == 2 and t.words[F_IN_USE] == 2
+    assert new.port_count(2) == 2 and t.in_use == 2
     assert new.expire(12.5) == 1  # B, learned at 2.0, goes first: the order survived
     assert new.learn(0, A, 1, 13.0) is LearnResult.LEARNED
     for _ in range(5):
@@ -219,7 +216,7 @@ def test_rebuild_clears_a_torn_entry() -> None:
     assert not t.is_torn(1)
     assert t.read(1) is None
     assert new.lookup(0, B, 2.0) is None and new.lookup(0, A, 2.0) == 1
-    assert t.words[F_IN_USE] == 1
+    assert t.in_use == 1
     assert new.learn(0, C, 3, 2.0) is LearnResult.LEARNED
     assert table_entries(t)[fdb_key(0, C)] == (3, 2 * NS)
 
@@ -307,7 +304,7 @@ def check(f: Fdb, t: FdbTable, model: Model, now: float) -> None:
     want = {fdb_key(v, m): (p, int(seen * NS)) for (v, m), (p, seen) in model.d.items()}
     assert table_entries(t) == want
     assert {fdb_key(v, m): (p, int(seen * NS)) for v, m, p, seen in f.entries()} == want
-    assert t.words[F_IN_USE] == len(f) <= t.capacity
+    assert t.in_use == len(f) <= t.capacity
     assert all(f.port_count(p) <= f.per_port_max for p in range(1, 6))
     assert not any(t.is_torn(i) for i in range(t.capacity))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from etherws import ipc
-from etherws.tables import S_HOLD_UNTIL, PortKind, PortTable
+from etherws.tables import BrokerView, PortKind, PortTable
 from etherws.workers.coalesce import HOLD_S
 from etherws.workers.link import (
     RECV_BATCHES_PER_WAKEUP,
@@ -14,7 +14,7 @@ from etherws.workers.link import (
     StopFlag,
     split_valid,
 )
-from etherws.workers.slot import SlotCounters
+from etherws.workers.slot import SlotView
 
 FRAME = bytes(range(60))
 
@@ -81,7 +81,7 @@ class FakeLink:
 def make_loop(medium: FakeMedium, link: FakeLink) -> tuple[PortLoop, PortTable]:
     table = PortTable.format(bytearray(PortTable.size(4)), 4)
     table.claim(2, 7, PortKind.TAP)
-    loop = PortLoop(medium, link, SlotCounters(table, 2), StopFlag())  # type: ignore[arg-type]
+    loop = PortLoop(medium, link, SlotView(table, 2), StopFlag())  # type: ignore[arg-type]
     loop.sleep = medium.sleep
     return loop, table
 
@@ -189,7 +189,7 @@ def test_downstream_leaves_batches_queued_while_the_medium_has_no_room() -> None
 def test_a_pause_from_the_broker_is_read_from_the_slot() -> None:
     loop, table = make_loop(FakeMedium([]), FakeLink())
     assert loop.counters.hold_ns(1_000) == 0
-    table.words[table.base(2) + S_HOLD_UNTIL] = 5_000
+    BrokerView(table).hold(2, 5_000)
     assert loop.counters.hold_ns(1_000) == 4_000
     assert loop.counters.hold_ns(5_000) == loop.counters.hold_ns(9_000) == 0
 
@@ -199,7 +199,7 @@ def test_counters_continue_what_the_slot_holds() -> None:
     loop, table = make_loop(FakeMedium([FRAME]), FakeLink())
     loop.upstream()
     again, _ = make_loop(FakeMedium([FRAME] * 2), FakeLink())
-    again.counters = SlotCounters(table, 2)
+    again.counters = SlotView(table, 2)
     again.upstream()
     assert (table.read(2).rx, table.read(2).rx_bytes) == (3, 3 * len(FRAME))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from etherws import ipc
 from etherws.tables import PortKind, PortTable
 from etherws.workers.link import PortLoop, StopFlag
-from etherws.workers.slot import SlotCounters
+from etherws.workers.slot import SlotView
 
 FRAME = bytes(range(60))
 
@@ -53,7 +53,7 @@ class FakeLink:
 def make_loop(medium: BufferingMedium, link: FakeLink) -> tuple[PortLoop, PortTable]:
     table = PortTable.format(bytearray(PortTable.size(2)), 2)
     table.claim(1, 3, PortKind.CLIENT)
-    loop = PortLoop(medium, link, SlotCounters(table, 1), StopFlag())  # type: ignore[arg-type]
+    loop = PortLoop(medium, link, SlotView(table, 1), StopFlag())  # type: ignore[arg-type]
     return loop, table
 
 
