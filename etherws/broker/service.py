@@ -26,7 +26,7 @@ from typing import Iterator
 
 import zmq
 
-from etherws import ipc
+from etherws import config, ipc
 from etherws.broker.fdb import Fdb
 from etherws.broker.forwarding import Forwarder
 from etherws.paths import RunDir
@@ -249,10 +249,9 @@ def bind_router(ctx: zmq.Context[zmq.Socket[bytes]],
 def _parser() -> argparse.ArgumentParser:
     p = procargs.child_parser("etherws-broker",
                               "etherws broker: learns addresses and switches frames")
-    p.add_argument("--ageout", type=float, default=300.0, metavar="S",
-                   help="seconds after which an unseen address is forgotten (default 300)")
-    p.add_argument("--fdb-per-port", type=int, default=1024, metavar="N",
-                   help="most addresses learned on one port (default 1024)")
+    config.add_child_arguments(p, "broker")
+    p.add_argument("--fdb-per-port", type=int, default=config.FDB_PER_PORT, metavar="N",
+                   help=f"most addresses learned on one port (default {config.FDB_PER_PORT})")
     return p
 
 
@@ -260,8 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the broker until SIGTERM/SIGINT; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.ageout <= 0 or args.fdb_per_port < 1:
-        parser.error("--ageout must be positive and --fdb-per-port at least 1")
+    try:
+        config.check_child(args, "broker")
+    except config.ConfigError as exc:
+        parser.error(str(exc))
+    if args.fdb_per_port < 1:
+        parser.error("--fdb-per-port must be at least 1")
     lifeline.die_with_parent(args.parent_pid)
     malloctune.keep_freed_memory()
     logsetup.configure(args, "broker")
@@ -275,7 +278,7 @@ def _serve(rundir: RunDir, args: argparse.Namespace, wake_fd: int,
            stopping: StopFlag) -> int:
     try:
         ports = shm.open_port_table(rundir.port_table)
-        fdb = Fdb(shm.open_fdb_table(rundir.fdb_table), args.ageout, args.fdb_per_port)
+        fdb = Fdb(shm.open_fdb_table(rundir.fdb_table), args.ageout_s, args.fdb_per_port)
     except (OSError, TableError) as e:
         log.error("cannot open the shared tables in %s: %s", rundir.root, e)
         return procargs.EXIT_CONFIG

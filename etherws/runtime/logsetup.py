@@ -10,35 +10,10 @@ import argparse
 import logging
 import logging.config
 import logging.handlers
-import os
 import sys
 from types import TracebackType
 
 SYSLOG_SOCKET = "/dev/log"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--logfile``, ``--logconf``, ``--syslog`` and ``--debug``."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--logfile", metavar="FILE", help="append log lines to FILE")
-    group.add_argument("--logconf", metavar="FILE",
-                       help="configure logging from FILE (logging.config.fileConfig format)")
-    group.add_argument("--syslog", action="store_true", help="log to syslog (/dev/log)")
-    parser.add_argument("--debug", action="store_true", help="log debug messages")
-
-
-def child_arguments(args: argparse.Namespace) -> list[str]:
-    """The same logging options, as arguments for a child process."""
-    out: list[str] = []
-    if getattr(args, "logfile", None):
-        out += ["--logfile", os.path.abspath(args.logfile)]
-    elif getattr(args, "logconf", None):
-        out += ["--logconf", os.path.abspath(args.logconf)]
-    elif getattr(args, "syslog", False):
-        out.append("--syslog")
-    if getattr(args, "debug", False):
-        out.append("--debug")
-    return out
 
 
 def configure(args: argparse.Namespace, name: str) -> None:

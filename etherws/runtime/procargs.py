@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from etherws.runtime import logsetup
+from etherws.config import add_log_arguments
 
 EXIT_CONFIG = 78
 """A child's exit status for "cannot work with this configuration" (EX_CONFIG), e.g. a
@@ -17,7 +17,7 @@ def child_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--rundir", required=True, help="the switch's run directory")
     p.add_argument("--parent-pid", type=int, default=0,
                    help="the supervisor's pid: exit at once if it is not our parent")
-    logsetup.add_arguments(p)
+    add_log_arguments(p)
     return p
 
 

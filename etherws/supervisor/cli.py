@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import dataclasses
 import os
 import select
 import subprocess
@@ -34,43 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Run an etherws switch.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("start", help="start the switch")
-    s.add_argument("--foreground", action="store_true", default=None,
-                   help="stay attached (for systemd and tests)")
-    s.add_argument("--rundir", help=f"run directory (default {DEFAULT_RUNDIR})")
     s.add_argument("--config", metavar="FILE", help="TOML file with the same options and "
                    f"the ports ([[ports]] tables; default {configfile.DEFAULT_PATH} when it "
                    "exists)")
-    s.add_argument("--ageout", type=float, help="seconds before a learned address "
-                   "is forgotten (default 300)")
-    s.add_argument("--fdb-size", type=int, help="FDB capacity (default 8192)")
-    s.add_argument("--ctl", metavar="ENDPOINT", help="control endpoint "
-                   "(default ipc://RUNDIR/ctl.sock)")
-    s.add_argument("--ctl-secret-key", metavar="F", help="the supervisor's CURVE key pair "
-                   "(.key_secret from etherws-ctl keygen), for --ctl tcp://")
-    s.add_argument("--ctl-clients", metavar="DIR", help="directory of allowed client "
-                   "public keys (.key files), for --ctl tcp://")
-    w = s.add_argument_group("WebSocket server (on unless --no-server)")
-    w.add_argument("--no-server", action="store_true", default=None,
-                   help="do not accept WebSocket peers")
-    w.add_argument("--host", metavar="ADDR", help="address to listen on (default: all)")
-    w.add_argument("--port", type=int, metavar="N",
-                   help="TCP port (default 80, or 443 with --sslcert)")
-    w.add_argument("--path", metavar="/PATH", help="WebSocket path (default /)")
-    w.add_argument("--sslkey", metavar="F", help="TLS private key (PEM): serve wss://")
-    w.add_argument("--sslcert", metavar="F", help="TLS certificate chain (PEM)")
-    w.add_argument("--htpasswd", metavar="F", help="require HTTP Basic auth from this "
-                   "htpasswd file ({SHA}, bcrypt, apr1, SHA-256/512-crypt)")
-    w.add_argument("--max-peers", type=int, metavar="N",
-                   help="most peers at once; more get HTTP 503 (default 64)")
-    w.add_argument("--origin", action="append", metavar="ORIGIN",
-                   help="let browsers in only from this Origin (repeatable; default: "
-                   "no Origin check)")
-    w.add_argument("--ping-interval", type=float, metavar="S",
-                   help="ping a peer after S seconds of silence (default 20)")
-    w.add_argument("--ping-timeout", type=float, metavar="S",
-                   help="drop a peer S seconds after an unanswered ping (default 20)")
+    config.add_arguments(s)
     s.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)
-    logsetup.add_arguments(s)
     for name, text in (("stop", "stop the switch and remove what it created"),
                        ("status", "show the supervisor's state"),
                        ("reload", "apply the configuration file's ports (as SIGHUP does)")):
@@ -92,16 +61,17 @@ def _fail(message: str, code: int) -> int:
 def _load_config(args: argparse.Namespace) -> config.Config:
     """The configuration; its file's ports are checked too (and their secret files), so
     a file that cannot work stops ``start`` here, before anything runs."""
-    file_values = {}
+    file_values: dict[str, object] = {}
     if args.config is None and os.path.exists(configfile.DEFAULT_PATH):
         args.config = configfile.DEFAULT_PATH
     if args.config:
         args.config = os.path.abspath(args.config)
         try:
             text = configfile.read(args.config)
-            specs = ports_of(text, os.path.dirname(args.config), args.config)
+            base = os.path.dirname(args.config)
+            specs = ports_of(text, base, args.config)
             try:
-                file_values = config.parse_toml(text)
+                file_values = config.parse_toml(text, base)
             except ConfigError as exc:
                 raise ConfigError(config.in_file(exc, args.config)) from None
             for spec in specs:
@@ -116,6 +86,11 @@ def _load_config(args: argparse.Namespace) -> config.Config:
         except (ConfigFileError, PortConfigError) as exc:
             raise ConfigError(str(exc)) from None
     cli = {k: v for k, v in vars(args).items() if k not in ("command", "config", "notify_fd")}
+    for opt in config.OPTIONS:  # command-line paths are relative to where we are
+        value = cli.get(opt.attr)
+        if opt.path and opt.attr != "rundir" and isinstance(value, str):
+            cli[opt.attr] = os.path.abspath(value)
+    args.file_config = config.Config(**file_values)  # what a restart reads from the file
     return config.build(file_values, cli)
 
 
@@ -135,7 +110,7 @@ def _start(args: argparse.Namespace) -> int:
         if not os.path.exists(logsetup.SYSLOG_SOCKET):
             return _fail("no syslog socket at /dev/log: give --logfile FILE, --logconf FILE "
                          "or --foreground", EXIT_USAGE)
-        args.syslog = True
+        cfg = dataclasses.replace(cfg, syslog=True)
     return _start_detached(args, cfg)
 
 
@@ -174,9 +149,12 @@ def _run_foreground(cfg: config.Config, notify_fd: int | None, config_path: str 
 
 
 def _start_detached(args: argparse.Namespace, cfg: config.Config) -> int:
-    argv = [sys.executable, "-m", "etherws.supervisor"] + _forward_args(args)
+    argv = [sys.executable, "-m", "etherws.supervisor", "start"]
+    if args.config:  # the file again, for its ports; the options from it are in to_args
+        argv += ["--config", args.config]
+    argv += config.to_args(dataclasses.replace(cfg, foreground=True), args.file_config)
     r, w = os.pipe()
-    out = open(args.logfile, "ab") if args.logfile else subprocess.DEVNULL
+    out = open(cfg.logfile, "ab") if cfg.logfile else subprocess.DEVNULL
     try:
         child = subprocess.Popen(argv + ["--notify-fd", str(w)], stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=out, pass_fds=(w,),
@@ -206,25 +184,6 @@ def _start_detached(args: argparse.Namespace, cfg: config.Config) -> int:
     child.wait()
     return _fail(f"the supervisor did not become ready within {START_TIMEOUT_S:g}s",
                  EXIT_REFUSED)
-
-
-def _forward_args(args: argparse.Namespace) -> list[str]:
-    out = ["start", "--foreground"]
-    paths_ = ("config", "logfile", "logconf", "ctl_secret_key", "ctl_clients", "sslkey",
-              "sslcert", "htpasswd")
-    values = ("rundir", "ageout", "fdb_size", "ctl", "host", "port", "path", "max_peers",
-              "ping_interval", "ping_timeout")
-    for opt in values + paths_:
-        value = getattr(args, opt)
-        if value is not None:
-            value = os.path.abspath(value) if opt in paths_ else value
-            out += ["--" + opt.replace("_", "-"), str(value)]
-    for origin in args.origin or ():
-        out += ["--origin", origin]
-    for flag in ("no_server", "syslog", "debug"):
-        if getattr(args, flag):
-            out.append("--" + flag.replace("_", "-"))
-    return out
 
 
 def _read_notify(fd: int, timeout_s: float) -> str:

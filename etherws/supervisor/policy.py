@@ -43,7 +43,8 @@ class RestartPolicy:
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
     crash_window_s: float = 60.0
-    max_crashes: int = 5
+    max_crashes: int | None = 5
+    """Crashes within ``crash_window_s`` that make a process FATAL; None: never FATAL."""
     healthy_after_s: float = 60.0
     start_timeout_s: float = 10.0
     heartbeat_timeout_s: float = 5.0
@@ -115,7 +116,8 @@ class Lifecycle:
                 return self.state
         self._crashes.append(now)
         _forget_before(self._crashes, now - self.policy.crash_window_s)
-        if len(self._crashes) >= self.policy.max_crashes:
+        limit = self.policy.max_crashes
+        if limit is not None and len(self._crashes) >= limit:
             self.state = State.FATAL
             self.next_start_at = None
             self.reason = f"{reason}; {len(self._crashes)} crashes within " \

@@ -17,7 +17,7 @@ import os
 import socket
 import ssl
 
-from etherws import htpasswd
+from etherws import config, htpasswd
 from etherws.config import Config
 from etherws.paths import RunDir
 from etherws.runtime import fdpass
@@ -88,16 +88,7 @@ def _check_files(cfg: Config) -> None:
 
 def peer_options(cfg: Config, users: str | None) -> tuple[str, ...]:
     """The peer worker's command-line options; ``users``: the htpasswd snapshot's path."""
-    out = ["--path", cfg.path, "--ping-interval", str(cfg.ping_interval),
-           "--ping-timeout", str(cfg.ping_timeout)]
-    if cfg.sslcert and cfg.sslkey:
-        out += ["--sslcert", os.path.abspath(cfg.sslcert),
-                "--sslkey", os.path.abspath(cfg.sslkey)]
-    if users:
-        out += ["--htpasswd", users]
-    for origin in cfg.origin:
-        out += ["--origin", origin]
-    return tuple(out)
+    return tuple(config.child_args(cfg, "peer", log=False, htpasswd=users))
 
 
 class Server:
@@ -147,7 +138,7 @@ class Server:
         """Spawn the listener with the listening socket; the PortManager supervises it."""
         assert self._listening is not None
         fd = self._listening.fileno()
-        child = Child(argv + ["--listen-fd", str(fd)], RestartPolicy(max_crashes=2**31),
+        child = Child(argv + ["--listen-fd", str(fd)], RestartPolicy(max_crashes=None),
                       pass_fds=(fd,))
         self.ports.listener = child
         child.spawn(now)

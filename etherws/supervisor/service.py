@@ -22,10 +22,10 @@ from typing import Callable
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from etherws import control
+from etherws import config, control
 from etherws.config import Config
 from etherws.paths import RunDir
-from etherws.runtime import curvekeys, logsetup, shm
+from etherws.runtime import curvekeys, shm
 from etherws.supervisor import handlers
 from etherws.supervisor.declared import Declared, read_ports
 from etherws.supervisor.portops import PortError
@@ -123,7 +123,7 @@ class Supervisor:
                                        time.monotonic())
         self._start_declared_ports()
         self._handlers = handlers.table(handlers.Switch(
-            ports=self.ports, table=self.table, fdb=self.fdb, ageout_s=self.cfg.ageout,
+            ports=self.ports, table=self.table, fdb=self.fdb, ageout_s=self.cfg.ageout_s,
             rundir=self.rundir.root, started=self.started, stop=self._request_stop,
             declared=self.declared))
         self._ready = True
@@ -194,10 +194,9 @@ class Supervisor:
     def _child_argv(self, module: str) -> list[str]:
         argv = [sys.executable, "-m", module, "--rundir", self.rundir.root,
                 "--parent-pid", str(os.getpid())]
-        argv += logsetup.child_arguments(self.cfg)  # type: ignore[arg-type]
+        argv += config.child_args(self.cfg, module.rpartition(".")[2])
         if module == "etherws.broker":
-            argv += ["--ageout", str(self.cfg.ageout),
-                     "--fdb-per-port", str(self.cfg.fdb_per_port)]
+            argv += ["--fdb-per-port", str(self.cfg.fdb_per_port)]
         return argv
 
     # --- the loop --------------------------------------------------------------------

@@ -40,7 +40,7 @@ from typing import Callable
 
 import zmq
 
-from etherws import ipc
+from etherws import config, ipc
 from etherws.backoff import Backoff
 from etherws.keepalive import Keepalive
 from etherws.runtime import portstatus, procargs
@@ -159,7 +159,7 @@ class ClientWorker:
         self._status("up")
         log.info("connected to %s%s", self.connector.target,
                  f" through proxy {self.connector.proxy}" if self.connector.proxy else "")
-        keepalive = Keepalive(now, self.args.ping_interval, self.args.ping_timeout)
+        keepalive = Keepalive(now, self.args.ping_interval_s, self.args.ping_timeout_s)
         medium = WsMedium(sock, "client", keepalive=keepalive)
         try:
             PortLoop(medium, self.link, self.counters, self.stop).run()
@@ -216,17 +216,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not verify the server's certificate (logged at every connect)")
     parser.add_argument("--retry", action="store_true",
                         help="keep trying when the first connection fails")
-    parser.add_argument("--ping-interval", type=float, default=20.0, metavar="S",
-                        help="ping the server after S seconds of silence (default 20)")
-    parser.add_argument("--ping-timeout", type=float, default=20.0, metavar="S",
-                        help="give the server up S seconds after an unanswered ping (default 20)")
+    for name in PING_OPTIONS:  # the server's options, the same defaults and range
+        config.add_option(parser, config.BY_ATTR[name], child=True)
     parser.add_argument("url", help="ws://HOST[:PORT]/PATH or wss://...")
+
+
+PING_OPTIONS = ("ping_interval_s", "ping_timeout_s")
 
 
 def _prepare(args: argparse.Namespace, secrets_text: str) -> Connector | str:
     """The connector, or why the port cannot work (written as state "failed")."""
-    if args.ping_interval <= 0 or args.ping_timeout <= 0:
-        return "--ping-interval and --ping-timeout must be positive"
+    try:
+        for name in PING_OPTIONS:
+            opt = config.BY_ATTR[name]
+            assert opt.check is not None
+            opt.check(opt.flag, getattr(args, name))
+    except config.ConfigError as exc:
+        return str(exc)
     # Always out of the environment, even when the request brought its own: else
     # websocket-client would read them behind our back (see wsconnect).
     own_env = take_proxy_env(os.environ)

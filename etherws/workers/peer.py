@@ -41,6 +41,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from etherws import config
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.keepalive import Keepalive
 from etherws.runtime import portstatus, procargs
@@ -299,7 +300,7 @@ class Peer:
     def _tunnel(self, sock: socket.socket) -> int:
         """Frames between the peer and the broker until either side ends; exit 0."""
         now_ns = time.monotonic_ns()
-        keepalive = Keepalive(now_ns / 1e9, self.args.ping_interval, self.args.ping_timeout)
+        keepalive = Keepalive(now_ns / 1e9, self.args.ping_interval_s, self.args.ping_timeout_s)
         medium = WsMedium(sock, "server", self.args.max_message, keepalive)
         link = BrokerLink(self.args.rundir, self.args.port)
         try:
@@ -363,8 +364,10 @@ def configure(args: argparse.Namespace, beat: Callable[[], None] | None = None
               ) -> tuple[ssl.SSLContext | None, ServerHandshake]:
     """The TLS context (None: plain ws) and the handshake (its credential check calls
     ``beat`` while it verifies a password); ValueError/OSError if unusable."""
-    if args.ping_interval <= 0 or args.ping_timeout <= 0:
-        raise ValueError("--ping-interval and --ping-timeout must be positive")
+    try:
+        config.check_child(args, "peer")
+    except config.ConfigError as exc:
+        raise ValueError(str(exc)) from None
     if not ETH_HLEN <= args.max_message <= MAX_FRAME:
         raise ValueError(f"--max-message must be {ETH_HLEN}..{MAX_FRAME}")
     if (args.sslkey is None) != (args.sslcert is None):
@@ -389,17 +392,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The peer's own options and its address."""
     parser.add_argument("--fd", type=int, required=True,
                         help="the accepted TCP connection, inherited from the supervisor")
-    parser.add_argument("--sslkey", metavar="FILE", help="TLS private key (PEM): wss")
-    parser.add_argument("--sslcert", metavar="FILE", help="TLS certificate chain (PEM): wss")
-    parser.add_argument("--htpasswd", metavar="FILE",
-                        help="require HTTP Basic auth against this htpasswd file")
-    parser.add_argument("--path", default="/", help="the WebSocket path (default /)")
-    parser.add_argument("--origin", action="append", metavar="ORIGIN",
-                        help="allow browsers from this Origin only (repeatable)")
-    parser.add_argument("--ping-interval", type=float, default=20.0, metavar="S",
-                        help="ping the peer after S seconds of silence (default 20)")
-    parser.add_argument("--ping-timeout", type=float, default=20.0, metavar="S",
-                        help="give the peer up S seconds after an unanswered ping (default 20)")
+    config.add_child_arguments(parser, "peer")
     parser.add_argument("--max-message", type=int, default=MAX_FRAME, metavar="B",
                         help=f"largest message accepted, larger: close 1009 (default {MAX_FRAME})")
     parser.add_argument("peer", help="the peer's address, for the log (198.51.100.7:51234)")

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import pytest
 
+import argparse
+from dataclasses import fields
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from etherws import config
 from etherws.config import Config, ConfigError, build, parse_toml
 
 
 def test_defaults() -> None:
     cfg = build({}, {})
     assert cfg == Config()
-    assert cfg.rundir == "/run/etherws" and cfg.ageout == 300 and cfg.fdb_size == 8192
+    assert cfg.rundir == "/run/etherws" and cfg.ageout_s == 300 and cfg.fdb_size == 8192
     assert cfg.fdb_per_port == 1024
 
 
 def test_file_values_and_command_line_wins() -> None:
     file_values = parse_toml('ageout = 60\nfdb-size = 512\nrundir = "/run/a"\n')
-    cfg = build(file_values, {"ageout": 30.0, "fdb_size": None, "debug": False})
-    assert (cfg.ageout, cfg.fdb_size, cfg.rundir) == (30.0, 512, "/run/a")
+    cfg = build(file_values, {"ageout_s": 30.0, "fdb_size": None, "debug": False})
+    assert (cfg.ageout_s, cfg.fdb_size, cfg.rundir) == (30.0, 512, "/run/a")
     assert build({}, {"fdb_size": 100}).fdb_per_port == 100
 
 
@@ -36,7 +44,7 @@ def test_bad_files(text: str, message: str) -> None:
 @pytest.mark.parametrize("values, message", [
     ({"fdb_size": 8}, "--fdb-size"),
     ({"fdb_size": 10_000_000}, "--fdb-size"),
-    ({"ageout": 0.5}, "--ageout"),
+    ({"ageout_s": 0.5}, "--ageout"),
     ({"rundir": "run"}, "absolute"),
     ({"logfile": "/a", "syslog": True}, "choose one"),
     ({"ctl": "tcp://127.0.0.1:5555"}, "CURVE"),
@@ -54,8 +62,8 @@ def test_bad_files(text: str, message: str) -> None:
     ({"path": "/\u00e9"}, "--path"),
     ({"max_peers": 0}, "--max-peers"),
     ({"max_peers": 5000}, "--max-peers"),
-    ({"ping_interval": 0.0}, "--ping-interval"),
-    ({"ping_timeout": 7200.0}, "--ping-timeout"),
+    ({"ping_interval_s": 0.0}, "--ping-interval"),
+    ({"ping_timeout_s": 7200.0}, "--ping-timeout"),
     ({"origin": ["https://ok.example", "bad origin"]}, "--origin"),
     ({"origin": [""]}, "--origin"),
 ])
@@ -73,7 +81,7 @@ def test_remote_control_needs_both_keys() -> None:
 def test_server_defaults_and_the_tls_port() -> None:
     cfg = build({}, {})
     assert (cfg.no_server, cfg.host, cfg.server_port, cfg.path) == (False, "", 80, "/")
-    assert (cfg.max_peers, cfg.origin, cfg.ping_interval, cfg.ping_timeout) == (64, (), 20, 20)
+    assert (cfg.max_peers, cfg.origin, cfg.ping_interval_s, cfg.ping_timeout_s) == (64, (), 20, 20)
     tls = build({}, {"sslkey": "/k.pem", "sslcert": "/c.pem"})
     assert tls.tls and tls.server_port == 443
     assert build({}, {"sslkey": "/k", "sslcert": "/c", "port": 8443}).server_port == 8443
@@ -94,3 +102,86 @@ def test_server_options_from_file_and_command_line() -> None:
 def test_bad_server_values_in_files(text: str) -> None:
     with pytest.raises(ConfigError, match="configuration file"):
         parse_toml(text)
+
+
+# --- one table for every option -----------------------------------------------------------
+def test_config_has_one_field_per_option_with_the_same_default() -> None:
+    assert [f.name for f in fields(Config)] == config.option_names()
+    assert {f.name: f.default for f in fields(Config)} == {
+        o.attr: o.default for o in config.OPTIONS}
+
+
+def test_durations_say_their_unit() -> None:
+    assert {o.attr for o in config.OPTIONS if o.kind is float} == {
+        "ageout_s", "ping_interval_s", "ping_timeout_s"}
+
+
+SAMPLES: dict[str, Any] = {
+    "foreground": True, "rundir": "/run/etw-x", "ageout_s": 12.5, "fdb_size": 64,
+    "ctl": "tcp://127.0.0.1:7000", "ctl_secret_key": "/k/s.key_secret",
+    "ctl_clients": "/k/clients", "no_server": True, "host": "127.0.0.1", "port": 8443,
+    "path": "/ws", "sslkey": "/k/key.pem", "sslcert": "/k/cert.pem",
+    "htpasswd": "/k/htpasswd", "max_peers": 3, "origin": ("https://a.example", "https://b"),
+    "ping_interval_s": 0.75, "ping_timeout_s": 3600.0, "logfile": "/var/log/e.log",
+    "logconf": None, "syslog": False, "debug": True,
+}
+
+
+def test_every_option_has_a_sample() -> None:
+    assert set(SAMPLES) == set(config.option_names())
+
+
+def test_parse_of_forward_is_the_same_config_for_every_option() -> None:
+    cfg = build({}, SAMPLES)
+    assert all(getattr(cfg, k) == v for k, v in SAMPLES.items())
+    assert config.parse_args(config.to_args(cfg)) == cfg
+
+
+@pytest.mark.parametrize("attr", sorted(SAMPLES))
+def test_each_option_alone_survives_the_round_trip(attr: str) -> None:
+    values = {attr: SAMPLES[attr]}
+    if attr in ("sslkey", "sslcert"):
+        values = {"sslkey": SAMPLES["sslkey"], "sslcert": SAMPLES["sslcert"]}
+    if attr in ("ctl", "ctl_secret_key", "ctl_clients"):
+        values = {k: SAMPLES[k] for k in ("ctl", "ctl_secret_key", "ctl_clients")}
+    cfg = build({}, values)
+    assert config.parse_args(config.to_args(cfg)) == cfg
+
+
+@given(st.floats(min_value=config.MIN_PING_S, max_value=config.MAX_PING_S),
+       st.floats(min_value=config.MIN_AGEOUT_S, max_value=config.MAX_AGEOUT_S))
+def test_floats_survive_the_round_trip_exactly(ping: float, ageout: float) -> None:
+    cfg = build({}, {"ping_interval_s": ping, "ageout_s": ageout})
+    assert config.parse_args(config.to_args(cfg)) == cfg
+
+
+def test_to_args_against_a_base_gives_only_the_differences() -> None:
+    base = Config(ageout_s=60.0, debug=True)
+    cfg = Config(ageout_s=300.0, debug=True, fdb_size=64)
+    assert config.to_args(cfg, base) == ["--ageout", "300.0", "--fdb-size", "64"]
+
+
+def test_relative_paths_in_a_file_are_relative_to_it() -> None:
+    values = parse_toml('logfile = "log/etherws.log"\nhtpasswd = "../users"\n'
+                        'sslcert = "/abs/c.pem"\n', "/etc/etherws")
+    assert values == {"logfile": "/etc/etherws/log/etherws.log",
+                      "htpasswd": "/etc/users", "sslcert": "/abs/c.pem"}
+
+
+def test_child_args_come_from_the_table() -> None:
+    cfg = build({}, {"ageout_s": 60.0, "logfile": "/l", "debug": True,
+                     "ping_interval_s": 5.0, "origin": ["https://a"]})
+    assert config.child_args(cfg, "broker") == [
+        "--ageout", "60.0", "--logfile", "/l", "--debug"]
+    peer = config.child_args(cfg, "peer", log=False, htpasswd="/run/x/users")
+    assert peer == ["--path", "/", "--htpasswd", "/run/x/users", "--origin", "https://a",
+                    "--ping-interval", "5.0", "--ping-timeout", "20.0"]
+
+
+def test_a_child_checks_its_values_like_the_supervisor() -> None:
+    parser = argparse.ArgumentParser()
+    config.add_child_arguments(parser, "peer")
+    args = parser.parse_args(["--ping-timeout", "0"])
+    with pytest.raises(ConfigError, match="--ping-timeout must be between 0.5 and 3600 s"):
+        config.check_child(args, "peer")
+    config.check_child(parser.parse_args([]), "peer")  # the defaults are fine

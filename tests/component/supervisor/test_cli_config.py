@@ -22,11 +22,11 @@ def test_the_default_file_is_read_when_it_exists(tmp_path: Path,
     default = tmp_path / "etherws.toml"
     monkeypatch.setattr(configfile, "DEFAULT_PATH", str(default))
     args = _args()
-    assert cli._load_config(args).ageout == 300
+    assert cli._load_config(args).ageout_s == 300
     assert args.config is None
     default.write_text("ageout = 60\n")
     args = _args()
-    assert cli._load_config(args).ageout == 60
+    assert cli._load_config(args).ageout_s == 60
     assert args.config == str(default)
 
 

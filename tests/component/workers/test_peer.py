@@ -479,7 +479,7 @@ def test_a_dead_client_is_given_up(broker: FakeBroker, start_peer: StartPeer) ->
     (("--sslkey", "/nonexistent"), "--sslkey and --sslcert go together"),
     (("--sslkey", "/nonexistent", "--sslcert", "/nonexistent"), "cannot use --sslcert/--sslkey"),
     (("--max-message", "70000"), "--max-message must be 14..65535"),
-    (("--ping-timeout", "0"), "must be positive"),
+    (("--ping-timeout", "0"), "--ping-timeout must be between 0.5 and 3600 s"),
     (("--path", "tunnel"), "path must start with '/'"),
 ])
 def test_unusable_options_are_a_config_error(options: tuple[str, ...], message: str,
