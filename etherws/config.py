@@ -45,8 +45,12 @@ class ConfigError(EtherwsError):
 def _between(low: float, high: float, unit: str = "") -> Callable[[str, Any], None]:
     def check(flag: str, value: Any) -> None:
         if not low <= value <= high:
-            raise ConfigError(f"{flag} must be between {low:g} and {high:g}{unit}")
+            raise ConfigError(f"{flag} must be between {_num(low)} and {_num(high)}{unit}")
     return check
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if x == int(x) else f"{x:g}"
 
 
 @dataclass(frozen=True)
@@ -182,28 +186,21 @@ class Config:
 
 
 # --- the command line -----------------------------------------------------------------
-def _arg_type(opt: Option, check: bool) -> Callable[[str], Any]:
+def _arg_type(opt: Option) -> Callable[[str], Any]:
     def convert(text: str) -> Any:
         try:
-            value = opt.kind(text) if opt.kind in (int, float) else text
+            return opt.kind(text) if opt.kind in (int, float) else text
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"not {'an integer' if opt.kind is int else 'a number'}: {text!r}") from None
-        if opt.check is not None and check:
-            try:
-                opt.check(opt.flag, value)
-            except ConfigError as exc:
-                raise argparse.ArgumentTypeError(str(exc)) from None
-        return value
     return convert
 
 
 def add_option(parser: Any, opt: Option, child: bool = False) -> None:
     """Add one option to an argparse parser or group. For the supervisor (``child``
-    False) a value not given is None, so a file's value can stand, and a value out of
-    range is a usage error; a child gets the default, and checks its values with
-    ``check_child`` (a child reports a bad value in its log, not on a stderr nobody
-    reads)."""
+    False) a value not given is None, so a file's value can stand; a child gets the
+    default. Ranges are checked after parsing (``validate``, ``check_child``): one line
+    for the user, or the child's log, rather than argparse's usage text."""
     if opt.kind is bool:
         parser.add_argument(opt.flag, dest=opt.attr, action="store_true",
                             default=False if child else None, help=opt.help)
@@ -211,7 +208,7 @@ def add_option(parser: Any, opt: Option, child: bool = False) -> None:
         parser.add_argument(opt.flag, dest=opt.attr, action="append", metavar=opt.metavar,
                             help=opt.help, default=[] if child else None)
     else:
-        parser.add_argument(opt.flag, dest=opt.attr, type=_arg_type(opt, not child),
+        parser.add_argument(opt.flag, dest=opt.attr, type=_arg_type(opt),
                             metavar=opt.metavar,
                             help=opt.help, default=opt.default if child else None)
 
