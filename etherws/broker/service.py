@@ -16,13 +16,10 @@ learned. The broker also serves flush requests and writes a heartbeat.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import logging
 import os
-import signal
 import time
-from typing import Iterator
 
 import zmq
 
@@ -31,6 +28,7 @@ from etherws.broker.fdb import Fdb
 from etherws.broker.forwarding import Forwarder
 from etherws.paths import RunDir
 from etherws.runtime import lifeline, logsetup, malloctune, procargs, shm
+from etherws.runtime.signals import StopSignal
 from etherws.tables import BrokerView, PortTable, TableError
 
 log = logging.getLogger("etherws.broker")
@@ -47,13 +45,6 @@ full port: its queues (up to ~190 batches) outlast that, so the slow port does n
 dry, and the frames the sender makes meanwhile wait, or die, in the kernel instead of
 being read, switched and dropped here (2x UDP overload at MTU 9000 between tools/bench's
 hosts: 80k of 172k frames read from the TAP were dropped at the tunnel port)."""
-
-
-class StopFlag:
-    """Set by a signal handler, read by the loop."""
-
-    def __init__(self) -> None:
-        self.set = False
 
 
 class Broker:
@@ -181,44 +172,21 @@ class Broker:
         return not full
 
     # --- the loop ---------------------------------------------------------------------
-    def run(self, wake_fd: int, stopping: StopFlag) -> None:
-        """Serve until ``stopping`` is set (by a signal handler that also writes to
-        ``wake_fd``, so the poll returns at once)."""
+    def run(self, stop: StopSignal) -> None:
+        """Serve until ``stop`` is requested (a signal also wakes the poll at once)."""
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
-        poller.register(wake_fd, zmq.POLLIN)
+        poller.register(stop.fileno(), zmq.POLLIN)
         timeout_ms = int(POLL_TIMEOUT_S * 1000)
-        while not stopping.set:
+        while not stop.requested:
             events = dict(poller.poll(timeout_ms))
-            if wake_fd in events:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(wake_fd, 512)
+            if stop.fileno() in events:
+                stop.drain()
             self.sync_ports()
             self.serve_flush()
             if self.sock in events:
                 self.drain(time.monotonic())
             self.housekeeping(time.monotonic())
-
-
-@contextlib.contextmanager
-def _stop_signals() -> Iterator[tuple[int, StopFlag]]:
-    """SIGTERM and SIGINT set a flag and wake the poll; restored afterwards."""
-    stopping = StopFlag()
-    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-
-    def handler(signum: int, _frame: object) -> None:
-        stopping.set = True
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    old_fd = signal.set_wakeup_fd(w)
-    try:
-        yield r, stopping
-    finally:
-        signal.set_wakeup_fd(old_fd)
-        for s, h in old.items():
-            signal.signal(s, h)
-        os.close(r)
-        os.close(w)
 
 
 def bind_router(ctx: zmq.Context[zmq.Socket[bytes]],
@@ -268,14 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     lifeline.die_with_parent(args.parent_pid)
     malloctune.keep_freed_memory()
     logsetup.configure(args, "broker")
-    with _stop_signals() as (wake_fd, stopping):  # early: a stop during start-up is clean
-        status = _serve(RunDir(args.rundir), args, wake_fd, stopping)
+    with StopSignal() as stop:  # early: a stop during start-up is clean
+        status = _serve(RunDir(args.rundir), args, stop)
     log.info("stopped, exit status %d", status)
     return status
 
 
-def _serve(rundir: RunDir, args: argparse.Namespace, wake_fd: int,
-           stopping: StopFlag) -> int:
+def _serve(rundir: RunDir, args: argparse.Namespace, stop: StopSignal) -> int:
     try:
         ports = shm.open_port_table(rundir.port_table)
         fdb = Fdb(shm.open_fdb_table(rundir.fdb_table), args.ageout_s, args.fdb_per_port)
@@ -296,7 +263,7 @@ def _serve(rundir: RunDir, args: argparse.Namespace, wake_fd: int,
             log.info("started on %s: %d ports, %d of %d addresses kept, ageout %gs",
                      rundir.data_endpoint, len(broker.forwarder.ports), len(fdb),
                      fdb.table.capacity, fdb.ageout_s)
-            broker.run(wake_fd, stopping)
+            broker.run(stop)
         finally:
             sock.close(linger=0)
     finally:

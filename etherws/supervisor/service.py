@@ -26,6 +26,7 @@ from etherws import config, control
 from etherws.config import Config
 from etherws.paths import RunDir
 from etherws.runtime import curvekeys, shm
+from etherws.runtime.signals import StopSignal
 from etherws.supervisor import handlers
 from etherws.supervisor.declared import Declared, read_ports
 from etherws.supervisor.portops import PortError
@@ -88,13 +89,12 @@ class Supervisor:
         self._reload_requested = False
         self.rundir = RunDir(cfg.rundir)
         self.started = time.monotonic()
-        self.stopping = False
+        self.stop = StopSignal()
         self._lock_fd = -1
         self._replies: OrderedDict[bytes, bytes] = OrderedDict()
         self._ctx: zmq.Context | None = None
         self._ctl_socks: list[zmq.Socket] = []
         self._auth: ThreadAuthenticator | None = None
-        self._wakeup_r = self._wakeup_w = -1
         # requests answered later (addport client): request key -> where the reply goes
         self._pending: dict[bytes, tuple[zmq.Socket, bytes, control.Pending]] = {}
         self.server: Server | None = None
@@ -124,7 +124,7 @@ class Supervisor:
         self._start_declared_ports()
         self._handlers = handlers.table(handlers.Switch(
             ports=self.ports, table=self.table, fdb=self.fdb, ageout_s=self.cfg.ageout_s,
-            rundir=self.rundir.root, started=self.started, stop=self._request_stop,
+            rundir=self.rundir.root, started=self.started, stop=self.stop.request,
             declared=self.declared))
         self._ready = True
         log.info("supervisor started: run directory %s, control %s, broker pid %s",
@@ -202,18 +202,15 @@ class Supervisor:
     # --- the loop --------------------------------------------------------------------
     def run(self) -> int:
         """Serve until stopped by a request or a signal; then stop everything."""
-        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(self._wakeup_w)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_stop_signal)
+        self.stop.install()  # its pipe wakes the poll for every signal handled here
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the poll up
         signal.signal(signal.SIGHUP, self._on_reload_signal)
         poller = zmq.Poller()
         for sock in self._ctl_socks:
             poller.register(sock, zmq.POLLIN)
-        poller.register(self._wakeup_r, zmq.POLLIN)
+        poller.register(self.stop.fileno(), zmq.POLLIN)
         server_fds: list[int] = []
-        while not self.stopping:
+        while not self.stop.requested:
             if self.server is not None and self.server.fds() != server_fds:
                 for fd in server_fds:
                     poller.unregister(fd)
@@ -221,9 +218,8 @@ class Supervisor:
                 for fd in server_fds:
                     poller.register(fd, zmq.POLLIN)
             events = dict(poller.poll(int(TICK_S * 1000)))
-            if self._wakeup_r in events:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wakeup_r, 512)
+            if self.stop.fileno() in events:
+                self.stop.drain()
             for sock in self._ctl_socks:
                 if sock in events:
                     self._serve_control(sock)
@@ -233,7 +229,6 @@ class Supervisor:
             self.ports.tick(time.monotonic())
             if self.ports.escalation:
                 log.critical("stopping with an error: %s", self.ports.escalation)
-                self.stopping = True
                 break
             self._answer_pending()
             if self._reload_requested:
@@ -243,11 +238,6 @@ class Supervisor:
         self._answer_pending(control.Refused("stopping", "the supervisor is stopping"))
         return 1 if self.ports.escalation else 0
 
-    def _on_stop_signal(self, signum: int, frame: object) -> None:
-        self.stopping = True
-
-    def _request_stop(self) -> None:
-        self.stopping = True
 
     def _on_reload_signal(self, signum: int, frame: object) -> None:
         self._reload_requested = True  # done by the loop, not inside a signal handler
@@ -282,7 +272,7 @@ class Supervisor:
                 self._pending[key] = (sock, identity, reply)
             else:
                 sock.send_multipart([identity, b"", reply])
-            if self.stopping:
+            if self.stop.requested:
                 return
 
     def _reply(self, key: bytes, data: bytes) -> bytes | control.Pending:
@@ -334,6 +324,7 @@ class Supervisor:
             self._auth.stop()
         if self._ctx is not None:
             self._ctx.term()
+        self.stop.close()
         for path in (self.rundir.ctl_sock, self.rundir.data_sock, self.rundir.port_table,
                      self.rundir.fdb_table, self.rundir.pidfile):
             with contextlib.suppress(FileNotFoundError):

@@ -44,8 +44,9 @@ from etherws import config, ipc
 from etherws.backoff import Backoff
 from etherws.keepalive import Keepalive
 from etherws.runtime import portstatus, procargs
+from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
-from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, StopFlag, begin
+from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, begin
 from etherws.workers.slot import claim_slot
 from etherws.workers.wsconnect import CONNECT_TIMEOUT_S, Connector
 from etherws.workers.wsmedium import WsMedium
@@ -97,7 +98,7 @@ class ClientWorker:
     """Connect, carry frames, back off, connect again: until SIGTERM or a first failure."""
 
     def __init__(self, args: argparse.Namespace, connector: Connector, counters: SlotView,
-                 link: BrokerLink, stop: StopFlag) -> None:
+                 link: BrokerLink, stop: StopSignal) -> None:
         self.args = args
         self.connector = connector
         self.counters = counters

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import time
 from typing import Callable, Protocol, cast
 
@@ -33,6 +32,7 @@ from etherws import ipc
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.paths import RunDir
 from etherws.runtime import lifeline, logsetup, malloctune, procargs
+from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
 from etherws.workers.coalesce import Coalescer
 from etherws.workers.slot import claim_slot
@@ -163,26 +163,11 @@ class BrokerLink:
         self.context.term()
 
 
-class StopFlag:
-    """Set by SIGTERM/SIGINT; the loop checks it at least every POLL_TIMEOUT_MS."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def install(self) -> None:
-        """Route SIGTERM and SIGINT here (a plain flag: no exception mid-update)."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handler)
-
-    def _handler(self, signum: int, _frame: object) -> None:
-        self.requested = True
-
-
 class PortLoop:
     """Moves frames between a medium and the broker until stopped or the medium ends."""
 
     def __init__(self, medium: Medium, link: BrokerLink, counters: SlotView,
-                 stop: StopFlag) -> None:
+                 stop: StopSignal) -> None:
         self.medium = medium
         self.link = link
         self.counters = counters
@@ -305,15 +290,14 @@ OpenMedium = Callable[[argparse.Namespace], Medium]
 
 
 def begin(parser: argparse.ArgumentParser, argv: list[str] | None,
-          label: str | Callable[[argparse.Namespace], str]) -> tuple[argparse.Namespace, StopFlag]:
+          label: str | Callable[[argparse.Namespace], str]) -> tuple[argparse.Namespace, StopSignal]:
     """Every port worker's first steps: parse, die with the supervisor, catch SIGTERM,
     keep batch buffers in the heap, configure logging as ``port N <label>``. Returns the
     arguments and the stop flag."""
     args = parser.parse_args(argv)
     lifeline.die_with_parent(args.parent_pid)
     malloctune.keep_freed_memory()
-    stop = StopFlag()
-    stop.install()
+    stop = StopSignal(wake=False).install()  # the loops wake every POLL_TIMEOUT_MS anyway
     name = label(args) if callable(label) else label
     logsetup.configure(args, f"port {args.port} {name}")
     return args, stop

@@ -27,15 +27,14 @@ import contextlib
 import errno
 import ipaddress
 import logging
-import os
 import select
-import signal
 import socket
 import sys
 import time
 
 from etherws.paths import RunDir
 from etherws.runtime import fdpass, lifeline, logsetup, procargs
+from etherws.runtime.signals import StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -154,43 +153,6 @@ class SupervisorLink:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-
-
-class StopSignal:
-    """SIGTERM/SIGINT set ``requested`` and wake poll() through a pipe: no poll timeout."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
-
-    def install(self) -> None:
-        """Route the signals here (a plain flag: no exception in the middle of a hand-over)."""
-        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handler)
-
-    def _handler(self, _signum: int, _frame: object) -> None:
-        self.requested = True
-
-    def fileno(self) -> int:
-        """The fd that becomes readable when a signal arrived."""
-        return self._read
-
-    def drain(self) -> None:
-        """Empty the pipe (the signal numbers in it are not needed)."""
-        try:
-            while os.read(self._read, 64):
-                pass
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        """Stop waking through the pipe and close it."""
-        signal.set_wakeup_fd(-1)
-        os.close(self._read)
-        os.close(self._write)
 
 
 class Listener:

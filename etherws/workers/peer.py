@@ -46,8 +46,9 @@ from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.keepalive import Keepalive
 from etherws.runtime import portstatus, procargs
 from etherws.runtime.authfile import AuthFile
+from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
-from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, StopFlag, begin
+from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, begin
 from etherws.workers.slot import claim_slot
 from etherws.workers.wsmedium import WsMedium
 from etherws.wsframe import CloseCode, Opcode, close_payload, frame
@@ -92,7 +93,7 @@ class Stopped(Exception):
 class Waiter:
     """Waits on one socket until a deadline, beating the heartbeat every BEAT_MS."""
 
-    def __init__(self, counters: SlotView, stop: StopFlag, deadline_ns: int) -> None:
+    def __init__(self, counters: SlotView, stop: StopSignal, deadline_ns: int) -> None:
         self.counters = counters
         self.stop = stop
         self.deadline_ns = deadline_ns
@@ -213,7 +214,7 @@ def discard_input(sock: socket.socket) -> None:
 class Peer:
     """One accepted connection, from its first byte to its end; see the module docstring."""
 
-    def __init__(self, args: argparse.Namespace, counters: SlotView, stop: StopFlag,
+    def __init__(self, args: argparse.Namespace, counters: SlotView, stop: StopSignal,
                  context: ssl.SSLContext | None, handshake: ServerHandshake) -> None:
         self.args = args
         self.counters = counters

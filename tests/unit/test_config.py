@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import argparse
 from dataclasses import fields
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from etherws import ipc
+from etherws.runtime.signals import StopSignal
 from etherws.tables import BrokerView, PortKind, PortTable
 from etherws.workers.coalesce import HOLD_S
 from etherws.workers.link import (
     RECV_BATCHES_PER_WAKEUP,
     MediumClosed,
     PortLoop,
-    StopFlag,
     split_valid,
 )
 from etherws.workers.slot import SlotView
@@ -81,7 +81,7 @@ class FakeLink:
 def make_loop(medium: FakeMedium, link: FakeLink) -> tuple[PortLoop, PortTable]:
     table = PortTable.format(bytearray(PortTable.size(4)), 4)
     table.claim(2, 7, PortKind.TAP)
-    loop = PortLoop(medium, link, SlotView(table, 2), StopFlag())  # type: ignore[arg-type]
+    loop = PortLoop(medium, link, SlotView(table, 2), StopSignal(wake=False))  # type: ignore[arg-type]
     loop.sleep = medium.sleep
     return loop, table
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from etherws import ipc
+from etherws.runtime.signals import StopSignal
 from etherws.tables import PortKind, PortTable
-from etherws.workers.link import PortLoop, StopFlag
+from etherws.workers.link import PortLoop
 from etherws.workers.slot import SlotView
 
 FRAME = bytes(range(60))
@@ -53,7 +54,7 @@ class FakeLink:
 def make_loop(medium: BufferingMedium, link: FakeLink) -> tuple[PortLoop, PortTable]:
     table = PortTable.format(bytearray(PortTable.size(2)), 2)
     table.claim(1, 3, PortKind.CLIENT)
-    loop = PortLoop(medium, link, SlotView(table, 1), StopFlag())  # type: ignore[arg-type]
+    loop = PortLoop(medium, link, SlotView(table, 1), StopSignal(wake=False))  # type: ignore[arg-type]
     return loop, table
 
 
@@ -77,7 +78,7 @@ def test_media_without_hooks_get_no_op_defaults() -> None:
         def fileno(self) -> int:
             return -1
 
-    loop = PortLoop(Plain(), FakeLink([]), None, StopFlag())  # type: ignore[arg-type]
+    loop = PortLoop(Plain(), FakeLink([]), None, StopSignal(wake=False))  # type: ignore[arg-type]
     assert not loop.pending_input() and not loop.pending_output()
     loop.flush()
     loop.medium_tick(1)
