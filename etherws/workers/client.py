@@ -46,7 +46,7 @@ from etherws.keepalive import Keepalive
 from etherws.runtime import portstatus, procargs
 from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
-from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, begin
+from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, beat_while_waiting, begin
 from etherws.workers.slot import claim_slot
 from etherws.workers.wsconnect import CONNECT_TIMEOUT_S, Connector
 from etherws.workers.wsmedium import WsMedium
@@ -183,14 +183,12 @@ class ClientWorker:
 
     def _idle(self, until_ns: int, done: Callable[[], bool] | None = None) -> None:
         """Beat the heartbeat and drop the broker's frames until a time, ``done`` or SIGTERM."""
-        while not self.stop.requested:
-            now = time.monotonic_ns()
-            self.counters.heartbeat(now)
-            if now >= until_ns or (done is not None and done()):
-                return
-            wait_ms = max(1, min(IDLE_POLL_MS, (until_ns - now) // 1_000_000))
-            if self.link.socket.poll(wait_ms, zmq.POLLIN):
-                self._discard()
+        def broker_sent(timeout_ms: int) -> object:
+            return self.link.socket.poll(timeout_ms, zmq.POLLIN)
+
+        while beat_while_waiting(self.counters, self.stop, until_ns, broker_sent,
+                                 IDLE_POLL_MS, done):
+            self._discard()
 
     def _discard(self) -> None:
         """Drop what the broker sent while there is no connection, counting it."""

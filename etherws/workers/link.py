@@ -34,6 +34,7 @@ from etherws.paths import RunDir
 from etherws.runtime import lifeline, logsetup, malloctune, procargs
 from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
+from etherws.workers import pollplan
 from etherws.workers.coalesce import Coalescer
 from etherws.workers.slot import claim_slot
 
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 RECV_BATCHES_PER_WAKEUP = 8
 """Bound on broker batches written to the medium per wake-up (fairness with reads)."""
-POLL_TIMEOUT_MS = 200
 TICK_NS = 200_000_000
 """Heartbeat and medium-counter period; the supervisor expects a heartbeat every 0.5 s."""
 
@@ -60,19 +60,28 @@ class MediumClosed(Exception):
 
 
 class Medium(Protocol):
-    """One port's frame source and sink, polled by fd. Every call is non-blocking."""
+    """One port's frame source and sink, polled by fd. Every call is non-blocking.
+
+    A medium inherits this class: the last five methods are optional hooks with no-op
+    defaults, for a medium that buffers on its own (a WebSocket: decoded messages left
+    over from a bounded batch, bytes decrypted inside the TLS layer, output the socket
+    could not take yet, keepalive timers); TAP and AF_PACKET media keep the defaults.
+    """
 
     def fileno(self) -> int:
         """The fd to poll for readability (stays the same while the medium is open)."""
+        ...
 
     def read_batch(self, max_frames: int) -> list[bytes]:
         """Up to ``max_frames`` whole Ethernet frames, [] when nothing is ready.
 
         Raises MediumClosed when the medium has ended.
         """
+        ...
 
     def write(self, frame: bytes) -> bool:
         """Send one frame; False when it was dropped (no room, refused by the kernel)."""
+        ...
 
     def take_counts(self) -> tuple[int, int]:
         """``(errors, drops)`` the medium saw on its own since the last call.
@@ -80,36 +89,33 @@ class Medium(Protocol):
         Errors: frames received but unusable (e.g. larger than the data plane carries).
         Drops: frames lost before they reached us (kernel queue overflow).
         """
+        ...
 
     def close(self) -> None:
         """Release the medium (a persistent TAP stays)."""
+        ...
 
+    def pending_input(self) -> bool:
+        """Input held that polling the fd would not announce."""
+        return False
 
-# Optional medium hooks. A medium that buffers on its own (a WebSocket: decoded messages
-# left over from a bounded batch, bytes decrypted inside the TLS layer, output the
-# socket could not take yet, keepalive timers) defines them; TAP and AF_PACKET media
-# do not, and PortLoop uses these no-op defaults:
-#   pending_input() -> bool   input held that polling the fd would not announce
-#   pending_output() -> bool  output queued: poll the fd for POLLOUT and call flush()
-#   flush() -> None           send queued output without blocking (MediumClosed on loss)
-#   tick(now_ns) -> None      called every TICK_NS (MediumClosed when the peer is dead)
-#   has_room() -> bool        one more broker batch fits in the output queue; while not,
-#                             the loop leaves the broker's batches queued (the broker
-#                             then drops, and makes the senders pause, instead of us)
-def _no_pending() -> bool:
-    return False
+    def pending_output(self) -> bool:
+        """Output queued: poll the fd for POLLOUT and call flush()."""
+        return False
 
+    def flush(self) -> None:
+        """Send queued output without blocking (MediumClosed when the link is lost)."""
+        return None
 
-def _always() -> bool:
-    return True
+    def tick(self, now_ns: int) -> None:
+        """Called every TICK_NS (MediumClosed when the peer is dead)."""
+        return None
 
-
-def _no_flush() -> None:
-    return None
-
-
-def _no_tick(now_ns: int) -> None:
-    return None
+    def has_room(self) -> bool:
+        """One more broker batch fits in the output queue; while not, the loop leaves
+        the broker's batches queued (the broker then drops, and makes the senders
+        pause, instead of us)."""
+        return True
 
 
 def split_valid(frames: list[bytes]) -> tuple[list[bytes], int]:
@@ -164,63 +170,49 @@ class BrokerLink:
 
 
 class PortLoop:
-    """Moves frames between a medium and the broker until stopped or the medium ends."""
+    """Moves frames between a medium and the broker until stopped or the medium ends.
+
+    What to wait for is decided by ``pollplan.plan``; ``clock`` (monotonic ns) and
+    ``sleep`` are injected so tests decide time.
+    """
 
     def __init__(self, medium: Medium, link: BrokerLink, counters: SlotView,
-                 stop: StopSignal) -> None:
+                 stop: StopSignal, clock: Callable[[], int] = time.monotonic_ns,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.medium = medium
         self.link = link
         self.counters = counters
         self.stop = stop
-        self.pending_input: Callable[[], bool] = getattr(medium, "pending_input", _no_pending)
-        self.pending_output: Callable[[], bool] = getattr(medium, "pending_output", _no_pending)
-        self.flush: Callable[[], None] = getattr(medium, "flush", _no_flush)
-        self.medium_tick: Callable[[int], None] = getattr(medium, "tick", _no_tick)
-        self.has_room: Callable[[], bool] = getattr(medium, "has_room", _always)
         self.coalescer = Coalescer()
-        self.sleep: Callable[[float], None] = time.sleep
+        self.clock = clock
+        self.sleep = sleep
 
     def run(self) -> None:
-        """Loop until the stop flag is set; MediumClosed propagates.
-
-        Backpressure, both ways: the medium is read only while the broker link can take
-        a batch and the broker has not asked for a pause (``SlotView.hold_ns``);
-        the broker's batches only while the medium has room for one. Otherwise the fd
-        or the socket is not polled for input and the frames wait, or are dropped, where
-        that costs nothing: in the kernel's queue, or at the broker.
-        """
-        sock, fd = self.link.socket, self.medium.fileno()
+        """Loop until the stop flag is set; MediumClosed propagates."""
+        sock, fd, medium = self.link.socket, self.medium.fileno(), self.medium
         poller = zmq.Poller()
         sock_mask = fd_mask = 0
         next_tick = 0
         while not self.stop.requested:
-            hold_ns = self.counters.hold_ns(time.monotonic_ns())
-            writable = self.link.writable()
-            reading = writable and not hold_ns
-            want = (zmq.POLLIN if self.has_room() else 0) | (0 if writable else zmq.POLLOUT)
-            if want != sock_mask:
-                poller.register(sock, want)  # registers, changes the mask, or (0) unregisters
-                sock_mask = want
-            want = (zmq.POLLIN if reading else 0) | (zmq.POLLOUT if self.pending_output() else 0)
-            if want != fd_mask:
-                poller.register(fd, want)
-                fd_mask = want
-            held = reading and self.pending_input()
-            if held:
-                timeout_ms = 0
-            elif hold_ns:  # back when the pause ends
-                timeout_ms = min(POLL_TIMEOUT_MS, hold_ns // 1_000_000 + 1)
-            else:
-                timeout_ms = POLL_TIMEOUT_MS
-            events = dict(poller.poll(timeout_ms))
-            now = time.monotonic_ns()
+            wait = pollplan.plan(self.link.writable(), self.counters.hold_ns(self.clock()),
+                                 medium.has_room(), medium.pending_input(),
+                                 medium.pending_output())
+            if wait.sock_events != sock_mask:
+                # registers, changes the mask, or (0) unregisters
+                poller.register(sock, wait.sock_events)
+                sock_mask = wait.sock_events
+            if wait.fd_events != fd_mask:
+                poller.register(fd, wait.fd_events)
+                fd_mask = wait.fd_events
+            events = dict(poller.poll(wait.timeout_ms))
+            now = self.clock()
             if now >= next_tick:
                 self.tick(now)
                 next_tick = now + TICK_NS
             fd_events = events.get(fd, 0)
             if fd_events & zmq.POLLOUT:
-                self.flush()
-            if reading and (held or fd_events & ~zmq.POLLOUT):
+                medium.flush()
+            if wait.reading and (wait.held or fd_events & ~zmq.POLLOUT):
                 self.upstream()
             if events.get(sock, 0) & zmq.POLLIN:
                 self.downstream()
@@ -231,14 +223,14 @@ class PortLoop:
         errors, drops = self.medium.take_counts()
         self.counters.add_errors(errors)
         self.counters.add_drops(drops)
-        self.medium_tick(now_ns)
+        self.medium.tick(now_ns)
 
     def upstream(self) -> None:
         """One bounded batch from the medium to the broker; a partial batch of a flowing
         stream first waits a little for more (``coalesce``)."""
         read = self.medium.read_batch
         frames = read(ipc.MAX_BATCH_FRAMES)
-        hold = self.coalescer.hold_s(len(frames), time.monotonic())
+        hold = self.coalescer.hold_s(len(frames), self.clock() / 1e9)
         if hold:
             self.sleep(hold)
             try:
@@ -258,14 +250,14 @@ class PortLoop:
                 self.counters.received(len(batch), sum(map(len, batch)))
             else:
                 self.counters.add_drops(len(batch))
-        self.coalescer.sent(time.monotonic())
+        self.coalescer.sent(self.clock() / 1e9)
 
     def downstream(self) -> None:
         """Up to RECV_BATCHES_PER_WAKEUP batches from the broker to the medium, then one
         flush: a buffering medium sends them with one system call, not one per batch."""
         write = self.medium.write
         for _ in range(RECV_BATCHES_PER_WAKEUP):
-            if not self.has_room():
+            if not self.medium.has_room():
                 break
             message = self.link.recv()
             if message is None:
@@ -282,7 +274,25 @@ class PortLoop:
                     nbytes += len(f)
             self.counters.sent(sent, nbytes)
             self.counters.add_drops(len(frames) - sent)
-        self.flush()  # may raise MediumClosed
+        self.medium.flush()  # may raise MediumClosed
+
+
+def beat_while_waiting(counters: SlotView, stop: StopSignal, until_ns: int,
+                       poll: Callable[[int], object], slice_ms: int,
+                       done: Callable[[], bool] | None = None,
+                       clock: Callable[[], int] = time.monotonic_ns) -> bool:
+    """Wait for ``poll(timeout_ms)`` to report something, in slices of ``slice_ms``,
+    beating the heartbeat before each; True when it did. False at ``until_ns``, once
+    ``done()`` holds, or when a stop is requested: the waits a worker does outside
+    PortLoop (a peer's opening handshake, a client between attempts) keep it alive in the
+    supervisor's eyes and obey SIGTERM within a slice."""
+    while True:
+        now = clock()
+        counters.heartbeat(now)
+        if stop.requested or now >= until_ns or (done is not None and done()):
+            return False
+        if poll(max(1, min(slice_ms, (until_ns - now) // 1_000_000))):
+            return True
 
 
 OpenMedium = Callable[[argparse.Namespace], Medium]
@@ -290,7 +300,8 @@ OpenMedium = Callable[[argparse.Namespace], Medium]
 
 
 def begin(parser: argparse.ArgumentParser, argv: list[str] | None,
-          label: str | Callable[[argparse.Namespace], str]) -> tuple[argparse.Namespace, StopSignal]:
+          label: str | Callable[[argparse.Namespace], str]
+          ) -> tuple[argparse.Namespace, StopSignal]:
     """Every port worker's first steps: parse, die with the supervisor, catch SIGTERM,
     keep batch buffers in the heap, configure logging as ``port N <label>``. Returns the
     arguments and the stop flag."""

@@ -38,7 +38,7 @@ import sys
 
 from etherws.frame import MAX_FRAME
 from etherws.ifaddr import valid_ifname
-from etherws.workers.link import MediumClosed, worker_main
+from etherws.workers.link import Medium, MediumClosed, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def _open_socket(name: str) -> tuple[socket.socket, int]:
     return sock, ifindex
 
 
-class NetdevMedium:
+class NetdevMedium(Medium):
     """An AF_PACKET socket on one interface."""
 
     def __init__(self, name: str) -> None:

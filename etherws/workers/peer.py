@@ -48,7 +48,7 @@ from etherws.runtime import portstatus, procargs
 from etherws.runtime.authfile import AuthFile
 from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
-from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, begin
+from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, beat_while_waiting, begin
 from etherws.workers.slot import claim_slot
 from etherws.workers.wsmedium import WsMedium
 from etherws.wsframe import CloseCode, Opcode, close_payload, frame
@@ -102,15 +102,9 @@ class Waiter:
         """Until ``sock`` is ready for ``events``; raises TimedOut or Stopped."""
         poller = select.poll()
         poller.register(sock.fileno(), events)
-        while True:
-            now = time.monotonic_ns()
-            self.counters.heartbeat(now)
-            if self.stop.requested:
-                raise Stopped
-            if now >= self.deadline_ns:
-                raise TimedOut
-            if poller.poll(max(1, min(BEAT_MS, (self.deadline_ns - now) // 1_000_000))):
-                return
+        if not beat_while_waiting(self.counters, self.stop, self.deadline_ns, poller.poll,
+                                  BEAT_MS):
+            raise Stopped if self.stop.requested else TimedOut
 
     def wait_for(self, exc: BaseException, sock: socket.socket, events: int) -> None:
         """Wait for ``events`` after a would-block ``exc``, or for what TLS asked instead.

@@ -19,7 +19,7 @@ import sys
 
 from etherws.frame import MAX_FRAME
 from etherws.runtime import tuntap
-from etherws.workers.link import MediumClosed, worker_main
+from etherws.workers.link import Medium, MediumClosed, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ READ_SIZE = MAX_FRAME + 1
 _WRITE_DROPS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.EIO, errno.EINVAL})
 
 
-class TapMedium:
+class TapMedium(Medium):
     """A non-blocking fd attached to a TAP, plus the device's kernel drop counter."""
 
     def __init__(self, name: str) -> None:

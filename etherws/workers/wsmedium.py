@@ -38,7 +38,7 @@ import ssl
 from etherws import ipc, wsframe
 from etherws.frame import MAX_FRAME
 from etherws.keepalive import Keepalive, Verdict
-from etherws.workers.link import MediumClosed
+from etherws.workers.link import Medium, MediumClosed
 from etherws.wsframe import CloseCode, Opcode
 
 READ_SIZE = 256 * 1024
@@ -63,7 +63,7 @@ PING_PAYLOAD = b"etherws"
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
-class WsMedium:
+class WsMedium(Medium):
     """Frames as binary messages over one connected socket (plain or TLS).
 
     ``role`` is this end's side ("client" masks what it sends, §5.1), ``max_message``

@@ -27,6 +27,7 @@ PURE = sorted(f"etherws.{p.stem}" for p in (PACKAGE_ROOT / "etherws").glob("*.py
     "etherws.broker.forwarding",
     "etherws.supervisor.policy",
     "etherws.workers.coalesce",
+    "etherws.workers.pollplan",
 ]
 
 FORBIDDEN = frozenset({

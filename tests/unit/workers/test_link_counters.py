@@ -6,20 +6,20 @@ import pytest
 
 from etherws import ipc
 from etherws.runtime.signals import StopSignal
-from etherws.tables import BrokerView, PortKind, PortTable
+from etherws.tables import BrokerView, PortKind, PortTable, SlotView
 from etherws.workers.coalesce import HOLD_S
 from etherws.workers.link import (
     RECV_BATCHES_PER_WAKEUP,
+    Medium,
     MediumClosed,
     PortLoop,
     split_valid,
 )
-from etherws.workers.slot import SlotView
 
 FRAME = bytes(range(60))
 
 
-class FakeMedium:
+class FakeMedium(Medium):
     """Frames to hand out, frames written, a write verdict, counts of its own."""
 
     def __init__(self, inbound: list[bytes], accept: bool = True) -> None:
@@ -78,11 +78,15 @@ class FakeLink:
         return self.waiting.pop(0) if self.waiting else None
 
 
+NOW_NS = 10**12
+"""The clock of these tests stands still: "right after a send" holds by construction."""
+
+
 def make_loop(medium: FakeMedium, link: FakeLink) -> tuple[PortLoop, PortTable]:
     table = PortTable.format(bytearray(PortTable.size(4)), 4)
     table.claim(2, 7, PortKind.TAP)
-    loop = PortLoop(medium, link, SlotView(table, 2), StopSignal(wake=False))  # type: ignore[arg-type]
-    loop.sleep = medium.sleep
+    loop = PortLoop(medium, link, SlotView(table, 2), StopSignal(wake=False),  # type: ignore[arg-type]
+                    clock=lambda: NOW_NS, sleep=medium.sleep)
     return loop, table
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from etherws import ipc
 from etherws.runtime.signals import StopSignal
-from etherws.tables import PortKind, PortTable
-from etherws.workers.link import PortLoop
-from etherws.workers.slot import SlotView
+from etherws.tables import PortKind, PortTable, SlotView
+from etherws.workers.link import Medium, PortLoop
 
 FRAME = bytes(range(60))
 
 
-class BufferingMedium:
+class BufferingMedium(Medium):
     """Queues writes until flush; records ticks."""
 
     def __init__(self) -> None:
@@ -74,11 +73,11 @@ def test_tick_runs_the_medium_timers_after_the_heartbeat() -> None:
 
 
 def test_media_without_hooks_get_no_op_defaults() -> None:
-    class Plain:
+    class Plain(Medium):
         def fileno(self) -> int:
             return -1
 
-    loop = PortLoop(Plain(), FakeLink([]), None, StopSignal(wake=False))  # type: ignore[arg-type]
-    assert not loop.pending_input() and not loop.pending_output()
-    loop.flush()
-    loop.medium_tick(1)
+    plain = Plain()
+    assert not plain.pending_input() and not plain.pending_output() and plain.has_room()
+    plain.flush()
+    plain.tick(1)
