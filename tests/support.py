@@ -13,8 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 SCALE = float(os.environ.get("ETHERWS_TEST_TIMEOUT_SCALE", "1"))
@@ -93,3 +94,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+TERM_TIMEOUT_S = 5.0
+
+
+def term_context(ctx: Any, what: str, timeout_s: float = TERM_TIMEOUT_S) -> None:
+    """Terminate a ZeroMQ context, failing fast (as pyzmq's own tests do) when a socket
+    was left open: ``term`` would block until pytest's 120 s timeout, naming nothing."""
+    done = threading.Thread(target=ctx.term, name=f"term {what}", daemon=True)
+    done.start()
+    done.join(timeout_s * SCALE)
+    if done.is_alive():
+        raise AssertionError(f"{what}: the ZeroMQ context did not terminate within "
+                             f"{timeout_s * SCALE:g} s: a socket was left open")

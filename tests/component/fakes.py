@@ -113,7 +113,7 @@ class FakeBroker:
     def close(self) -> None:
         """Close the socket and the context."""
         self.sock.close(linger=0)
-        self.context.term()
+        support.term_context(self.context, "FakeBroker")
 
 
 # --- the kernel side of a port ------------------------------------------------------
@@ -315,7 +315,7 @@ class ThreadedRouter:
         self._stop.set()
         self._thread.join(timeout=5 * support.SCALE)
         self.sock.close(linger=0)
-        self.ctx.term()
+        support.term_context(self.ctx, "FakeSupervisor")
         if self.error is not None:
             raise self.error
 

@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 from etherws import control
-from tests.support import PYTHON, free_port, link_exists, run, unique
+from tests.support import PYTHON, free_port, link_exists, run, term_context, unique
 from tests.system.harness import Switch
 
 
@@ -81,7 +81,7 @@ def test_plain_text_client_gets_nothing_executed(remote) -> None:
         assert sock.poll(1500, zmq.POLLIN) == 0  # no reply: the handshake never completed
     finally:
         sock.close()
-        ctx.term()
+        term_context(ctx, "the plain-text client")
     assert not link_exists(tap) and sw.entries("listport") == []
 
 

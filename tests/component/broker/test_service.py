@@ -202,7 +202,7 @@ def ctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
     try:
         yield c
     finally:
-        c.term()
+        support.term_context(c, "the test's context")
 
 
 @contextlib.contextmanager
