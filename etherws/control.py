@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Callable, Mapping
 
+from etherws.errors import EtherwsError
+
 JSONRPC = "2.0"
 PREFIX = "etherws.control."
 MAX_REQUEST = 64 * 1024
@@ -39,7 +41,7 @@ class Code(IntEnum):
     REFUSED = -32000
 
 
-class RpcError(Exception):
+class RpcError(EtherwsError):
     """An error reply: raised by handlers (as Refused) and by reply decoding."""
 
     def __init__(self, code: int, message: str, reason: str = "") -> None:

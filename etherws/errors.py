@@ -1,8 +1,35 @@
 """The root of etherws' own exceptions (pure).
 
 Every error etherws raises on purpose, with a message for the user, derives from
-EtherwsError, so a catch site can tell "the input cannot be used" (one line, a clean
-exit) from a bug (a traceback): a bug's ValueError is not an EtherwsError.
+EtherwsError, and none is a ValueError: so a catch site names what it expects, and a
+bug's ValueError (or TypeError) stays a bug with a traceback instead of turning into
+"usage error, exit 2" in a command or "port failed, not restarted" in a worker::
+
+    EtherwsError
+    ├── ConfigError            config          an option or the configuration file
+    ├── PortConfigError        portconfig      a [[ports]] table
+    ├── UrlError               wsurl           a tunnel URL, proxy or secrets record
+    ├── AddressError           ifaddr          an address, netmask, MTU
+    ├── FrameError             frame           an Ethernet frame or MAC address
+    ├── IpcError               ipc             a data-plane message
+    ├── TableError             tables          a shared-memory table
+    ├── HtpasswdError          htpasswd        an htpasswd line
+    ├── ProtocolError          wsframe         a WebSocket peer broke RFC 6455
+    ├── RpcError               control         a control request answered with an error
+    │   └── Refused                            ... because the supervisor said no
+    ├── KeyFileError           runtime.curvekeys
+    ├── ConfigFileError        runtime.configfile
+    ├── ControlSetupError      runtime.ctlclient   an endpoint or key that cannot work
+    ├── Unreachable            runtime.ctlclient   no supervisor answered
+    │   └── PermissionDenied
+    ├── StartError, ServerError                supervisor  a switch that cannot start
+    ├── PortError              supervisor.portops  a port that cannot be made
+    │   └── DeclaredError      supervisor.declared the configuration file's ports
+    ├── NetifError             supervisor.netif    (also an OSError: it is one)
+    └── MediumClosed           workers.link        a port's medium ended
+
+Control flow inside one function (a peer's opening that timed out or was stopped) uses
+private exceptions of its own module.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NewType
 
+from etherws.errors import EtherwsError
+
 Mac = NewType("Mac", bytes)
 
 ETH_HLEN = 14
@@ -22,7 +24,7 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 BROADCAST_MAC = Mac(b"\xff" * 6)
 
 
-class FrameError(ValueError):
+class FrameError(EtherwsError):
     """A frame too short or too long to switch."""
 
 
@@ -58,7 +60,7 @@ def is_learnable(mac: bytes) -> bool:
 def mac_to_text(mac: bytes) -> str:
     """``b"\\x02\\0\\0\\0\\0\\x01"`` -> ``"02:00:00:00:00:01"``."""
     if len(mac) != 6:
-        raise ValueError(f"a MAC address has 6 bytes, not {len(mac)}")
+        raise FrameError(f"a MAC address has 6 bytes, not {len(mac)}")
     return mac.hex(":")
 
 
@@ -67,8 +69,8 @@ def mac_from_text(text: str) -> Mac:
     parts = text.strip().replace("-", ":").split(":")
     if len(parts) != 6 or not all(1 <= len(p) <= 2 and all(c in _HEX for c in p)
                                   for p in parts):
-        raise ValueError(f"not a MAC address: {text!r}")
+        raise FrameError(f"not a MAC address: {text!r}")
     try:
         return Mac(bytes(int(p, 16) for p in parts))
     except ValueError:
-        raise ValueError(f"not a MAC address: {text!r}") from None
+        raise FrameError(f"not a MAC address: {text!r}") from None

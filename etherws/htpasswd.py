@@ -45,6 +45,8 @@ import bcrypt
 from passlib.handlers.md5_crypt import apr_md5_crypt  # type: ignore[import-untyped]
 from passlib.handlers.sha2_crypt import sha256_crypt, sha512_crypt  # type: ignore[import-untyped]
 
+from etherws.errors import EtherwsError
+
 #: The value of the ``WWW-Authenticate`` header that goes with a 401 answer.
 CHALLENGE = b'Basic realm="etherws"'
 
@@ -72,7 +74,7 @@ _EMPTY_TABLE_DUMMY = "$2b$05$3iro/MBFGPsWrKpABXlRIOqy6WaHFLOg3YPHN9xYj4.6kDI3D1/
 _DUMMY_SECRET = b"etherws: dummy password"
 
 
-class HtpasswdError(ValueError):
+class HtpasswdError(EtherwsError):
     """An htpasswd file that cannot be used; names the line, never its content."""
 
     def __init__(self, lineno: int, reason: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from etherws.errors import EtherwsError
+
 IFNAMSIZ = 16
 """The kernel's interface-name buffer, NUL included: names have at most 15 bytes."""
 MIN_MTU = 68
@@ -13,7 +15,7 @@ MAX_MTU = 65521
 """What a TAP device accepts: 65535 less the Ethernet header and an 802.1Q tag."""
 
 
-class AddressError(ValueError):
+class AddressError(EtherwsError):
     """An address, netmask or MTU that cannot be set; the message is for the user."""
 
 

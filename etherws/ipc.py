@@ -22,6 +22,8 @@ from __future__ import annotations
 import struct
 from typing import Iterator
 
+from etherws.errors import EtherwsError
+
 VERSION = 1
 MAX_BATCH_FRAMES = 64
 """Most frames a sender packs into one batch (bounded work per wake-up)."""
@@ -49,7 +51,7 @@ _LEN = struct.Struct("!H")
 _VERSION_BYTE = bytes([VERSION])
 
 
-class IpcError(ValueError):
+class IpcError(EtherwsError):
     """A data-plane message that does not follow this format (dropped and counted)."""
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from etherws.errors import EtherwsError
 from etherws.ifaddr import AddressError, check_mtu, parse_address, valid_ifname
-from etherws.wsurl import Target, parse_proxy
+from etherws.wsurl import Target, UrlError, parse_proxy
 
 KINDS = ("tap", "netdev", "client")
 MAX_PORT_NUMBER = 1_000_000
@@ -209,12 +209,12 @@ def _check_name(name: str, where: str) -> None:
 def _check_client(url: str, table: Mapping[str, Any], where: str) -> None:
     try:
         target = Target.parse(url)
-        if "proxy" in table:
-            proxy = parse_proxy(table["proxy"])
-            if proxy.user is not None or proxy.passwd is not None:
-                raise ValueError("credentials in the proxy URL: give 'proxy-auth-file'")
-    except ValueError as exc:
+        proxy = parse_proxy(table["proxy"]) if "proxy" in table else None
+    except UrlError as exc:
         raise PortConfigError(f"{where}: {exc}") from None
+    if proxy is not None and (proxy.user is not None or proxy.passwd is not None):
+        raise PortConfigError(f"{where}: credentials in the proxy URL: give "
+                              "'proxy-auth-file'")
     if (table.get("cacerts") or table.get("insecure")) and not target.secure:
         raise PortConfigError(f"{where}: 'cacerts' and 'insecure' are for wss:// URLs")
     if table.get("cacerts") and table.get("insecure"):

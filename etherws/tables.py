@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Iterator
 
+from etherws.errors import EtherwsError
 from etherws.frame import is_learnable
 
 HEADER_WORDS = 16
@@ -108,7 +109,7 @@ class PortKind(IntEnum):
         return self.name.lower()
 
 
-class TableError(ValueError):
+class TableError(EtherwsError):
     """A buffer that does not hold a table of this layout and version."""
 
 
@@ -231,7 +232,7 @@ class PortTable:
         """Give a free slot to a new port, zeroing its counters (supervisor)."""
         b = self.base(slot)
         if self.words[b + S_PORT]:
-            raise ValueError(f"slot {slot} is in use")
+            raise TableError(f"slot {slot} is in use")
         for i in range(SLOT_WORDS):
             self.words[b + i] = 0
         self.words[b + S_KIND] = int(kind)

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
+from etherws.errors import EtherwsError
+
 _Buffer = bytes | bytearray | memoryview
 
 
@@ -98,7 +100,7 @@ class CloseCode(IntEnum):
     TLS_HANDSHAKE = 1015  # never sent
 
 
-class ProtocolError(Exception):
+class ProtocolError(EtherwsError):
     """The peer broke RFC 6455: fail the connection with close ``code`` (§7.1.7).
 
     ``messages`` holds the binary messages that were complete, in the same ``feed``

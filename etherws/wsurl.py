@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import Mapping, MutableMapping
 from urllib.parse import unquote, urlsplit
 
+from etherws.errors import EtherwsError
+
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy")
+
+
+class UrlError(EtherwsError):
+    """A tunnel URL, proxy, proxy variable or secrets record that cannot be used; the
+    message never repeats a value that could hold a password."""
 
 
 @dataclass(frozen=True)
@@ -38,33 +45,33 @@ class Secrets:
 
     @classmethod
     def from_json(cls, text: str) -> Secrets:
-        """Parse stdin's text ("" means no secrets). ValueError names no value."""
+        """Parse stdin's text ("" means no secrets). UrlError names no value."""
         if not text.strip():
             return cls()
         try:
             data = json.loads(text)
         except ValueError:
-            raise ValueError("secrets on stdin are not one JSON object") from None
+            raise UrlError("secrets on stdin are not one JSON object") from None
         if not isinstance(data, dict):
-            raise ValueError("secrets on stdin are not one JSON object")
+            raise UrlError("secrets on stdin are not one JSON object")
         unknown = sorted(set(data) - {"user", "passwd", "proxy", "proxy_env"})
         if unknown:
-            raise ValueError(f"unknown keys in the secrets on stdin: {', '.join(unknown)}")
+            raise UrlError(f"unknown keys in the secrets on stdin: {', '.join(unknown)}")
         for key, value in data.items():
             if key == "proxy_env":
                 check_proxy_env(value)
             elif value is not None and not isinstance(value, str):
-                raise ValueError(f"secret {key!r} must be a string or null")
+                raise UrlError(f"secret {key!r} must be a string or null")
         return cls(**data)
 
 
 def check_proxy_env(value: object) -> None:
-    """ValueError unless ``value`` is null or maps proxy variable names to strings."""
+    """UrlError unless ``value`` is null or maps proxy variable names to strings."""
     if value is None:
         return
     if not isinstance(value, dict) or not all(
             k in PROXY_VARIABLES and isinstance(v, str) for k, v in value.items()):
-        raise ValueError("proxy_env must map http_proxy, https_proxy or no_proxy to strings")
+        raise UrlError("proxy_env must map http_proxy, https_proxy or no_proxy to strings")
 
 
 @dataclass(frozen=True)
@@ -85,13 +92,13 @@ def parse_proxy(url: str) -> Proxy:
     """``http://[user:pass@]host[:port]`` (scheme optional, port 80 by default)."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme != "http":
-        raise ValueError(f"proxy scheme {parts.scheme!r} is not supported (http:// only)")
+        raise UrlError(f"proxy scheme {parts.scheme!r} is not supported (http:// only)")
     try:
         port = parts.port or 80
     except ValueError:
-        raise ValueError("proxy URL has an invalid port") from None
+        raise UrlError("proxy URL has an invalid port") from None
     if not parts.hostname:
-        raise ValueError("proxy URL has no host")
+        raise UrlError("proxy URL has no host")
     user = unquote(parts.username) if parts.username else None
     passwd = unquote(parts.password) if parts.password is not None else None
     return Proxy(parts.hostname, port, user, passwd)
@@ -165,18 +172,18 @@ class Target:
 
     @classmethod
     def parse(cls, url: str) -> Target:
-        """Parse; ValueError for another scheme, no host, a bad port or credentials."""
+        """Parse; UrlError for another scheme, no host, a bad port or credentials."""
         parts = urlsplit(url)
         if parts.scheme not in ("ws", "wss"):
-            raise ValueError(f"URL scheme must be ws or wss, not {parts.scheme!r}")
+            raise UrlError(f"URL scheme must be ws or wss, not {parts.scheme!r}")
         if parts.username is not None or parts.password is not None:
-            raise ValueError("credentials in the URL are not supported: use --user")
+            raise UrlError("credentials in the URL are not supported: use --user")
         try:
             port = parts.port or (443 if parts.scheme == "wss" else 80)
         except ValueError:
-            raise ValueError("URL has an invalid port") from None
+            raise UrlError("URL has an invalid port") from None
         if not parts.hostname:
-            raise ValueError("URL has no host")
+            raise UrlError("URL has no host")
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         return cls(parts.scheme == "wss", parts.hostname, port, resource)
 

@@ -24,6 +24,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from etherws import __version__, paths
 from etherws.control import BY_VERB, Command, RpcError
 from etherws.ctl import render
+from etherws.errors import EtherwsError
 from etherws.portconfig import valid_port_name
 from etherws.runtime import curvekeys
 from etherws.runtime.ctlclient import ControlClient, PermissionDenied, Unreachable
@@ -324,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
         client = ControlClient(endpoint, timeout_s=timeout, curve=curve)
     except _UsageError as err:
         return _fail(args, str(err), EXIT_USAGE)
-    except ValueError as err:  # the endpoint or its keys
+    except EtherwsError as err:  # the endpoint or its keys
         return _fail(args, str(err), EXIT_USAGE)
     try:
         with client:

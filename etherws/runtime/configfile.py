@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import tomlkit
+from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Table
 
 from etherws.errors import EtherwsError
@@ -81,7 +82,10 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
 def render_ports(text: str, running: Sequence[PortSpec], base_dir: str) -> str:
     """``text`` with its ``[[ports]]`` tables replaced by ``running`` (tomlkit: the rest
     of the file, comments included, is kept as it was)."""
-    doc = tomlkit.parse(text)
+    try:
+        doc = tomlkit.parse(text)
+    except TOMLKitError as exc:  # edited since the supervisor read it
+        raise ConfigFileError(f"the file does not parse as TOML: {exc}") from None
     old = doc.get("ports")
     existing: list[Any] = list(old) if isinstance(old, AoT) else []
     plain = [t.unwrap() if isinstance(t, Table) else {} for t in existing]

@@ -24,13 +24,18 @@ from typing import Any
 import zmq
 
 from etherws import control
+from etherws.errors import EtherwsError
 from etherws.runtime import curvekeys
 
 IPC = "ipc://"
 TCP = "tcp://"
 
 
-class Unreachable(Exception):
+class ControlSetupError(EtherwsError):
+    """An endpoint, key file or setting a control connection cannot use."""
+
+
+class Unreachable(EtherwsError):
     """The supervisor did not answer: no socket, no permission, or no reply in time."""
 
 
@@ -48,18 +53,18 @@ class ControlClient:
     def __init__(self, endpoint: str, timeout_s: float = 5.0, retries: int = 2,
                  curve: tuple[str, str] | None = None) -> None:
         if timeout_s <= 0:
-            raise ValueError("the control timeout must be positive")
+            raise ControlSetupError("the control timeout must be positive")
         if retries < 1:
-            raise ValueError("a control call needs at least one try")
+            raise ControlSetupError("a control call needs at least one try")
         self._keys: tuple[bytes, bytes, bytes] | None = None
         if endpoint.startswith(TCP):
             if curve is None:
                 # Never talk to a remote supervisor in clear text.
-                raise ValueError("tcp:// control needs --ctl-key and --ctl-server-key")
-            public, secret = curvekeys.load_secret(curve[0])  # KeyFileError is a ValueError
+                raise ControlSetupError("tcp:// control needs --ctl-key and --ctl-server-key")
+            public, secret = curvekeys.load_secret(curve[0])  # or KeyFileError
             self._keys = (public, secret, curvekeys.load_public(curve[1]))
         elif not endpoint.startswith(IPC) or len(endpoint) == len(IPC):
-            raise ValueError(f"not a control endpoint: {endpoint!r} (use ipc://PATH)")
+            raise ControlSetupError(f"not a control endpoint: {endpoint!r} (use ipc://PATH)")
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.retries = retries

@@ -12,8 +12,10 @@ import os
 
 import zmq.auth
 
+from etherws.errors import EtherwsError
 
-class KeyFileError(ValueError):
+
+class KeyFileError(EtherwsError):
     """A key file that is missing, unreadable, or not of the expected kind."""
 
 

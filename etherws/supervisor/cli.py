@@ -19,6 +19,7 @@ import time
 from etherws import config
 from etherws.config import ConfigError
 from etherws.control import RpcError
+from etherws.errors import EtherwsError
 from etherws.paths import DEFAULT_RUNDIR, RunDir
 from etherws.portconfig import PortConfigError, ports_of
 from etherws.runtime import configfile, logsetup
@@ -97,7 +98,7 @@ def _load_config(args: argparse.Namespace) -> config.Config:
 def _start(args: argparse.Namespace) -> int:
     try:
         cfg = _load_config(args)
-    except (ConfigError, TypeError) as exc:
+    except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
     if os.geteuid() != 0:
         return _fail("must run as root (it creates TAP devices and raw sockets)", EXIT_REFUSED)
@@ -210,7 +211,7 @@ def _stop(args: argparse.Namespace) -> int:
     try:
         with ControlClient(_endpoint(args), timeout_s=args.timeout, curve=curve) as client:
             pid = client.call("shutdown", {})["entries"][0]["pid"]
-    except ValueError as exc:  # an endpoint or key file that cannot work
+    except EtherwsError as exc:  # an endpoint or key file that cannot work
         return _fail(str(exc), EXIT_USAGE)
     except Unreachable as exc:
         return _fail(str(exc), EXIT_UNREACHABLE)
@@ -233,7 +234,7 @@ def _reload(args: argparse.Namespace) -> int:
     try:
         with ControlClient(_endpoint(args), timeout_s=args.timeout, curve=curve) as client:
             entries = client.call("reloadConfig", {})["entries"]
-    except ValueError as exc:  # an endpoint or key file that cannot work
+    except EtherwsError as exc:  # an endpoint or key file that cannot work
         return _fail(str(exc), EXIT_USAGE)
     except Unreachable as exc:
         return _fail(str(exc), EXIT_UNREACHABLE)

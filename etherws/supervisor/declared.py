@@ -145,8 +145,6 @@ class Declared:
         except (OSError, ConfigFileError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise DeclaredError("save-failed", f"cannot save {self.path}: {why}") from None
-        except ValueError as exc:  # tomlkit: a file it cannot parse
-            raise DeclaredError("save-failed", f"cannot save {self.path}: {exc}") from None
         for spec in specs:
             port = ports.ports[spec.number or 0]
             port.spec, port.declared = spec, True

@@ -29,7 +29,7 @@ from etherws.tables import (
     aged,
     split_key,
 )
-from etherws.wsurl import Secrets, Target, env_proxy
+from etherws.wsurl import Secrets, Target, UrlError, env_proxy
 
 Params = dict[str, Any]
 FLUSH_TIMEOUT_S = 2.0
@@ -143,7 +143,7 @@ def add_client(sw: Switch, params: Params) -> Later:
     proxy = params.get("proxy")
     if not proxy and isinstance(params.get("proxy_env"), dict):
         # the proxy etherws-ctl's environment chose, made explicit: save writes it
-        with contextlib.suppress(ValueError):  # a bad URL: refused below, by Target
+        with contextlib.suppress(UrlError):  # a bad URL: refused below, by Target
             proxy = env_proxy(Target.parse(url), params["proxy_env"])
     spec = PortSpec("client", url, name=params.get("name"), user=params.get("user"),
                     cacerts=params.get("cacerts"), insecure=bool(params.get("insecure")),

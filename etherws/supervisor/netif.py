@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from etherws.errors import EtherwsError
 from etherws.ifaddr import IfAddress, netmask_text
 
 _FAMILY = {4: 2, 6: 10}  # AF_INET, AF_INET6
 _SCOPE_LINK = 253
 
 
-class NetifError(OSError):
+class NetifError(OSError, EtherwsError):
     """A netlink operation failed; the message names the interface and the reason."""
 
 

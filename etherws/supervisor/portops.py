@@ -22,7 +22,7 @@ from etherws.runtime.configfile import ConfigFileError, read_secret
 from etherws.supervisor import netif
 from etherws.supervisor.ports import Port, PortManager
 from etherws.tables import PortKind
-from etherws.wsurl import Secrets, Target, check_proxy_env, parse_proxy
+from etherws.wsurl import Secrets, Target, UrlError, check_proxy_env, parse_proxy
 
 KINDS = {"tap": PortKind.TAP, "netdev": PortKind.NETDEV, "client": PortKind.CLIENT}
 
@@ -68,7 +68,7 @@ def _client_options(spec: PortSpec, retry: bool) -> tuple[str, ...]:
     """The client worker's command line options; PortError for ones that cannot work."""
     try:
         target = Target.parse(spec.target)
-    except ValueError as exc:  # its message never repeats the URL (it may hold a password)
+    except UrlError as exc:  # its message never repeats the URL (it may hold a password)
         raise PortError("bad-url", str(exc)) from None
     options: list[str] = []
     if (spec.cacerts or spec.insecure) and not target.secure:
@@ -102,7 +102,7 @@ def _check_secrets(secrets: Secrets) -> bytes:
         if secrets.proxy:
             parse_proxy(secrets.proxy)
         check_proxy_env(secrets.proxy_env)
-    except ValueError as exc:
+    except UrlError as exc:
         raise PortError("bad-proxy", str(exc)) from None
     return json.dumps({"user": secrets.user, "passwd": secrets.passwd,
                        "proxy": secrets.proxy, "proxy_env": secrets.proxy_env}).encode()

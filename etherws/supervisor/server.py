@@ -19,6 +19,7 @@ import ssl
 
 from etherws import config, htpasswd
 from etherws.config import Config
+from etherws.errors import EtherwsError
 from etherws.paths import RunDir
 from etherws.runtime import fdpass
 from etherws.runtime.authfile import MAX_FILE_BYTES, AuthFile
@@ -40,7 +41,7 @@ USERS_SNAPSHOT = "htpasswd"
 """The htpasswd table in force, in the run directory, for peer workers to read."""
 
 
-class ServerError(Exception):
+class ServerError(EtherwsError):
     """The server cannot start; the message is one line for the user."""
 
 

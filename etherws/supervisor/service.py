@@ -24,6 +24,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from etherws import config, control
 from etherws.config import Config
+from etherws.errors import EtherwsError
 from etherws.paths import RunDir
 from etherws.runtime import curvekeys, shm
 from etherws.runtime.signals import StopSignal
@@ -45,7 +46,7 @@ def _internal_error(rid: str | int | None) -> bytes:
         control.Code.INTERNAL_ERROR, "internal error (see the supervisor log)"))
 
 
-class StartError(Exception):
+class StartError(EtherwsError):
     """The supervisor cannot start; the message is one line for the user."""
 
 

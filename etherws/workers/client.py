@@ -46,11 +46,17 @@ from etherws.keepalive import Keepalive
 from etherws.runtime import portstatus, procargs
 from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
-from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, beat_while_waiting, begin
+from etherws.workers.link import (
+    BrokerLink,
+    MediumClosed,
+    PortLoop,
+    beat_while_waiting,
+    begin,
+)
 from etherws.workers.slot import claim_slot
 from etherws.workers.wsconnect import CONNECT_TIMEOUT_S, Connector
 from etherws.workers.wsmedium import WsMedium
-from etherws.wsurl import Secrets, take_proxy_env
+from etherws.wsurl import Secrets, UrlError, take_proxy_env
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +245,7 @@ def _prepare(args: argparse.Namespace, secrets_text: str) -> Connector | str:
         secrets = Secrets.from_json(secrets_text)
         env = secrets.proxy_env if secrets.proxy_env is not None else own_env
         return Connector(args.url, secrets, args.cacerts, args.insecure, env)
-    except ValueError as e:
+    except UrlError as e:
         return str(e)
 
 

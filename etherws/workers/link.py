@@ -29,6 +29,7 @@ from typing import Callable, Protocol, cast
 import zmq
 
 from etherws import ipc
+from etherws.errors import EtherwsError
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.paths import RunDir
 from etherws.runtime import lifeline, logsetup, malloctune, procargs
@@ -46,7 +47,7 @@ TICK_NS = 200_000_000
 """Heartbeat and medium-counter period; the supervisor expects a heartbeat every 0.5 s."""
 
 
-class MediumClosed(Exception):
+class MediumClosed(EtherwsError):
     """Raised by a medium that ended for good: device deleted, connection closed.
 
     The worker logs ``reason`` and exits with ``exit_status`` (1: the supervisor

@@ -42,13 +42,20 @@ import time
 from collections.abc import Callable
 
 from etherws import config
+from etherws.config import ConfigError
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.keepalive import Keepalive
 from etherws.runtime import portstatus, procargs
 from etherws.runtime.authfile import AuthFile
 from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
-from etherws.workers.link import BrokerLink, MediumClosed, PortLoop, beat_while_waiting, begin
+from etherws.workers.link import (
+    BrokerLink,
+    MediumClosed,
+    PortLoop,
+    beat_while_waiting,
+    begin,
+)
 from etherws.workers.slot import claim_slot
 from etherws.workers.wsmedium import WsMedium
 from etherws.wsframe import CloseCode, Opcode, close_payload, frame
@@ -351,35 +358,34 @@ def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     try:
         context.load_cert_chain(certfile, keyfile)
     except OSError as e:  # ssl.SSLError included: a key that does not match, not PEM
-        raise ValueError(f"cannot use --sslcert/--sslkey: {e.strerror or e}") from None
+        raise ConfigError(f"cannot use --sslcert/--sslkey: {e.strerror or e}") from None
     return context
 
 
 def configure(args: argparse.Namespace, beat: Callable[[], None] | None = None
               ) -> tuple[ssl.SSLContext | None, ServerHandshake]:
     """The TLS context (None: plain ws) and the handshake (its credential check calls
-    ``beat`` while it verifies a password); ValueError/OSError if unusable."""
-    try:
-        config.check_child(args, "peer")
-    except config.ConfigError as exc:
-        raise ValueError(str(exc)) from None
+    ``beat`` while it verifies a password); ConfigError if unusable."""
+    config.check_child(args, "peer")
     if not ETH_HLEN <= args.max_message <= MAX_FRAME:
-        raise ValueError(f"--max-message must be {ETH_HLEN}..{MAX_FRAME}")
+        raise ConfigError(f"--max-message must be {ETH_HLEN}..{MAX_FRAME}")
     if (args.sslkey is None) != (args.sslcert is None):
-        raise ValueError("--sslkey and --sslcert go together")
+        raise ConfigError("--sslkey and --sslcert go together")
     origins = frozenset(args.origin) if args.origin else None
+    if not args.path.startswith("/"):
+        raise ConfigError(f"path must start with '/': {args.path!r}")
     handshake = ServerHandshake(args.path, make_auth(args.htpasswd, beat), origins)
     context = None if args.sslcert is None else tls_context(args.sslcert, args.sslkey)
     return context, handshake
 
 
 def adopt_socket(fd: int) -> socket.socket:
-    """The inherited connection as a socket object; OSError/ValueError if it is not one."""
+    """The inherited connection as a socket object; OSError/ConfigError if it is not one."""
     sock = socket.socket(fileno=fd)
     if sock.type != socket.SOCK_STREAM or sock.getsockopt(socket.SOL_SOCKET,
                                                           socket.SO_ACCEPTCONN):
         sock.detach()  # not ours to close: it is not a connection
-        raise ValueError(f"--fd {fd} is not a connected stream socket")
+        raise ConfigError(f"--fd {fd} is not a connected stream socket")
     return sock
 
 
@@ -401,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     args, stop = begin(parser, argv, lambda a: f"peer {a.peer}")
     try:
         sock = adopt_socket(args.fd)
-    except (OSError, ValueError) as e:
+    except (OSError, ConfigError) as e:
         log.error("--fd %d: %s", args.fd, getattr(e, "strerror", None) or e)
         return procargs.EXIT_CONFIG
     counters = claim_slot(args)
@@ -411,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         context, handshake = configure(
             args, lambda: counters.heartbeat(time.monotonic_ns()))
-    except ValueError as e:
+    except ConfigError as e:
         sock.close()
         log.error("%s", e)
         return procargs.EXIT_CONFIG

@@ -21,7 +21,7 @@ def open_counters(args: argparse.Namespace) -> SlotView:
     """The worker's slot, checked to belong to its port (else counters land elsewhere)."""
     view = SlotView(open_port_table(RunDir(args.rundir).port_table), args.slot)
     if view.port != args.port:
-        raise ValueError(f"slot {args.slot} of the port table belongs to port {view.port}, "
+        raise TableError(f"slot {args.slot} of the port table belongs to port {view.port}, "
                          f"not {args.port}")
     return view
 
@@ -31,7 +31,7 @@ def claim_slot(args: argparse.Namespace) -> SlotView | None:
     which the worker reports by exiting with procargs.EXIT_CONFIG."""
     try:
         counters = open_counters(args)
-    except (OSError, TableError, ValueError, IndexError) as e:
+    except (OSError, TableError, IndexError) as e:
         log.error("cannot use port table slot %d: %s", args.slot, e)
         return None
     counters.heartbeat(time.monotonic_ns())

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etherws import frame
+from etherws.errors import EtherwsError
 from etherws.frame import BROADCAST_MAC, ETH_HLEN, MAX_FRAME, ZERO_MAC, FrameError
 
 DST = bytes.fromhex("ffffffffffff")
@@ -42,8 +43,8 @@ def test_header_refuses_short_and_long_frames(n: int) -> None:
         frame.header(bytes(n))
 
 
-def test_frame_error_is_a_value_error() -> None:
-    assert issubclass(FrameError, ValueError)
+def test_frame_error_is_ours_not_a_value_error() -> None:
+    assert issubclass(FrameError, EtherwsError) and not issubclass(FrameError, ValueError)
 
 
 @given(st.binary(min_size=ETH_HLEN, max_size=200))
@@ -102,19 +103,19 @@ def test_mac_from_text(text: str, mac: str) -> None:
     "0200.0000.0001", "zz:zz:zz:zz:zz:zz", "0x:00:00:00:00:01", "02:00:00:00:00:-1",
 ])
 def test_mac_from_text_rejects(text: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(frame.FrameError):
         frame.mac_from_text(text)
 
 
 @pytest.mark.parametrize("text", ["+2:00:00:00:00:01", "02: 0:00:00:00:01", "02:0 :00:00:00:01"])
 def test_mac_from_text_rejects_signs_and_blanks(text: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(frame.FrameError):
         frame.mac_from_text(text)
 
 
 @pytest.mark.parametrize("mac", [b"", bytes(5), bytes(7)])
 def test_mac_to_text_rejects_wrong_length(mac: bytes) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(frame.FrameError):
         frame.mac_to_text(mac)
 
 

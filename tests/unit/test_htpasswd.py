@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etherws import htpasswd
+from etherws.errors import EtherwsError
 from etherws.htpasswd import (
     CHALLENGE,
     HtpasswdError,
@@ -289,7 +290,7 @@ def test_bad_lines_are_named_by_number(text: str, lineno: int, reason: str) -> N
         parse(text)
     assert caught.value.lineno == lineno
     assert str(caught.value).startswith(f"line {lineno}: ") and reason in str(caught.value)
-    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, EtherwsError) and not isinstance(caught.value, ValueError)
 
 
 @pytest.mark.parametrize("name, secret", [("des", "pEMmLj1eGW8vU"), ("plain", "s3cret!")])

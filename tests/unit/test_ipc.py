@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etherws import ipc
+from etherws.errors import EtherwsError
 from etherws.ipc import MAX_BATCH_FRAMES, VERSION, IpcError
 
 frames_ = st.lists(st.binary(min_size=1, max_size=1600), max_size=MAX_BATCH_FRAMES)
@@ -61,8 +62,8 @@ def test_unpack_rejects(message: bytes) -> None:
         ipc.unpack(message)
 
 
-def test_ipc_error_is_a_value_error() -> None:
-    assert issubclass(IpcError, ValueError)
+def test_ipc_error_is_ours_not_a_value_error() -> None:
+    assert issubclass(IpcError, EtherwsError) and not issubclass(IpcError, ValueError)
 
 
 @given(st.binary(max_size=300))

@@ -99,7 +99,7 @@ def test_imports_nothing_that_does_io() -> None:
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert names <= {"__future__", "codecs", "struct", "collections.abc", "dataclasses",
-                     "enum", "websockets.speedups"}
+                     "enum", "websockets.speedups", "etherws.errors"}
 
 
 # --- encoding ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from etherws.wsurl import (
     Proxy,
     Secrets,
     Target,
+    UrlError,
     bypasses_proxy,
     env_proxy,
     parse_proxy,
@@ -34,7 +35,7 @@ def test_secrets_parse(text: str, want: Secrets) -> None:
     (f'{{"passwd": "{PASSWORD}"', "not one JSON object"),
 ])
 def test_bad_secrets_are_refused_without_echoing_them(text: str, error: str) -> None:
-    with pytest.raises(ValueError, match=error) as info:
+    with pytest.raises(UrlError, match=error) as info:
         Secrets.from_json(text)
     assert PASSWORD not in str(info.value)
 
@@ -51,7 +52,7 @@ def test_targets(url: str, want: Target, text: str) -> None:
 
 @pytest.mark.parametrize("url", ["http://h/", "ws:///x", "ws://h:99999/", "ws://u:p@h/"])
 def test_bad_targets(url: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(UrlError):
         Target.parse(url)
 
 
@@ -67,7 +68,7 @@ def test_proxy_urls(url: str, want: Proxy) -> None:
 
 @pytest.mark.parametrize("url", ["https://proxy:3128", "socks5://p:1", "http://:80", "http://p:x"])
 def test_bad_proxy_urls(url: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(UrlError):
         parse_proxy(url)
 
 

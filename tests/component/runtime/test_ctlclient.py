@@ -16,6 +16,7 @@ import pytest
 
 from etherws import control
 from etherws.control import Code, Refused, RpcError
+from etherws.errors import EtherwsError
 from etherws.paths import RunDir
 from etherws.runtime.ctlclient import ControlClient, Unreachable
 from tests.component.fakes import answer, swallow
@@ -184,7 +185,7 @@ def test_stale_socket_file_times_out(rundir: str) -> None:
     ({"endpoint": "ipc:///x", "retries": 0}, "try"),
 ])
 def test_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(EtherwsError, match=message):
         ControlClient(**kwargs)
 
 
