@@ -6,7 +6,7 @@ our own traffic proves nothing about the peer), and declares the peer dead when
 nothing — a pong or any other byte — arrived within ``timeout_s`` of that ping. A
 busy tunnel therefore never pings; an idle one pings every ``interval_s``.
 
-Defaults (issue "WebSocket tunnel ports"): 20 s + 20 s. Times are float seconds on
+Defaults: 20 s + 20 s (``config.DEFAULT_PING_S``). Times are float seconds on
 the caller's monotonic clock.
 """
 

@@ -2,8 +2,9 @@
 
 The opening handshake is done by websocket-client (client) or wsproto/h11 (server);
 from then on the workers frame and parse whole buffers themselves, because a
-per-message library costs 11-13 µs a message against well under 1 µs here
-(shared/research/library-fit.md §1, §6). No extension is ever negotiated.
+per-message library costs 11-13 µs a message against well under 1 µs here (measured
+with websocket-client 1.9 and simple-websocket 1.1 on the 2-core test machine). No
+extension is ever negotiated.
 
 A frame (RFC 6455 §5.2)::
 

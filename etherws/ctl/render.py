@@ -1,7 +1,7 @@
 """Tables and units for etherws-ctl output (pure: results in, text out).
 
 Every renderer takes a control result (``{"entries": [...]}``, shapes in control.py's
-callers and DESIGN.md) and returns the text to print, without a trailing newline.
+callers and the README) and returns the text to print, without a trailing newline.
 Renderers are lenient about shape: a missing field shows as ``-`` rather than failing,
 so an older ctl can still show a newer supervisor's answer.
 """

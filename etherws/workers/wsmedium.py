@@ -2,22 +2,22 @@
 
 The opening handshake is someone else's (websocket-client for a client port, the
 peer worker's server handshake); from then on this module frames and parses whole
-buffers with ``etherws.wsframe`` (library-fit §6: one big recv and one send per batch
-cost a third of a per-message library). One Ethernet frame is one binary message.
+buffers with ``etherws.wsframe`` (one big recv and one send per batch cost a third of
+a per-message library, measured). One Ethernet frame is one binary message.
 
-What it owns, because no library does it any more (library-fit §6, "If you go that
-way"):
+What it owns, because no library does it any more:
 
 - reading: one recv of up to READ_SIZE bytes per wake-up, parsed into messages that
   are handed out at most ``max_frames`` at a time; the rest waits in ``pending_input``.
 - TLS: a record decrypted by OpenSSL may hold more than one recv() took; those bytes
-  sit in the SSL object, where poll() cannot see them (library-fit §2, verified). So
+  sit in the SSL object, where poll() cannot see them (verified: poll said "not
+  readable" while ``pending()`` was 16). So
   ``pending_input`` also reports ``SSLSocket.pending()`` and the loop comes back
   without polling.
 - control frames: a ping is answered with a pong of the same payload (RFC 6455
   §5.5.2); a Close is answered with a Close (§5.5.1) and ends the medium; a protocol
   violation sends the decoder's close code (1002, 1007, 1009 ...) and ends it (§7.1.7).
-  Text messages are ignored and counted as errors (DESIGN "Wire protocol").
+  Text messages are ignored and counted as errors: the tunnel carries binary frames.
 - writing: frames are queued and encoded once per wake-up (a client masks each with a
   fresh key from one ``os.urandom`` call, §5.3), then sent without blocking. At most
   OUT_LIMIT bytes wait for the socket, and the loop takes batches from the broker only
@@ -42,7 +42,8 @@ from etherws.workers.link import Medium, MediumClosed
 from etherws.wsframe import CloseCode, Opcode
 
 READ_SIZE = 256 * 1024
-"""Bytes taken from the socket per wake-up (library-fit §6 measured recv(256K))."""
+"""Bytes taken from the socket per wake-up (the buffer-level framing measured 3x a
+per-message library's rate with recv(256K))."""
 TLS_READ = 16 * 1024
 """A TLS recv() returns at most one record's plaintext (16 KiB, RFC 8446 §5.1): asking
 for more only makes CPython allocate and shrink a larger buffer every time."""

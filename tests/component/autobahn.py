@@ -7,7 +7,7 @@ parent (PR_SET_PDEATHSIG follows the thread that forked). Around kosoku:
 
 - ``EchoBroker``: this process as the broker. Every batch a port sends goes back to
   that port, so a worker behaves like the echo peer Autobahn expects, for binary
-  messages; text never reaches the broker (DESIGN "Wire protocol").
+  messages; text never reaches the broker (the tunnel carries binary frames only).
 - ``PeerServer``: the server side. A listening socket the test owns; every accepted
   connection gets a real peer worker with the socket as ``--fd`` (``pass_fds``), in a
   port table slot and port number of its own, as the supervisor does it.

@@ -379,7 +379,7 @@ def _imports(tree: ast.AST) -> Iterator[str]:
 
 
 def test_module_is_pure() -> None:
-    # STYLE habit 1 (tests/unit/test_purity.py checks every module under etherws/).
+    # Deciding code does no I/O (tests/unit/test_purity.py checks every module the same way).
     source = Path(htpasswd.__file__).read_text()
     forbidden = {"os", "sys", "socket", "time", "logging", "subprocess", "threading",
                  "select", "signal", "asyncio", "importlib"}

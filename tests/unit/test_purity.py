@@ -1,6 +1,6 @@
 """The pure modules stay pure: no sockets, processes, clock, logging or OS calls.
 
-STYLE habit 1: anything that decides is a plain object, data and ``now`` in, data out.
+Anything that decides is a plain object: data and ``now`` in, data out, no I/O.
 Each pure module's source is parsed (not imported, so a violation cannot hide behind an
 import-time side effect) and every import in it is checked, following imports of other
 etherws modules, which must be pure as well.

@@ -94,7 +94,7 @@ def error_code(role: str, chunks: list[bytes], max_message: int = BIG) -> int:
 
 # --- purity ------------------------------------------------------------------------------
 def test_imports_nothing_that_does_io() -> None:
-    # STYLE habit 1; tests/unit/test_purity.py checks every pure module the same way.
+    # Deciding code does no I/O; tests/unit/test_purity.py checks every pure module the same way.
     tree = ast.parse(Path(wsframe.__file__).read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}

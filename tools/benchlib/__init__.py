@@ -1,4 +1,4 @@
-"""tools/bench and tools/bench-broker: etherws against the kernel and OpenVPN (issue 4).
+"""tools/bench and tools/bench-broker: etherws against the kernel and OpenVPN.
 
 Not part of etherws and not part of the test suite (tests/system/test_bench.py only
 checks that ``tools/bench --quick`` and ``tools/bench-broker --quick`` run). Modules:

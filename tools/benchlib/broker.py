@@ -11,7 +11,7 @@ would hide in.
 ``--memory`` instead measures a broker-like process (etherws.broker.service and pyzmq
 imported, a ROUTER bound, both tables mapped from tmpfs as the broker maps them) after
 filling the default 8192-entry FDB through the same hot path: the "broker <= 60 MiB with
-a full FDB" target of issue 4.
+a full FDB" target.
 """
 
 from __future__ import annotations

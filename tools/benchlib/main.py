@@ -1,4 +1,4 @@
-"""tools/bench: etherws against the veth underlay and OpenVPN 2.6 (issue 4).
+"""tools/bench: etherws against the veth underlay and OpenVPN 2.6.
 
 Builds two namespace hosts joined by a veth underlay, brings up five paths between them
 (veth, OpenVPN AES-256-GCM, OpenVPN without encryption, etherws ws://, etherws wss://),
@@ -259,7 +259,7 @@ def _print(result: dict[str, Any]) -> None:
          f"1.00 = one CPU all the time, the machine has {result['machine']['cpus']})")
     for line in report.cpu_lines(paths):
         _say(line)
-    _say("== targets (issue 4)")
+    _say("== targets")
     for line in report.target_lines(result["targets"]):
         _say(line)
     for line in report.floor_lines(paths, result["zmq_hop"]):

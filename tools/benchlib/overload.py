@@ -1,4 +1,4 @@
-"""No collapse under overload (issue 4): iperf3 UDP at 1x and 2x what a path carried.
+"""No collapse under overload: iperf3 UDP at 1x and 2x what a path carried.
 
 Issue 4's target: offering 2x what the path can carry still delivers at least 90 % of
 its best throughput. Per path, MTU and repetition, right after the path's TCP run:

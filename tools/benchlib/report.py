@@ -1,4 +1,4 @@
-"""Medians, ratios against the reference path, the targets of issue 4, the tables.
+"""Medians, ratios against the reference path, the targets, the tables.
 
 Ratios are ratios of the medians of one run of the bench: absolute numbers move from run
 to run on a shared machine, the ratio between paths measured side by side much less.
@@ -22,7 +22,7 @@ WORKER_ROLES = ("tap", "client", "peer", "listener", "netdev")
 WORKER_RSS_MIB = 40.0
 BROKER_RSS_MIB = 60.0
 OVERLOAD_RATIO = 0.9
-"""Delivered at 2x / best throughput, at least (issue 4: no collapse under overload)."""
+"""Delivered at 2x / best throughput, at least (no collapse under overload)."""
 
 
 @dataclass
@@ -137,7 +137,7 @@ def _target(what: str, value: float | None, limit: float, at_least: bool,
 
 def targets(paths: dict[str, dict[str, Any]],
             broker_full_fdb_mib: float | None) -> list[dict[str, Any]]:
-    """The targets of issue 4, each with the measured value and whether it is met
+    """The targets, each with the measured value and whether it is met
     (``met`` is None when the value was not measured, e.g. MTU 9000 in --quick)."""
     found: list[dict[str, Any]] = []
     for name in ("etherws-ws", "etherws-wss"):
