@@ -107,7 +107,7 @@ def shut_flag(value: str) -> bool:
 
 
 # --- commands ------------------------------------------------------------------------
-def _command(sub: argparse._SubParsersAction, verb: str, help_: str,
+def _command(sub: "argparse._SubParsersAction[Any]", verb: str, help_: str,
              params: Params, command: Command | None = None) -> argparse.ArgumentParser:
     """Add a command: its parser, the request it sends (``control.BY_VERB``, or
     ``command`` for a subcommand of a verb) and the view that shows its result."""
@@ -118,7 +118,7 @@ def _command(sub: argparse._SubParsersAction, verb: str, help_: str,
     return p
 
 
-def _add_addport(sub: argparse._SubParsersAction) -> None:
+def _add_addport(sub: "argparse._SubParsersAction[Any]") -> None:
     p = sub.add_parser("addport", help="add a port", description="Add a port to the switch.")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     # Each port kind is its own subcommand, so "addport client URL [options]" slots in
@@ -212,7 +212,7 @@ _KEYGEN_HELP = ("write a CURVE key pair for remote control: FILE.key (public) an
                 "FILE.key_secret")
 
 
-def _add_commands(sub: argparse._SubParsersAction) -> None:
+def _add_commands(sub: "argparse._SubParsersAction[Any]") -> None:
     _add_addport(sub)
     p = _command(sub, "setport", "shut (1) or open (0) a port",
                  lambda a: {"port": a.port, "shut": a.shut})

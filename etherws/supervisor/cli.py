@@ -15,6 +15,7 @@ import select
 import subprocess
 import sys
 import time
+from typing import Any
 
 from etherws import config
 from etherws.config import ConfigError
@@ -62,7 +63,7 @@ def _fail(message: str, code: int) -> int:
 def _load_config(args: argparse.Namespace) -> config.Config:
     """The configuration; its file's ports are checked too (and their secret files), so
     a file that cannot work stops ``start`` here, before anything runs."""
-    file_values: dict[str, object] = {}
+    file_values: dict[str, Any] = {}
     if args.config is None and os.path.exists(configfile.DEFAULT_PATH):
         args.config = configfile.DEFAULT_PATH
     if args.config:

@@ -61,7 +61,7 @@ class RestartPolicy:
         """Seconds before restart number ``consecutive`` (1 = the first) of a crash run."""
         if consecutive <= 1:
             return 0.0
-        return min(self.base_delay_s * 2 ** (consecutive - 2), self.max_delay_s)
+        return min(self.base_delay_s * 2.0 ** (consecutive - 2), self.max_delay_s)
 
 
 @dataclass

@@ -93,11 +93,11 @@ class Supervisor:
         self.stop = StopSignal()
         self._lock_fd = -1
         self._replies: OrderedDict[bytes, bytes] = OrderedDict()
-        self._ctx: zmq.Context | None = None
-        self._ctl_socks: list[zmq.Socket] = []
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._ctl_socks: list[zmq.Socket[bytes]] = []
         self._auth: ThreadAuthenticator | None = None
         # requests answered later (addport client): request key -> where the reply goes
-        self._pending: dict[bytes, tuple[zmq.Socket, bytes, control.Pending]] = {}
+        self._pending: dict[bytes, tuple[zmq.Socket[bytes], bytes, control.Pending]] = {}
         self.server: Server | None = None
         self._ready = False  # prepared in full: a failed start stays one line on stderr
 
@@ -146,9 +146,9 @@ class Supervisor:
         the run directory's lock protects from a second supervisor."""
         return self.rundir.ctl_endpoint
 
-    def _control_socket(self) -> zmq.Socket:
+    def _control_socket(self) -> zmq.Socket[bytes]:
         assert self._ctx is not None
-        sock = self._ctx.socket(zmq.ROUTER)
+        sock: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, control.MAX_REQUEST)
         self._ctl_socks.append(sock)  # closed by cleanup() whatever happens next
@@ -250,7 +250,7 @@ class Supervisor:
         except PortError as exc:
             log.error("reload refused: %s", exc)
 
-    def _serve_control(self, sock: zmq.Socket) -> None:
+    def _serve_control(self, sock: zmq.Socket[bytes]) -> None:
         for _ in range(32):  # bounded: the loop must keep supervising under a flood
             try:
                 msg = sock.recv_multipart(zmq.NOBLOCK)
