@@ -10,9 +10,9 @@ Transport: ZeroMQ; the supervisor binds a ROUTER (``ipc://RUNDIR/ctl.sock`` by d
               "data": {"reason": "<slug>"}}}
 
 Method names are etherws 1.3's under ``etherws.control.``; ``COMMANDS`` lists every
-method with its parameters, its ``etherws-ctl`` verb and its view. A request id is unique per request (ctl uses a random one),
-so the supervisor can answer a retried request from its reply cache instead of doing
-the work twice.
+method with its parameters, its ``etherws-ctl`` verb and its view. A request id is
+unique per request (ctl uses a random one), so the supervisor can answer a retried
+request from its reply cache instead of doing the work twice.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ Port table (file ``ports.tbl``)::
       5 flush request counter, 6 flush port (0 = all)              (supervisor)
       7 flush done counter                                         (broker)
       8 malformed data-plane messages                              (broker)
+      9 listener heartbeat ns                                      (listener)
     slot i at HEADER_WORDS + i * SLOT_WORDS:
       0 port (0 = free slot)  1 flags (FLAG_SHUT)  2 kind (PortKind)          (supervisor)
       3 heartbeat ns  4 rx frames  5 rx bytes  6 tx frames  7 tx bytes
@@ -64,6 +65,7 @@ H_FLUSH_REQUEST = 5
 H_FLUSH_PORT = 6
 H_FLUSH_DONE = 7
 H_BROKER_MALFORMED = 8
+H_LISTENER_HEARTBEAT = 9
 
 # port slot words
 S_PORT = 0
@@ -191,6 +193,7 @@ SUPERVISOR_SLOT = frozenset({S_PORT, S_FLAGS, S_KIND})
 """(``claim`` also zeroes a free slot's other words before anyone else uses it.)"""
 BROKER_HEADER = frozenset({H_BROKER_HEARTBEAT, H_FLUSH_DONE, H_BROKER_MALFORMED})
 BROKER_SLOT = frozenset({S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL})
+LISTENER_HEADER = frozenset({H_LISTENER_HEARTBEAT})
 WORKER_SLOT = frozenset({S_HEARTBEAT, S_RX, S_RX_BYTES, S_TX, S_TX_BYTES, S_ERRORS, S_DROPS})
 
 
@@ -314,6 +317,10 @@ class PortTable:
         """The broker's latest heartbeat."""
         return self.words[H_BROKER_HEARTBEAT]
 
+    def listener_heartbeat_ns(self) -> int:
+        """The WebSocket listener's latest heartbeat."""
+        return self.words[H_LISTENER_HEARTBEAT]
+
     def ports(self) -> Iterator[tuple[int, int, bool]]:
         """``(slot, port, shut)`` for every slot in use."""
         w = self.words
@@ -363,6 +370,17 @@ class BrokerView:
     def hold(self, slot: int, until_ns: int) -> None:
         """Ask ``slot``'s worker to read nothing from its medium before ``until_ns``."""
         self.words[self.table.base(slot) + S_HOLD_UNTIL] = until_ns
+
+
+class ListenerView:
+    """The listener's one word: its heartbeat."""
+
+    def __init__(self, table: PortTable) -> None:
+        self.words = table.words
+
+    def heartbeat(self, now_ns: int) -> None:
+        """Tell the supervisor the listener is alive (its accept loop runs)."""
+        self.words[H_LISTENER_HEARTBEAT] = now_ns
 
 
 class SlotView:

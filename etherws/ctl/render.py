@@ -199,6 +199,12 @@ def _sub(entry: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _process(p: Mapping[str, Any]) -> str:
+    return (f"{text(p.get('state'))}, pid {number(p.get('pid'))}, "
+            f"{number(p.get('restarts'))} restarts"
+            + (f" ({p['reason']})" if p.get("reason") else ""))
+
+
 def status(result: Mapping[str, Any]) -> str:
     """A key/value block per supervisor (there is one)."""
     blocks = []
@@ -208,9 +214,8 @@ def status(result: Mapping[str, Any]) -> str:
             ("supervisor", f"pid {number(e.get('pid'))}, up {duration(e.get('uptime'))}"),
             ("rundir", text(e.get("rundir"))),
             ("ports", number(e.get("ports"))),
-            ("broker", f"{text(broker.get('state'))}, pid {number(broker.get('pid'))}, "
-                       f"{number(broker.get('restarts'))} restarts"
-                       + (f" ({broker['reason']})" if broker.get("reason") else "")),
+            ("broker", _process(broker)),
+            *([("listener", _process(_sub(e, "listener")))] if e.get("listener") else []),
             ("fdb", f"{number(table_.get('entries'))} of {number(table_.get('capacity'))} "
                     f"entries, refused: {number(table_.get('refused_full'))} table full, "
                     f"{number(table_.get('refused_port'))} port limit"),

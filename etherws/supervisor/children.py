@@ -45,6 +45,8 @@ class Child:
         self.pass_fds = pass_fds
         """Descriptors every start inherits (the listener's socket, a peer's connection)."""
         self.life = Lifecycle(policy or RestartPolicy())
+        self.kill_reason = ""
+        """Why the supervisor killed it (hung), until its exit is handled."""
         self.popen: subprocess.Popen[bytes] | None = None
         self.spawned_ns = 0
         self._ps: psutil.Process | None = None

@@ -18,6 +18,7 @@ from etherws.frame import mac_to_text
 from etherws.ifaddr import AddressError, check_mtu, parse_address, valid_ifname
 from etherws.portconfig import NAME_RULE, PortSpec, valid_port_name
 from etherws.supervisor import netif, portops
+from etherws.supervisor.children import Child
 from etherws.supervisor.declared import Declared
 from etherws.supervisor.policy import State
 from etherws.supervisor.portops import PortError
@@ -291,14 +292,19 @@ def flush_fdb(sw: Switch, params: Params) -> Later:
     return Later(poll)
 
 
+def _process(child: Child) -> dict[str, Any]:
+    return {"state": child.life.state.value, "pid": child.pid,
+            "restarts": child.life.restarts, "reason": child.life.reason}
+
+
 def get_status(sw: Switch, params: Params) -> dict[str, Any]:
     """getStatus: the supervisor, the broker and the FDB at a glance."""
-    broker = sw.ports.broker
+    broker, listener = sw.ports.broker, sw.ports.listener
     return {"entries": [{
         "pid": os.getpid(), "rundir": sw.rundir,
         "uptime": time.monotonic() - sw.started, "ports": len(sw.ports.ports),
-        "broker": {"state": broker.life.state.value, "pid": broker.pid,
-                   "restarts": broker.life.restarts, "reason": broker.life.reason},
+        "broker": _process(broker),
+        "listener": None if listener is None else _process(listener),
         "fdb": {"entries": sw.fdb.in_use, "capacity": sw.fdb.capacity,
                 "refused_full": sw.fdb.refused_full, "refused_port": sw.fdb.refused_port},
     }]}

@@ -46,7 +46,6 @@ class Port:
     child: Child
     created_tap: bool = False
     shut: bool = False
-    kill_reason: str = ""
     spec: PortSpec | None = None
     """The port as ``save`` would write it (None: an accepted peer, never saved)."""
     secrets: Secrets = field(default_factory=Secrets)
@@ -76,11 +75,9 @@ class PortManager:
         # service manager restarts the whole tree (OTP's escalation) rather than a switch
         # that forwards nothing staying up.
         self.broker = Child(child_args("etherws.broker"), RestartPolicy(max_delay_s=1.0))
-        self.broker_kill_reason = ""
         self.escalation = ""
         """Why the supervisor must stop with an error ("" while all is well)."""
-        # Started by the WebSocket server, if there is one; it has no heartbeat (it only
-        # ever blocks in poll()), so only its exit status is watched.
+        # Started by the WebSocket server, if there is one; watched like a worker.
         self.listener: Child | None = None
 
     # --- ports ----------------------------------------------------------------
@@ -170,7 +167,7 @@ class PortManager:
         """Operator restart: forget the crash history, start the worker now."""
         port.child.stop()
         port.child.life.reset()
-        port.kill_reason = ""
+        port.child.kill_reason = ""
         port.child.spawn(now, restart=True)
         log.info("port %d: restarted by request (pid %s)", port.number, port.child.pid)
 
@@ -186,16 +183,16 @@ class PortManager:
         """A tunnel port's link status as its worker last wrote it, or None."""
         return portstatus.read(self.rundir, port.number) if port.kind in TUNNELS else None
 
-    def _supervised(self) -> Iterator[tuple[str, Child, int | None, Port | None]]:
+    def _supervised(self) -> Iterator[tuple[str, Child, int, Port | None]]:
         yield "broker", self.broker, self.table.broker_heartbeat_ns(), None
         if self.listener is not None:
-            yield "listener", self.listener, None, None
+            yield "listener", self.listener, self.table.listener_heartbeat_ns(), None
         for port in list(self.ports.values()):
             yield f"port {port.number}", port.child, self.table.heartbeat_ns(port.slot), port
 
     def _ended(self, name: str, child: Child, rc: int, port: Port | None, now: float) -> None:
         """A process ended without being asked to: decide what follows."""
-        killed = self._take_kill_reason(port) if child is not self.listener else ""
+        killed, child.kill_reason = child.kill_reason, ""
         reason = killed or exit_reason(rc)
         if port is not None and port.kind is PortKind.SERVER:
             log.log(logging.INFO if rc == 0 else logging.WARNING, "%s: peer %s gone (%s)",
@@ -227,7 +224,7 @@ class PortManager:
                 if port is not None and port.number not in self.ports:
                     continue
             if child.popen is not None:
-                self._watch(name, child, hb_ns, port, now)
+                self._watch(name, child, hb_ns, now)
             if child.life.due(now):
                 try:
                     child.spawn(now, restart=True)
@@ -237,13 +234,8 @@ class PortManager:
                     continue
                 log.info("%s: restarted (pid %s)", name, child.pid)
 
-    def _watch(self, name: str, child: Child, hb_ns: int | None, port: Port | None,
-               now: float) -> None:
-        """Note a running process's heartbeat (``hb_ns``; None: it has none) and kill it
-        when it is hung."""
-        if hb_ns is None:
-            child.life.heartbeat(now)  # running is all the listener can show
-            return
+    def _watch(self, name: str, child: Child, hb_ns: int, now: float) -> None:
+        """Note a running process's heartbeat (``hb_ns``) and kill it when it is hung."""
         last = hb_ns / 1e9 if hb_ns > child.spawned_ns else None
         if last is not None:
             child.life.heartbeat(now)
@@ -252,21 +244,8 @@ class PortManager:
             hung = child.life.hung(now, last, runnable=child.runnable())
         if hung:
             log.warning("%s: %s; killing it", name, hung)
-            self._set_kill_reason(port, hung)
+            child.kill_reason = hung
             child.kill()
-
-    def _take_kill_reason(self, port: Port | None) -> str:
-        if port is None:
-            reason, self.broker_kill_reason = self.broker_kill_reason, ""
-        else:
-            reason, port.kill_reason = port.kill_reason, ""
-        return reason
-
-    def _set_kill_reason(self, port: Port | None, reason: str) -> None:
-        if port is None:
-            self.broker_kill_reason = reason
-        else:
-            port.kill_reason = reason
 
     def stop_all(self, timeout_s: float = 3.0) -> None:
         """Orderly stop: every worker, then the broker; TAPs we created are deleted,

@@ -139,7 +139,9 @@ class Server:
         """Spawn the listener with the listening socket; the PortManager supervises it."""
         assert self._listening is not None
         fd = self._listening.fileno()
-        child = Child(argv + ["--listen-fd", str(fd)], RestartPolicy(max_crashes=None),
+        # Never FATAL, and back within a second: without it no peer gets in.
+        policy = RestartPolicy(max_crashes=None, max_delay_s=1.0)
+        child = Child(argv + ["--listen-fd", str(fd)], policy,
                       pass_fds=(fd,))
         self.ports.listener = child
         child.spawn(now)

@@ -16,8 +16,9 @@ and when the process or the system is out of descriptors (EMFILE/ENFILE) accepti
 pauses with a capped backoff instead of spinning on a connection it cannot take; the
 connection waits in the kernel's backlog meanwhile.
 
-There is no heartbeat: the loop blocks only in poll(), on non-blocking sockets, so the
-supervisor needs only this process's exit status. Exit 0 after SIGTERM/SIGINT,
+The loop beats a heartbeat in the port table every BEAT_S (its poll never waits
+longer), so a listener that is stopped or stuck is seen and restarted like a worker.
+Exit 0 after SIGTERM/SIGINT,
 ``procargs.EXIT_CONFIG`` when fd N is not a listening stream socket, 1 on a bug.
 """
 
@@ -31,15 +32,20 @@ import select
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 from etherws.paths import RunDir
 from etherws.runtime import fdpass, lifeline, logsetup, procargs
+from etherws.runtime.shm import open_port_table
 from etherws.runtime.signals import StopSignal
+from etherws.tables import ListenerView
 
 log = logging.getLogger(__name__)
 
 MAX_ACCEPTS_PER_WAKEUP = 64
 """Bound on accepts per wake-up, so a connection flood cannot starve signal handling."""
+BEAT_MS = 250
+"""Heartbeat period (the supervisor calls a process hung after 5 s of silence)."""
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 1.0
 """Pause after EMFILE/ENFILE: doubled on each failure up to the cap, reset on success."""
@@ -158,10 +164,12 @@ class SupervisorLink:
 class Listener:
     """The accept loop over a non-blocking listening socket; see the module docstring."""
 
-    def __init__(self, lsock: socket.socket, link: SupervisorLink, stop: StopSignal) -> None:
+    def __init__(self, lsock: socket.socket, link: SupervisorLink, stop: StopSignal,
+                 beat: Callable[[int], None] = lambda now_ns: None) -> None:
         self.lsock = lsock
         self.link = link
         self.stop = stop
+        self.beat = beat
         self.paused_until: float | None = None
         self._backoff_s = 0.0
 
@@ -171,11 +179,12 @@ class Listener:
         poller.register(self.stop.fileno(), select.POLLIN)
         poller.register(self.lsock, select.POLLIN)
         while not self.stop.requested:
-            timeout_ms = None
+            self.beat(time.monotonic_ns())
+            timeout_ms = BEAT_MS
             if self.paused_until is not None:
                 remaining = self.paused_until - time.monotonic()
                 if remaining > 0:
-                    timeout_ms = max(1, int(remaining * 1000))
+                    timeout_ms = max(1, min(BEAT_MS, int(remaining * 1000)))
                 else:
                     self.paused_until = None
                     poller.register(self.lsock, select.POLLIN)
@@ -259,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         link.connect()
         log.info("listening on %s; handing connections to %s",
                  peer_text(lsock.getsockname()), link.path)
-        Listener(lsock, link, stop).run()
+        beat = ListenerView(open_port_table(RunDir(args.rundir).port_table)).heartbeat
+        Listener(lsock, link, stop, beat).run()
     finally:
         stop.close()
         link.close()

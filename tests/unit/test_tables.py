@@ -20,6 +20,7 @@ from etherws.tables import (
     SLOT_WORDS,
     BrokerView,
     FdbTable,
+    ListenerView,
     PortKind,
     PortTable,
     SlotView,
@@ -345,6 +346,13 @@ def test_a_worker_writes_only_its_words(write: Callable[[SlotView], object]) -> 
     assert slot and not header and slot <= tables.WORKER_SLOT
 
 
+def test_the_listener_writes_only_its_word() -> None:
+    table = _fresh()
+    header, slot = _changed(table, lambda: ListenerView(table).heartbeat(5))
+    assert header == tables.LISTENER_HEADER and not slot
+    assert table.listener_heartbeat_ns() == 5
+
+
 @pytest.mark.parametrize("write", SUPERVISOR_WRITES)
 def test_the_supervisor_writes_only_its_words(write: Callable[[PortTable], object]) -> None:
     table = _fresh()
@@ -359,7 +367,7 @@ def test_claim_writes_a_free_slot_and_the_generation_only() -> None:
 
 
 def test_writers_own_disjoint_words_inside_the_header_and_the_slot() -> None:
-    headers = [tables.SUPERVISOR_HEADER, tables.BROKER_HEADER]
+    headers = [tables.SUPERVISOR_HEADER, tables.BROKER_HEADER, tables.LISTENER_HEADER]
     slots = [tables.SUPERVISOR_SLOT, tables.BROKER_SLOT, tables.WORKER_SLOT]
     assert all(0 < i < tables.HEADER_WORDS for h in headers for i in h)
     assert all(0 <= i < tables.SLOT_WORDS for s in slots for i in s)

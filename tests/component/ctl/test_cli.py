@@ -200,7 +200,8 @@ def test_debug_shows_the_traceback(rundir: str) -> None:
 
 
 USAGE = [
-    [], ["bogus"], ["delport"], ["delport", "0"], ["delport", "x y"], ["delport", "1.5"], ["delport", "-lan"],
+    [], ["bogus"], ["delport"], ["delport", "0"], ["delport", "x y"], ["delport", "1.5"],
+    ["delport", "-lan"],
     ["delport", "1", "2"], ["restartport", "-3"], ["setport", "1"],
     ["setport", "1", "--shut", "2"], ["setport", "1", "--shut", "yes"], ["setif", "1"],
     ["setif", "1", "--mtu", "0"], ["setif", "1", "--mtu", "big"], ["setif", "--mtu", "1500"],

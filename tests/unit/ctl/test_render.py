@@ -264,3 +264,13 @@ def test_saved_and_changes() -> None:
     assert render.changes({"entries": [{"change": "added port 3 (x)"},
                                        {"change": "removed port 4 (y)"}]}) == \
         "added port 3 (x)\nremoved port 4 (y)"
+
+
+def test_status_shows_the_listener_when_there_is_one() -> None:
+    entry = {"pid": 1, "broker": {"state": "up", "pid": 2, "restarts": 0},
+             "listener": {"state": "up", "pid": 3, "restarts": 4, "reason": "killed"}}
+    lines = render.status({"entries": [entry]}).split("\n")
+    assert any(line.startswith("listener") and "pid 3, 4 restarts (killed)" in line
+               for line in lines)
+    entry["listener"] = None
+    assert "listener" not in render.status({"entries": [entry]})
