@@ -20,10 +20,11 @@ import os
 import sys
 import traceback
 from typing import Any, Callable, NoReturn, Sequence
+from urllib.parse import quote
 
 from etherws import __version__, paths
 from etherws.control import BY_VERB, Command, RpcError
-from etherws.ctl import render
+from etherws.ctl import render, secrets
 from etherws.errors import EtherwsError
 from etherws.portconfig import valid_port_name
 from etherws.runtime import curvekeys
@@ -135,14 +136,19 @@ def _add_addport(sub: "argparse._SubParsersAction[Any]") -> None:
     client = _command(kinds, "client", "an outgoing WebSocket tunnel to another switch",
                       _client_params, add)
     client.add_argument("--user", metavar="U", help="HTTP Basic auth user")
-    client.add_argument("--passwd", metavar="P", help="its password (asked for on the "
-                        "terminal, or read from a non-terminal stdin, when absent)")
+    client.add_argument("--passwd", metavar="P", help="its password: visible to other "
+                        "local users while the command runs; prefer --passwd-file, or "
+                        "nothing: it is asked for on the terminal, or read from stdin")
+    client.add_argument("--passwd-file", metavar="F", help="read the password from the "
+                        "first line of F")
     client.add_argument("--cacerts", metavar="F", help="CA certificates (PEM) that "
                         "verify the wss:// server (default: the system's)")
     client.add_argument("--insecure", action="store_true",
                         help="do not verify the wss:// server's certificate")
-    client.add_argument("--proxy", metavar="URL", help="HTTP proxy, http://[U:P@]HOST:PORT "
+    client.add_argument("--proxy", metavar="URL", help="HTTP proxy, http://HOST:PORT "
                         "(default: http_proxy/https_proxy/no_proxy of this environment)")
+    client.add_argument("--proxy-auth-file", metavar="F", help="the proxy's user:password, "
+                        "from the first line of F")
     client.add_argument("--retry", action="store_true", help="keep the port and keep "
                         "trying when the first connection fails")
     client.add_argument("url", metavar="URL", help="ws://HOST[:PORT]/PATH or wss://...")
@@ -161,11 +167,16 @@ def _client_params(args: argparse.Namespace) -> dict[str, Any]:
     from etherws.wsurl import take_proxy_env
 
     params: dict[str, Any] = _named(args, {"type": "client", "target": args.url})
+    passwd = args.passwd
+    if args.passwd_file is not None:
+        if passwd is not None:
+            raise _UsageError("choose --passwd or --passwd-file, not both")
+        passwd = _secret_file(args.passwd_file, "the password file")
     if args.user is not None:
         params["user"] = args.user
-        params["passwd"] = args.passwd if args.passwd is not None else _ask_password(args.user)
-    elif args.passwd is not None:
-        params["passwd"] = args.passwd  # the supervisor refuses it with a clear reason
+        params["passwd"] = passwd if passwd is not None else _ask_password(args.user)
+    elif passwd is not None:
+        params["passwd"] = passwd  # the supervisor refuses it with a clear reason
     if args.cacerts:
         params["cacerts"] = os.path.abspath(args.cacerts)
     for flag in ("insecure", "retry"):
@@ -173,10 +184,28 @@ def _client_params(args: argparse.Namespace) -> dict[str, Any]:
             params[flag] = True
     if args.proxy:
         params["proxy"] = args.proxy
+    if args.proxy_auth_file is not None:
+        if not args.proxy:
+            raise _UsageError("--proxy-auth-file goes with --proxy")
+        user, colon, word = _secret_file(args.proxy_auth_file, "the proxy-auth file"
+                                         ).partition(":")
+        scheme, sep, rest = args.proxy.rpartition("://")
+        if not colon or "@" in rest:
+            raise _UsageError("--proxy-auth-file holds user:password, for a --proxy URL "
+                              "without them")
+        params["proxy"] = (f"{scheme or 'http'}://{quote(user, safe='')}:"
+                           f"{quote(word, safe='')}@{rest}")
     # The proxy of whoever asks, as etherws 1.3 used its caller's environment; the
     # supervisor's own environment is usually not the user's.
     params["proxy_env"] = take_proxy_env(dict(os.environ))
     return params
+
+
+def _secret_file(path: str, what: str) -> str:
+    try:
+        return secrets.read_file(path, what)
+    except secrets.SecretFileError as exc:
+        raise _UsageError(str(exc)) from None
 
 
 def _ask_password(user: str) -> str:
@@ -342,6 +371,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run etherws-ctl with ``argv`` (default: the process arguments); returns the exit status."""
+    if argv is None:  # our own command line: nothing secret stays in ps
+        secrets.hide(sys.argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

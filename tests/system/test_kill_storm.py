@@ -4,16 +4,19 @@ with an error so that the service manager restarts the whole tree."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import statistics
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.support import SCALE, wait_until
-from tests.system.harness import Host, Pair, Switch, sigkill, two_hosts
+from tests.support import SCALE, free_port, wait_until
+from tests.system.harness import Host, Pair, Switch, alive, sigkill, two_hosts
 
 KILLS = 20
 BROKER_KILLS = 10
@@ -97,3 +100,19 @@ def test_a_crash_looping_broker_stops_the_supervisor_with_an_error(switch: Switc
     log = switch.log_text()
     assert "stopping with an error: the broker crash-loops" in log
     assert "supervisor stopped" in log
+
+
+def test_a_stopped_listener_is_restarted(tmp_path: Path) -> None:
+    os.mkdir(tmp_path / "srv", 0o700)
+    sw = Switch(str(tmp_path / "srv"), tmp_path / "srv.log", server=True,
+                extra=["--host", "127.0.0.1", "--port", str(free_port())])
+    try:
+        old = sw.status()["listener"]
+        assert old["state"] == "up" and old["pid"] is not None
+        os.kill(old["pid"], signal.SIGSTOP)  # alive, but its accept loop no longer runs
+        new = wait_until(lambda: (s := sw.status()["listener"]) and s["pid"] != old["pid"]
+                         and s["state"] == "up" and s, 15, "a new listener")
+        assert new["restarts"] == 1 and "no heartbeat" in new["reason"]
+        assert not alive(old["pid"])
+    finally:
+        sw.close()
