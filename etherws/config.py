@@ -92,6 +92,9 @@ OPTIONS: tuple[Option, ...] = (
            "S", _between(MIN_AGEOUT_S, MAX_AGEOUT_S, " s"), children=frozenset({"broker"})),
     Option("fdb_size", "--fdb-size", int, DEFAULT_FDB_SIZE,
            f"FDB capacity (default {DEFAULT_FDB_SIZE})", "N", _between(MIN_FDB, MAX_FDB)),
+    Option("no_port_security", "--no-port-security", bool, False, "flood frames from "
+           f"addresses a port may not learn any more (it holds {FDB_PER_PORT}) instead of "
+           "dropping them", children=frozenset({"broker"})),
     Option("ctl", "--ctl", str, None, "remote control endpoint tcp://ADDR:PORT (CURVE only; "
            "the local socket is always RUNDIR/ctl.sock)", "ENDPOINT"),
     Option("ctl_secret_key", "--ctl-secret-key", str, None, "the supervisor's CURVE key "
@@ -148,6 +151,7 @@ class Config:
     rundir: str = DEFAULT_RUNDIR
     ageout_s: float = DEFAULT_AGEOUT_S
     fdb_size: int = DEFAULT_FDB_SIZE
+    no_port_security: bool = False
     ctl: str | None = None
     ctl_secret_key: str | None = None
     ctl_clients: str | None = None

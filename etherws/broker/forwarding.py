@@ -3,7 +3,10 @@
 The rules of a learning bridge (IEEE 802.1D, as Linux's bridge applies them):
 
 - frames from a port that does not exist or is shut are dropped, and teach nothing;
-- the source (VLAN id, MAC) of every frame is learned on its ingress port;
+- the source (VLAN id, MAC) of every frame is learned on its ingress port; with port
+  security (the default) a frame whose source its port may not learn, because the port
+  holds its most addresses already, is dropped: a MAC flood from one port is not sent
+  out of every other port;
 - a unicast frame to a known, live destination goes out of that port only; if that port is
   the ingress port the frame is filtered (the destination is on the ingress segment), if
   it is shut the frame is dropped;
@@ -18,8 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from etherws.broker.fdb import Fdb
+from etherws.broker.fdb import Fdb, LearnResult
 from etherws.frame import FrameError, header
+
+
+REFUSED = LearnResult.REFUSED_PORT_FULL
 
 
 @dataclass(slots=True)
@@ -28,19 +34,22 @@ class ForwardResult:
 
     ``egress`` maps a port to the frames to send out of it, in order. Lists may be shared
     between ports (a flooded batch is one list): treat them as read-only.
-    ``malformed`` frames could not be parsed; ``filtered`` frames were dropped by the rules.
+    ``malformed`` frames could not be parsed; ``filtered`` frames were dropped by the rules;
+    ``secured`` frames were dropped by port security.
     """
 
     egress: dict[int, list[bytes]] = field(default_factory=dict)
     malformed: int = 0
     filtered: int = 0
+    secured: int = 0
 
 
 class Forwarder:
     """Applies the forwarding rules over an ``Fdb`` and the current set of ports."""
 
-    def __init__(self, fdb: Fdb) -> None:
+    def __init__(self, fdb: Fdb, port_security: bool = True) -> None:
         self.fdb = fdb
+        self.port_security = port_security
         self._shut: dict[int, bool] = {}
         self._flood_cache: dict[int, tuple[int, ...]] = {}
 
@@ -78,14 +87,17 @@ class Forwarder:
         learn, lookup = self.fdb.learn, self.fdb.lookup
         unicast: dict[int, list[bytes]] = {}
         flood: list[bytes] = []
-        malformed = filtered = 0
+        malformed = filtered = secured = 0
+        secure = self.port_security
         for f in frames:
             try:
                 vid, dst, src = header(f)
             except FrameError:
                 malformed += 1
                 continue
-            learn(vid, src, in_port, now)
+            if learn(vid, src, in_port, now) is REFUSED and secure:
+                secured += 1
+                continue
             if dst[0] & 1:
                 flood.append(f)
                 continue
@@ -106,7 +118,7 @@ class Forwarder:
                         unicast[out] = [f]
                     else:
                         to.append(f)
-        result.malformed, result.filtered = malformed, filtered
+        result.malformed, result.filtered, result.secured = malformed, filtered, secured
         result.egress = self._merge(in_port, unicast, flood)
         return result
 

@@ -50,12 +50,13 @@ hosts: 80k of 172k frames read from the TAP were dropped at the tunnel port)."""
 class Broker:
     """The broker's state around one bound ROUTER socket."""
 
-    def __init__(self, sock: zmq.Socket[bytes], ports: PortTable, fdb: Fdb) -> None:
+    def __init__(self, sock: zmq.Socket[bytes], ports: PortTable, fdb: Fdb,
+                 port_security: bool = True) -> None:
         self.sock = sock
         self.ports = ports
         self.view = BrokerView(ports)
         self.fdb = fdb
-        self.forwarder = Forwarder(fdb)
+        self.forwarder = Forwarder(fdb, port_security)
         self._slot: dict[int, int] = {}  # port -> its slot
         self._rid: dict[int, bytes] = {}
         self._generation: int | None = None
@@ -130,6 +131,8 @@ class Broker:
         slot = self._slot.get(port)
         if result.malformed and slot is not None:
             self.view.add_errors(slot, result.malformed)
+        if result.secured and slot is not None:
+            self.view.add_drops(slot, result.secured)
         if not result.egress:
             return
         if not self.deliver(result.egress) and len(result.egress) == 1 and slot is not None:
@@ -257,7 +260,7 @@ def _serve(rundir: RunDir, args: argparse.Namespace, stop: StopSignal) -> int:
             log.error("cannot bind %s: %s", rundir.data_endpoint, e)
             return procargs.EXIT_CONFIG
         try:
-            broker = Broker(sock, ports, fdb)
+            broker = Broker(sock, ports, fdb, port_security=not args.no_port_security)
             broker.sync_ports()  # forgets the addresses of ports deleted while we were away
             broker.housekeeping(time.monotonic())
             log.info("started on %s: %d ports, %d of %d addresses kept, ageout %gs",

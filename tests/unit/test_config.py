@@ -117,6 +117,7 @@ def test_durations_say_their_unit() -> None:
 
 SAMPLES: dict[str, Any] = {
     "foreground": True, "rundir": "/run/etw-x", "ageout_s": 12.5, "fdb_size": 64,
+    "no_port_security": True,
     "ctl": "tcp://127.0.0.1:7000", "ctl_secret_key": "/k/s.key_secret",
     "ctl_clients": "/k/clients", "no_server": True, "host": "127.0.0.1", "port": 8443,
     "path": "/ws", "sslkey": "/k/key.pem", "sslcert": "/k/cert.pem",

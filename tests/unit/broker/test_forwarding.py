@@ -239,3 +239,34 @@ def test_matches_the_rules_frame_by_frame(ports: dict[int, bool],
         r = fw.forward(in_port, frames, float(now))
         got = {p: list(fs) for p, fs in r.egress.items()}
         assert (got, r.filtered, r.malformed) == reference(ports, table, in_port, frames)
+
+
+# --- port security --------------------------------------------------------------------------
+def _capped(port_security: bool) -> Forwarder:
+    t = FdbTable.format(bytearray(FdbTable.size(64)), 64)
+    fw = Forwarder(Fdb(t, per_port_max=2), port_security)
+    fw.set_ports({1: False, 2: False, 3: False})
+    return fw
+
+
+def test_a_source_over_its_ports_cap_is_dropped_and_counted() -> None:
+    fw = _capped(port_security=True)
+    result = fw.forward(1, [eth(BCAST, A), eth(BCAST, B), eth(BCAST, C), eth(BCAST, A)], 0.0)
+    assert result.secured == 1  # C: port 1 holds A and B already
+    assert {p: len(fs) for p, fs in result.egress.items()} == {2: 3, 3: 3}
+    assert eth(BCAST, C) not in result.egress[2]
+
+
+def test_without_port_security_such_frames_flood() -> None:
+    fw = _capped(port_security=False)
+    result = fw.forward(1, [eth(BCAST, A), eth(BCAST, B), eth(BCAST, C)], 0.0)
+    assert result.secured == 0 and len(result.egress[2]) == 3
+
+
+def test_a_station_moving_to_a_full_port_is_dropped_and_forgotten() -> None:
+    fw = _capped(port_security=True)
+    fw.forward(2, [eth(BCAST, C)], 0.0)  # C lives on port 2
+    fw.forward(1, [eth(BCAST, A), eth(BCAST, B)], 0.0)  # port 1 is full
+    result = fw.forward(1, [eth(BCAST, C)], 1.0)  # C shows up on port 1
+    assert result.secured == 1 and result.egress == {}
+    assert fw.fdb.lookup(0, C, 1.0) is None  # not left pointing at where it was
