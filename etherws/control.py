@@ -27,7 +27,10 @@ from etherws.errors import EtherwsError
 JSONRPC = "2.0"
 PREFIX = "etherws.control."
 MAX_REQUEST = 64 * 1024
-"""Largest request the supervisor reads (ZMQ_MAXMSGSIZE on the control socket)."""
+"""Largest request the supervisor serves; a larger one gets an error reply."""
+MAX_MESSAGE = 1024 * 1024
+"""Largest message the control socket takes at all (ZMQ_MAXMSGSIZE: libzmq drops the
+connection of a peer that sends more, so it bounds memory, not what a client hears)."""
 
 
 class Code(IntEnum):
@@ -275,6 +278,9 @@ def dispatch(data: bytes, handlers: Mapping[str, Handler]) -> bytes | Pending:
     Bad requests and RpcError from a handler become error replies; any other exception
     from a handler is a bug and propagates to the caller.
     """
+    if len(data) > MAX_REQUEST:
+        return encode_error(request_id(data), RpcError(
+            Code.INVALID_REQUEST, f"request of {len(data)} bytes; at most {MAX_REQUEST}"))
     try:
         req = decode_request(data)
     except RpcError as err:

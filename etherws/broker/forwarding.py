@@ -24,7 +24,6 @@ from typing import Mapping
 from etherws.broker.fdb import Fdb, LearnResult
 from etherws.frame import FrameError, header
 
-
 REFUSED = LearnResult.REFUSED_PORT_FULL
 
 

@@ -10,8 +10,10 @@ import argparse
 import logging
 import logging.config
 import logging.handlers
+import os
 import sys
 from types import TracebackType
+from typing import BinaryIO
 
 SYSLOG_SOCKET = "/dev/log"
 
@@ -27,7 +29,9 @@ def configure(args: argparse.Namespace, name: str) -> None:
     fmt = f"%(asctime)s etherws[%(process)d] {name}: %(levelname)s %(message)s"
     handler: logging.Handler
     if getattr(args, "logfile", None):
-        handler = logging.FileHandler(args.logfile)
+        open_log_file(args.logfile).close()
+        # reopened when logrotate renames it: every process follows to the new file
+        handler = logging.handlers.WatchedFileHandler(args.logfile)
     elif getattr(args, "syslog", False):
         handler = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET)
         fmt = f"etherws[%(process)d] {name}: %(levelname)s %(message)s"
@@ -39,6 +43,16 @@ def configure(args: argparse.Namespace, name: str) -> None:
     root.setLevel(level)
     # pyroute2 logs every netlink message at DEBUG (kilobytes a line): not our debugging
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
+
+
+LOG_MODE = 0o600
+"""A new log file's mode, whatever the umask: logs name peers, users and tunnels."""
+
+
+def open_log_file(path: str) -> BinaryIO:
+    """``path`` opened for appending, created with LOG_MODE if it does not exist."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, LOG_MODE)
+    return open(fd, "ab")
 
 
 def _log_uncaught(etype: type[BaseException], value: BaseException,

@@ -20,6 +20,9 @@ def _map(path: str, size: int | None, create: bool) -> memoryview:
         if create:
             assert size is not None
             os.ftruncate(fd, size)  # a new file reads as zeros: an empty table
+            # Allocated for real now: a sparse file on a full tmpfs maps fine, and every
+            # process touching it later dies of SIGBUS. ENOSPC here fails the start.
+            os.posix_fallocate(fd, 0, size)
         return memoryview(mmap.mmap(fd, 0))  # the tables' buffer type; tables imports no mmap
     finally:
         os.close(fd)

@@ -120,8 +120,7 @@ def _check_log_target(cfg: config.Config) -> str:
     """Why the log file or logging configuration cannot be used, or ""."""
     if cfg.logfile:
         try:
-            with open(cfg.logfile, "a", encoding="utf-8"):
-                pass
+            logsetup.open_log_file(cfg.logfile).close()
         except OSError as exc:
             return f"cannot write the log file {cfg.logfile}: {exc.strerror}"
     if cfg.logconf and not os.access(cfg.logconf, os.R_OK):
@@ -156,7 +155,7 @@ def _start_detached(args: argparse.Namespace, cfg: config.Config) -> int:
         argv += ["--config", args.config]
     argv += config.to_args(dataclasses.replace(cfg, foreground=True), args.file_config)
     r, w = os.pipe()
-    out = open(cfg.logfile, "ab") if cfg.logfile else subprocess.DEVNULL
+    out = logsetup.open_log_file(cfg.logfile) if cfg.logfile else subprocess.DEVNULL
     try:
         child = subprocess.Popen(argv + ["--notify-fd", str(w)], stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=out, pass_fds=(w,),

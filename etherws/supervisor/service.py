@@ -150,7 +150,7 @@ class Supervisor:
         assert self._ctx is not None
         sock: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, control.MAX_REQUEST)
+        sock.setsockopt(zmq.MAXMSGSIZE, control.MAX_MESSAGE)
         self._ctl_socks.append(sock)  # closed by cleanup() whatever happens next
         return sock
 

@@ -362,3 +362,10 @@ def test_error_round_trip(req_id: str, code: int, message: str, reason: str) -> 
 @pytest.mark.parametrize("ref", [3, "lan"])
 def test_a_port_is_named_by_number_or_name(ref: Any) -> None:
     assert control.decode_request(request("delPort", {"port": ref})).params == {"port": ref}
+
+
+def test_an_oversized_request_gets_an_error_reply_with_its_id() -> None:
+    body = request("listPort", {"pad": "x" * control.MAX_REQUEST}, "big-1")
+    out = _reply(control.dispatch(body, {"listPort": lambda p: {"entries": []}}))
+    assert out["id"] == "big-1" and out["error"]["code"] == Code.INVALID_REQUEST
+    assert f"at most {control.MAX_REQUEST}" in out["error"]["message"]

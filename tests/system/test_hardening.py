@@ -1,0 +1,61 @@
+"""Smaller holes: a run directory without room, log file modes, oversized requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import zmq
+
+from etherws import control
+from tests.support import PYTHON, run, term_context
+from tests.system.harness import Switch
+
+SUPERVISOR = [PYTHON, "-m", "etherws.supervisor"]
+
+
+def test_a_run_directory_without_room_fails_start_with_one_line(tmp_path: Path) -> None:
+    rundir = tmp_path / "tiny"
+    rundir.mkdir(mode=0o700)
+    run("mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "etw-tiny", str(rundir))
+    try:
+        res = run(*SUPERVISOR, "start", "--rundir", str(rundir), "--no-server",
+                  "--logfile", str(tmp_path / "log"), check=False)
+        assert res.returncode == 1, res
+        assert len(res.stderr.splitlines()) == 1, res.stderr
+        assert "No space left on device" in res.stderr
+        assert "etherws-supervisor" in res.stderr
+    finally:
+        run("umount", str(rundir), check=False)
+
+
+def test_a_new_log_file_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    log = tmp_path / "etherws.log"
+    rundir = tmp_path / "run"
+    res = run("sh", "-c", f"umask 000 && exec {PYTHON} -m etherws.supervisor start "
+              f"--rundir {rundir} --no-server --logfile {log}", check=False)
+    try:
+        assert res.returncode == 0, res.stderr
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    finally:
+        assert run(*SUPERVISOR, "stop", "--rundir", str(rundir), check=False).returncode == 0
+
+
+def test_an_oversized_control_request_gets_an_error_reply(switch: Switch) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(f"ipc://{switch.rundir}/ctl.sock")
+        sock.send(json.dumps({"jsonrpc": "2.0", "id": "big", "method": "etherws.control.listPort",
+                              "params": {"pad": "x" * (2 * control.MAX_REQUEST)}}).encode())
+        assert sock.poll(5000, zmq.POLLIN), "no reply"
+        reply = json.loads(sock.recv())
+    finally:
+        sock.close()
+        term_context(ctx, "the test's client")
+    assert reply["id"] == "big" and reply["error"]["code"] == control.Code.INVALID_REQUEST
+    assert switch.entries("listport") == []  # and the switch goes on
+    assert os.path.exists(f"{switch.rundir}/ctl.sock")
