@@ -10,13 +10,15 @@ table is empty, so everyone is refused.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import stat
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from etherws import htpasswd
 from etherws.htpasswd import HtpasswdError, HtpasswdTable, parse
@@ -28,6 +30,11 @@ log = logging.getLogger(__name__)
 BEAT_S = 0.25
 #: Verifications timed to learn what the costliest one takes (the median is used).
 FLOOR_SAMPLES = 3
+#: How far each costly verification moves the floor towards its own duration.
+FLOOR_WEIGHT = 0.25
+#: The first line of a table snapshot may carry that time, measured once by whoever
+#: wrote it, so that each short-lived reader does not spend verifications measuring it.
+FLOOR_COMMENT = "# etherws: verification takes s "
 #: Refuse to read more than this: a path pointing at a huge file must not eat memory.
 MAX_FILE_BYTES = 16 * 1024 * 1024
 #: A file modified this recently is not trusted to be unchanged just because its stat is:
@@ -48,14 +55,19 @@ def _signature(st: os.stat_result) -> _Signature:
 class AuthFile:
     """One htpasswd file, re-read when it changes; see the module docstring."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str],
+                 slots: VerifySlots | None = None) -> None:
         self.path = os.fspath(path)
+        self.slots = slots
+        """Bounds how many processes verify at once (None: no bound)."""
+        self._file_floor: float | None = None
         self._table: HtpasswdTable = _EMPTY
         self._loaded = False  # a good table was read at least once
         self._signature: _Signature | None = None  # of the file last read (good or bad)
         self._reported: str | None = None  # the failure last logged, until a success
         self._mode_warned: int | None = None
-        self._floor: tuple[str, float] | None = None  # (dummy hash, seconds it takes)
+        # ((dummy hash, the file's own figure), seconds a verification of it takes)
+        self._floor: tuple[tuple[str, float | None], float] | None = None
 
     @property
     def loaded(self) -> bool:
@@ -97,8 +109,17 @@ class AuthFile:
         table = self.table()
         floor = self._floor_s(table)
         started = time.monotonic()
-        user = _in_thread(lambda: htpasswd.authenticate(table, header), beat)
-        rest = floor - (time.monotonic() - started)
+
+        def verify() -> str | None:
+            if self.slots is None:
+                return htpasswd.authenticate(table, header)
+            with self.slots.hold():
+                return htpasswd.authenticate(table, header)
+        user = _in_thread(verify, beat)
+        spent = time.monotonic() - started
+        if spent >= floor / 2:  # a costly verification: follow what one costs now
+            floor = self._learn_floor(spent)
+        rest = floor - spent
         while rest > 0:
             time.sleep(min(rest, BEAT_S))
             if beat is not None:
@@ -106,16 +127,23 @@ class AuthFile:
             rest = floor - (time.monotonic() - started)
         return user
 
+    def _learn_floor(self, spent: float) -> float:
+        """Move the floor towards ``spent`` (a costly verification just now): the cost of
+        a hash follows the machine's load, and a fixed figure would let a loaded
+        machine's costly answers stand out from the padded cheap ones."""
+        assert self._floor is not None
+        key, floor = self._floor
+        floor = (1 - FLOOR_WEIGHT) * floor + FLOOR_WEIGHT * spent
+        self._floor = (key, floor)
+        return floor
+
     def _floor_s(self, table: HtpasswdTable) -> float:
         """How long a verification of ``table``'s costliest hash takes (measured once
         per table: a table's dummy hash is its costliest)."""
-        if self._floor is None or self._floor[0] != table.dummy_hash:
-            times = []
-            for _ in range(FLOOR_SAMPLES):
-                started = time.monotonic()
-                htpasswd.verify({"": table.dummy_hash}, "", "etherws: timing probe")
-                times.append(time.monotonic() - started)
-            self._floor = (table.dummy_hash, statistics.median(times))
+        key = (table.dummy_hash, self._file_floor)
+        if self._floor is None or self._floor[0] != key:
+            floor = self._file_floor if self._file_floor is not None else measure_floor(table)
+            self._floor = (key, floor)
         return self._floor[1]
 
     def _reload(self, st: os.stat_result) -> None:
@@ -142,13 +170,15 @@ class AuthFile:
             self._failed(f"cannot use {self.path}: larger than {MAX_FILE_BYTES} bytes")
             return
         try:
-            table = parse(data.decode("utf-8-sig"))  # -sig: editors on Windows add a BOM
+            text = data.decode("utf-8-sig")  # -sig: editors on Windows add a BOM
+            table = parse(text)
         except UnicodeDecodeError as exc:
             self._failed(f"cannot use {self.path}: not UTF-8 (byte {exc.start})")
             return
         except HtpasswdError as exc:
             self._failed(f"cannot use {self.path}: {exc}")
             return
+        self._file_floor = _floor_comment(text)
         self._succeeded(table)
 
     def _succeeded(self, table: HtpasswdTable) -> None:
@@ -200,3 +230,59 @@ def _in_thread(work: Callable[[], str | None], beat: Callable[[], None] | None) 
     if failure:
         raise failure[0]
     return result[0]
+
+
+def measure_floor(table: HtpasswdTable) -> float:
+    """Seconds a verification against ``table``'s costliest hash takes (a median)."""
+    times = []
+    for _ in range(FLOOR_SAMPLES):
+        started = time.monotonic()
+        htpasswd.verify({"": table.dummy_hash}, "", "etherws: timing probe")
+        times.append(time.monotonic() - started)
+    return statistics.median(times)
+
+
+def snapshot_text(table: HtpasswdTable) -> str:
+    """``table`` as a file for AuthFile readers, with its verification time measured."""
+    return f"{FLOOR_COMMENT}{measure_floor(table):.6f}\n{htpasswd.dump(table)}"
+
+
+def _floor_comment(text: str) -> float | None:
+    first = text.partition("\n")[0]
+    if not first.startswith(FLOOR_COMMENT):
+        return None
+    try:
+        value = float(first[len(FLOOR_COMMENT):])
+    except ValueError:
+        return None
+    return value if 0 <= value < 60 else None
+
+
+class VerifySlots:
+    """At most ``n`` processes verify a password at once, across processes: ``n`` lock
+    files in ``directory``; a verifier holds one (flock) while it hashes. A password
+    flood then waits for the cores instead of starving every tunnel of CPU."""
+
+    def __init__(self, directory: str, n: int | None = None) -> None:
+        self.paths = [os.path.join(directory, f"verify-{i}.lock")
+                      for i in range(max(1, n or os.cpu_count() or 1))]
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """A slot, waiting for one when all are taken."""
+        fds = []
+        try:
+            for path in self.paths:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fds.append(fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    yield
+                    return
+                except BlockingIOError:
+                    continue
+            fcntl.flock(fds[os.getpid() % len(fds)], fcntl.LOCK_EX)  # all busy: queue up
+            yield
+        finally:
+            for fd in fds:
+                os.close(fd)  # releases the lock

@@ -9,6 +9,9 @@ from etherws.config import add_log_arguments
 EXIT_CONFIG = 78
 """A child's exit status for "cannot work with this configuration" (EX_CONFIG), e.g. a
 missing interface: still counted as a crash by the restart policy, but logged as such."""
+EXIT_AUTH_FAILED = 3
+"""A peer worker's exit status after it answered 401: the supervisor counts a failed
+login for the peer's address (and refuses it for a while after too many)."""
 
 
 def child_parser(prog: str, description: str) -> argparse.ArgumentParser:

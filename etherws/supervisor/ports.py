@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 from etherws.portconfig import PortSpec
 from etherws.runtime import portstatus, tuntap
+from etherws.runtime.procargs import EXIT_AUTH_FAILED
 from etherws.supervisor.children import Child, exit_reason, stop_children
 from etherws.supervisor.policy import RestartPolicy, State
 from etherws.tables import PortKind, PortTable
@@ -77,6 +78,9 @@ class PortManager:
         self.broker = Child(child_args("etherws.broker"), RestartPolicy(max_delay_s=1.0))
         self.escalation = ""
         """Why the supervisor must stop with an error ("" while all is well)."""
+        self.peer_refused: Callable[[str, float], None] = lambda peer, now: None
+        """Called with a peer's address when its worker refused it a login (the server
+        counts failures per source)."""
         # Started by the WebSocket server, if there is one; watched like a worker.
         self.listener: Child | None = None
 
@@ -195,8 +199,11 @@ class PortManager:
         killed, child.kill_reason = child.kill_reason, ""
         reason = killed or exit_reason(rc)
         if port is not None and port.kind is PortKind.SERVER:
-            log.log(logging.INFO if rc == 0 else logging.WARNING, "%s: peer %s gone (%s)",
-                    name, port.target, reason)
+            if rc == EXIT_AUTH_FAILED:
+                self.peer_refused(port.target, now)
+                reason = "refused a login"
+            log.log(logging.INFO if rc in (0, EXIT_AUTH_FAILED) else logging.WARNING,
+                    "%s: peer %s gone (%s)", name, port.target, reason)
             self.remove(port)
             return
         if port is not None and port.kind is PortKind.CLIENT and rc == 0:

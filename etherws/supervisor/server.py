@@ -21,8 +21,9 @@ from etherws import config, htpasswd
 from etherws.config import Config
 from etherws.errors import EtherwsError
 from etherws.paths import RunDir
+from etherws.ratelimit import FailureLimiter
 from etherws.runtime import fdpass
-from etherws.runtime.authfile import MAX_FILE_BYTES, AuthFile
+from etherws.runtime.authfile import MAX_FILE_BYTES, AuthFile, snapshot_text
 from etherws.supervisor.children import Child
 from etherws.supervisor.policy import RestartPolicy
 from etherws.supervisor.ports import PortManager
@@ -36,9 +37,15 @@ MAX_LINKS = 4
 """Listener connections kept at once: one, plus restarts whose old link is not yet seen
 closed. Anything beyond is not a listener of ours (only root can reach the socket)."""
 BUSY = http_response(503, body=b"too many peers\n")
+TOO_MANY_FAILURES = http_response(429, body=b"too many failed logins: try again later\n")
 DISCARD = 65536
 USERS_SNAPSHOT = "htpasswd"
 """The htpasswd table in force, in the run directory, for peer workers to read."""
+
+
+def source_of(peer: str) -> str:
+    """The address part of a peer's ``host:port`` (``[v6]:port``) text."""
+    return peer.rpartition(":")[0].strip("[]") or peer
 
 
 class ServerError(EtherwsError):
@@ -107,6 +114,8 @@ class Server:
         self._users_written: object = None
         self.options = peer_options(cfg, self.users)
         self.refused = 0
+        self.failures = FailureLimiter()
+        ports.peer_refused = self._login_failed
         self._listening: socket.socket | None = None
         self._handover: socket.socket | None = None
         self._links: dict[int, socket.socket] = {}
@@ -185,9 +194,17 @@ class Server:
         link.setblocking(False)
         self._links[link.fileno()] = link
 
+    def _login_failed(self, peer: str, now: float) -> None:
+        self.failures.failed(source_of(peer), now)
+
     def _take(self, fd: int, peer: str, now: float) -> None:
         """Give one accepted connection its peer worker, or refuse it; ``fd`` is closed."""
         try:
+            wait = self.failures.retry_after(source_of(peer), now)
+            if wait:  # no worker, no hashing: a password flood costs a canned answer
+                self._refuse(fd, peer, f"too many failed logins, {wait:.0f} s to wait",
+                             TOO_MANY_FAILURES)
+                return
             count = self.ports.peers()
             if count >= self.cfg.max_peers:
                 self._refuse(fd, peer, f"{count} peers already (--max-peers)")
@@ -214,17 +231,17 @@ class Server:
         tmp = f"{self.users}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with open(fd, "w", encoding="utf-8") as f:
-            f.write(htpasswd.dump(table))
+            f.write(snapshot_text(table))  # with its verification time, measured once
         os.replace(tmp, self.users)
         self._users_written = table
 
-    def _refuse(self, fd: int, peer: str, why: str) -> None:
+    def _refuse(self, fd: int, peer: str, why: str, answer: bytes = BUSY) -> None:
         if not self.refused:  # once per run of refusals: a flood must not flood the log
             log.warning("peer %s refused: %s", peer, why)
         self.refused += 1
         with socket.socket(fileno=os.dup(fd)) as sock, contextlib.suppress(OSError):
             sock.setblocking(False)
-            sock.send(BUSY)
+            sock.send(answer)
             sock.shutdown(socket.SHUT_WR)
             # Unread input would make close() send a reset that can destroy the 503 before
             # the client reads it; the request is discarded unread, never parsed.

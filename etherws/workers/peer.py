@@ -18,7 +18,8 @@ Life of the worker:
   with the heartbeat written between them: the supervisor kills a worker whose first
   heartbeat is 10 s late or whose heartbeat is 5 s old.
   A refusal is answered (401, 404, 426 ...) and logged in one INFO line with its reason
-  (never a password); no decision in time is answered 408. Exit 0 either way.
+  (never a password); no decision in time is answered 408. Exit 0, or
+  ``procargs.EXIT_AUTH_FAILED`` after a 401 (the supervisor counts failed logins).
 - tunnel: the 101, then ``link.PortLoop`` with a ``wsmedium.WsMedium`` (server role)
   until the peer goes: it closes, the connection drops, it stops answering pings, or
   it breaks the protocol. Exit 0: peers are not restarted, the remote side reconnects.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import select
 import socket
 import ssl
@@ -46,7 +48,7 @@ from etherws.config import ConfigError
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.keepalive import Keepalive
 from etherws.runtime import portstatus, procargs
-from etherws.runtime.authfile import AuthFile
+from etherws.runtime.authfile import AuthFile, VerifySlots
 from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
 from etherws.workers.link import (
@@ -274,7 +276,8 @@ class Peer:
             send_all(sock, rejected.response, waiter)
         except (TimedOut, Stopped, OSError):
             pass  # closing is all that is left to do either way
-        return self._ended(reason, sock, waiter)
+        status = self._ended(reason, sock, waiter)
+        return procargs.EXIT_AUTH_FAILED if rejected.status == 401 else status
 
     def _accept(self, accepted: Accepted, sock: socket.socket, waiter: Waiter) -> int:
         """Send the 101 and run the tunnel until the peer goes or a signal; exit 0."""
@@ -344,7 +347,8 @@ def make_auth(path: str | None, beat: Callable[[], None] | None = None) -> Auth 
     of one duration whoever the user is, beating ``beat`` while it verifies."""
     if path is None:
         return None
-    authfile = AuthFile(path)
+    # the snapshot lives in the run directory: so do the verification slots
+    authfile = AuthFile(path, VerifySlots(os.path.dirname(path)))
 
     def auth(header: bytes | None) -> str | None:
         return authfile.authenticate(header, beat)
