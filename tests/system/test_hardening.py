@@ -10,7 +10,7 @@ from pathlib import Path
 import zmq
 
 from etherws import control
-from tests.support import PYTHON, run, term_context
+from tests.support import PYTHON, free_port, run, term_context, wait_until
 from tests.system.harness import Switch
 
 SUPERVISOR = [PYTHON, "-m", "etherws.supervisor"]
@@ -59,3 +59,46 @@ def test_an_oversized_control_request_gets_an_error_reply(switch: Switch) -> Non
     assert reply["id"] == "big" and reply["error"]["code"] == control.Code.INVALID_REQUEST
     assert switch.entries("listport") == []  # and the switch goes on
     assert os.path.exists(f"{switch.rundir}/ctl.sock")
+
+
+def _upgrade_status(port: int, user: str, password: str) -> int:
+    """The HTTP status a WebSocket upgrade with Basic credentials gets."""
+    import base64
+    import socket
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               f"Sec-WebSocket-Version: 13\r\nAuthorization: Basic {token}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        head = b""
+        while b"\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+def test_a_password_flood_from_one_address_is_refused_without_hashing(
+        tmp_path: Path) -> None:
+    import bcrypt
+    users = tmp_path / "htpasswd"
+    users.write_text(f"alice:{bcrypt.hashpw(b'right', bcrypt.gensalt(4)).decode()}\n")
+    port = free_port()
+    os.mkdir(tmp_path / "srv", 0o700)
+    sw = Switch(str(tmp_path / "srv"), tmp_path / "srv.log", server=True,
+                extra=["--host", "127.0.0.1", "--port", str(port), "--htpasswd", str(users)])
+    try:
+        for i in range(1, 6):
+            assert _upgrade_status(port, "alice", "wrong") == 401
+            # the failure counts when the supervisor reaps the peer's exit
+            wait_until(lambda: sw.log_text().count("refused a login") == i, 10,  # noqa: B023
+                       f"failure {i} to be counted")
+        assert _upgrade_status(port, "alice", "wrong") == 429
+        assert _upgrade_status(port, "alice", "right") == 429  # the address waits, whoever
+        log = sw.log_text()
+        assert "too many failed logins" in log
+        assert log.count("refused a login") == 5  # the sixth never got a worker
+    finally:
+        sw.close()
