@@ -25,10 +25,14 @@ from urllib.parse import quote
 from etherws import __version__, paths
 from etherws.control import BY_VERB, Command, RpcError
 from etherws.ctl import render, secrets
-from etherws.errors import EtherwsError
 from etherws.portconfig import valid_port_name
 from etherws.runtime import curvekeys
-from etherws.runtime.ctlclient import ControlClient, PermissionDenied, Unreachable
+from etherws.runtime.ctlclient import (
+    ControlClient,
+    ControlSetupError,
+    PermissionDenied,
+    Unreachable,
+)
 
 PROG = "etherws-ctl"
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -354,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
         client = ControlClient(endpoint, timeout_s=timeout, curve=curve)
     except _UsageError as err:
         return _fail(args, str(err), EXIT_USAGE)
-    except EtherwsError as err:  # the endpoint or its keys
+    except (ControlSetupError, curvekeys.KeyFileError) as err:  # the endpoint or its keys
         return _fail(args, str(err), EXIT_USAGE)
     try:
         with client:

@@ -20,12 +20,12 @@ from typing import Any
 from etherws import config
 from etherws.config import ConfigError
 from etherws.control import RpcError
-from etherws.errors import EtherwsError
 from etherws.paths import DEFAULT_RUNDIR, RunDir
 from etherws.portconfig import PortConfigError, ports_of
 from etherws.runtime import configfile, logsetup
 from etherws.runtime.configfile import ConfigFileError
-from etherws.runtime.ctlclient import ControlClient, Unreachable
+from etherws.runtime.ctlclient import ControlClient, ControlSetupError, Unreachable
+from etherws.runtime.curvekeys import KeyFileError
 
 PROG = "etherws-supervisor"
 START_TIMEOUT_S = 20.0
@@ -206,18 +206,28 @@ def _endpoint(args: argparse.Namespace) -> str:
     return args.ctl or RunDir(args.rundir).ctl_endpoint
 
 
-def _stop(args: argparse.Namespace) -> int:
+def _call(args: argparse.Namespace, method: str, refused: str = ""
+          ) -> dict[str, Any] | int:
+    """One control request to the switch ``args`` names: its result, or the exit status
+    after one line on stderr."""
     curve = (args.ctl_key, args.ctl_server_key) if args.ctl_key else None
     try:
         with ControlClient(_endpoint(args), timeout_s=args.timeout, curve=curve) as client:
-            pid = client.call("shutdown", {})["entries"][0]["pid"]
-    except EtherwsError as exc:  # an endpoint or key file that cannot work
-        return _fail(str(exc), EXIT_USAGE)
+            return client.call(method, {})
     except Unreachable as exc:
         return _fail(str(exc), EXIT_UNREACHABLE)
     except RpcError as exc:
-        return _fail(f"{exc.message} [{exc.reason}]", EXIT_REFUSED)
-    if curve is not None:
+        return _fail(f"{refused}{exc.message} [{exc.reason}]", EXIT_REFUSED)
+    except (ControlSetupError, KeyFileError) as exc:  # an endpoint or key that cannot work
+        return _fail(str(exc), EXIT_USAGE)
+
+
+def _stop(args: argparse.Namespace) -> int:
+    result = _call(args, "shutdown")
+    if isinstance(result, int):
+        return result
+    pid = result["entries"][0]["pid"]
+    if args.ctl_key:
         return EXIT_OK  # a remote supervisor's pid means nothing on this host
     end = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < end:
@@ -230,16 +240,10 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _reload(args: argparse.Namespace) -> int:
-    curve = (args.ctl_key, args.ctl_server_key) if args.ctl_key else None
-    try:
-        with ControlClient(_endpoint(args), timeout_s=args.timeout, curve=curve) as client:
-            entries = client.call("reloadConfig", {})["entries"]
-    except EtherwsError as exc:  # an endpoint or key file that cannot work
-        return _fail(str(exc), EXIT_USAGE)
-    except Unreachable as exc:
-        return _fail(str(exc), EXIT_UNREACHABLE)
-    except RpcError as exc:
-        return _fail(f"reload refused: {exc.message} [{exc.reason}]", EXIT_REFUSED)
+    result = _call(args, "reloadConfig", "reload refused: ")
+    if isinstance(result, int):
+        return result
+    entries = result["entries"]
     for entry in entries:
         print(entry.get("change", ""))
     return EXIT_OK
