@@ -69,7 +69,7 @@ Auth = Callable[[bytes | None], str | None]
 _REASON_PHRASES = {
     101: "Switching Protocols", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    426: "Upgrade Required", 431: "Request Header Fields Too Large",
+    426: "Upgrade Required", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
 _TOKEN_CHARS = rb"!#$%&'*+.^_`|~0-9A-Za-z-"  # RFC 9110 §5.6.2 tchar
