@@ -104,9 +104,18 @@ class PortManager:
         """Numbers up to ``number`` are declared: new ports are numbered after it."""
         self._next_port = max(self._next_port, number + 1)
 
-    def peers(self) -> int:
-        """How many server ports (accepted peers) there are."""
-        return sum(p.kind is PortKind.SERVER for p in self.ports.values())
+    def peers_by_state(self) -> tuple[int, list[str]]:
+        """Accepted peers that are up (their tunnel runs), and the addresses of those
+        still in their opening handshake."""
+        up, pending = 0, []
+        for p in self.ports.values():
+            if p.kind is PortKind.SERVER:
+                link = self.link(p)
+                if link is not None and link["state"] == "up":
+                    up += 1
+                else:
+                    pending.append(p.target)
+        return up, pending
 
     def add(self, kind: PortKind, target: str, now: float, created_tap: bool = False,
             options: tuple[str, ...] = (), secrets: bytes | None = None,

@@ -37,6 +37,13 @@ MAX_LINKS = 4
 """Listener connections kept at once: one, plus restarts whose old link is not yet seen
 closed. Anything beyond is not a listener of ours (only root can reach the socket)."""
 BUSY = http_response(503, body=b"too many peers\n")
+CROWDED = http_response(503, body=b"too many connections in their handshake\n")
+DEFER_ACCEPT_S = 5
+PENDING_PER_SOURCE = 8
+"""Connections of one address in their opening handshake (a peer worker each) at once."""
+MAX_PENDING = 32
+"""Connections in their opening handshake at once, from everywhere; they count against
+--max-peers only once they are up."""
 TOO_MANY_FAILURES = http_response(429, body=b"too many failed logins: try again later\n")
 DISCARD = 65536
 USERS_SNAPSHOT = "htpasswd"
@@ -129,6 +136,10 @@ class Server:
                 raise ServerError(f"--htpasswd: {self.auth.problem}")
             log.info("htpasswd %s: %d users", self.auth.path, len(self.auth.table()))
         self._listening = _listen(self.cfg.host, self.cfg.server_port)
+        # A connection is accepted once its first bytes arrived: one that never sends a
+        # byte costs the kernel a socket, and no process of ours, until it goes.
+        self._listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT,
+                                   DEFER_ACCEPT_S)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # left by a supervisor that was killed; we hold the lock
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK)
@@ -205,9 +216,9 @@ class Server:
                 self._refuse(fd, peer, f"too many failed logins, {wait:.0f} s to wait",
                              TOO_MANY_FAILURES)
                 return
-            count = self.ports.peers()
-            if count >= self.cfg.max_peers:
-                self._refuse(fd, peer, f"{count} peers already (--max-peers)")
+            why = self._crowded(peer)
+            if why:
+                self._refuse(fd, peer, why, CROWDED)
                 return
             try:
                 self._snapshot_users()
@@ -220,6 +231,19 @@ class Server:
                 self.refused = 0
         finally:
             os.close(fd)
+
+    def _crowded(self, peer: str) -> str:
+        """Why a new connection from ``peer`` cannot have a worker now, or ""."""
+        up, pending = self.ports.peers_by_state()
+        if up >= self.cfg.max_peers:
+            return f"{up} peers already (--max-peers)"
+        if len(pending) >= MAX_PENDING:
+            return f"{len(pending)} connections in their handshake already"
+        source = source_of(peer)
+        mine = sum(source_of(p) == source for p in pending)
+        if mine >= PENDING_PER_SOURCE:
+            return f"{mine} connections from {source} in their handshake already"
+        return ""
 
     def _snapshot_users(self) -> None:
         """Write the table in force for the next peers, when it has changed (0600)."""

@@ -72,7 +72,7 @@ from etherws.wshandshake import (
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT_S = 10.0
+HANDSHAKE_TIMEOUT_S = 5.0
 """The whole opening phase, TLS included: a silent connection is dropped after it."""
 BEAT_MS = 200
 """Poll slice while opening or closing: bounds heartbeat age and SIGTERM latency."""

@@ -102,3 +102,53 @@ def test_a_password_flood_from_one_address_is_refused_without_hashing(
         assert log.count("refused a login") == 5  # the sixth never got a worker
     finally:
         sw.close()
+
+
+def _uss(sw: Switch) -> int:
+    import psutil
+    total = 0
+    for proc in [psutil.Process(sw.proc.pid), *sw.descendants()]:
+        try:
+            total += proc.memory_full_info().uss
+        except psutil.Error:
+            pass  # a peer that just ended
+    return total
+
+
+def test_idle_and_slow_connections_do_not_lock_a_real_client_out(tmp_path: Path) -> None:
+    import socket
+    import time
+    port = free_port()
+    os.mkdir(tmp_path / "srv", 0o700)
+    sw = Switch(str(tmp_path / "srv"), tmp_path / "srv.log", server=True,
+                extra=["--host", "127.0.0.1", "--port", str(port), "--max-peers", "64"])
+    conns: list[socket.socket] = []
+    try:
+        before = _uss(sw)
+        for _ in range(200):  # connect and say nothing
+            conns.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        for _ in range(50):  # slowloris: a request head that never ends
+            c = socket.create_connection(("127.0.0.1", port), timeout=5)
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            conns.append(c)
+        # the limits are per address: another one still gets in, and fast
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=5,
+                                      source_address=("127.0.0.2", 0)) as legit:
+            legit.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                          b"Connection: Upgrade\r\nSec-WebSocket-Key: "
+                          b"dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            head = legit.recv(4096)
+            took = time.monotonic() - started
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert took < 2.0, took
+        grown = _uss(sw) - before
+        print(f"250 hostile connections: legit client in {took:.2f} s, "
+              f"switch grew {grown / 2**20:.0f} MiB")
+        assert grown < 300 * 2**20
+        assert sw.proc.poll() is None
+        assert "in their handshake already" in sw.log_text()
+    finally:
+        for c in conns:
+            c.close()
+        sw.close()
