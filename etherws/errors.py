@@ -20,7 +20,6 @@ bug's ValueError (or TypeError) stays a bug with a traceback instead of turning 
     ├── KeyFileError           runtime.curvekeys
     ├── ConfigFileError        runtime.configfile
     ├── ControlSetupError      runtime.ctlclient   an endpoint or key that cannot work
-    ├── SecretFileError        ctl.secrets         --passwd-file, --proxy-auth-file
     ├── Unreachable            runtime.ctlclient   no supervisor answered
     │   └── PermissionDenied
     ├── StartError, ServerError                supervisor  a switch that cannot start

@@ -26,7 +26,7 @@ from etherws import __version__, paths
 from etherws.control import BY_VERB, Command, RpcError
 from etherws.ctl import render, secrets
 from etherws.portconfig import valid_port_name
-from etherws.runtime import curvekeys
+from etherws.runtime import configfile, curvekeys
 from etherws.runtime.ctlclient import (
     ControlClient,
     ControlSetupError,
@@ -175,7 +175,7 @@ def _client_params(args: argparse.Namespace) -> dict[str, Any]:
     if args.passwd_file is not None:
         if passwd is not None:
             raise _UsageError("choose --passwd or --passwd-file, not both")
-        passwd = _secret_file(args.passwd_file, "the password file")
+        passwd = _secret_file(args.passwd_file, "password file")
     if args.user is not None:
         params["user"] = args.user
         params["passwd"] = passwd if passwd is not None else _ask_password(args.user)
@@ -191,7 +191,7 @@ def _client_params(args: argparse.Namespace) -> dict[str, Any]:
     if args.proxy_auth_file is not None:
         if not args.proxy:
             raise _UsageError("--proxy-auth-file goes with --proxy")
-        user, colon, word = _secret_file(args.proxy_auth_file, "the proxy-auth file"
+        user, colon, word = _secret_file(args.proxy_auth_file, "proxy-auth file"
                                          ).partition(":")
         scheme, sep, rest = args.proxy.rpartition("://")
         if not colon or "@" in rest:
@@ -207,8 +207,8 @@ def _client_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def _secret_file(path: str, what: str) -> str:
     try:
-        return secrets.read_file(path, what)
-    except secrets.SecretFileError as exc:
+        return configfile.read_secret(path, what)
+    except configfile.ConfigFileError as exc:
         raise _UsageError(str(exc)) from None
 
 

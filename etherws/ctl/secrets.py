@@ -1,9 +1,10 @@
-"""Secrets on etherws-ctl's command line: read from files, hidden from ps (I/O).
+"""Secrets on etherws-ctl's command line, hidden from ps (I/O).
 
 A password given as ``--passwd P`` (or a proxy's, inside ``--proxy http://u:p@h``) is
 readable by every local user in /proc/PID/cmdline for as long as the command runs, and
 ``addport client`` may wait 50 s. ``--passwd-file F`` and ``--proxy-auth-file F`` keep
-it off the command line; when it is there anyway, the process title is rewritten at once
+it off the command line (``runtime.configfile.read_secret`` reads them, as the
+supervisor reads the configuration file's); when it is there anyway, the process title is rewritten at once
 without it (as MySQL's client masks ``-p``) and a warning says so.
 """
 
@@ -14,14 +15,7 @@ from collections.abc import Sequence
 
 import setproctitle
 
-from etherws.errors import EtherwsError
-
 MASK = "***"
-MAX_SECRET = 4096
-
-
-class SecretFileError(EtherwsError):
-    """A secret file that cannot be read or holds no secret."""
 
 
 def masked(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -67,18 +61,3 @@ def hide(argv: Sequence[str]) -> None:
             "--proxy-auth-file F"
         print(f"etherws-ctl: warning: {flag} on the command line is visible to other "
               f"local users while it runs; use {better}", file=sys.stderr)
-
-
-def read_file(path: str, what: str) -> str:
-    """The first line of a secret file; SecretFileError naming the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read(MAX_SECRET + 1)
-    except OSError as exc:
-        raise SecretFileError(f"cannot read {what} {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise SecretFileError(f"{what} {path} is not UTF-8 text") from None
-    line = text.partition("\n")[0].rstrip("\r")
-    if not line or len(text) > MAX_SECRET:
-        raise SecretFileError(f"{what} {path} must hold one non-empty line")
-    return line

@@ -33,7 +33,7 @@ def error(value: Any) -> str:
     return str(err.value)
 
 
-def test_the_issue_example() -> None:
+def test_the_documented_example() -> None:
     specs = ports('''
 [[ports]]
 tap = "ethws0"
