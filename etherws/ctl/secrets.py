@@ -4,8 +4,8 @@ A password given as ``--passwd P`` (or a proxy's, inside ``--proxy http://u:p@h`
 readable by every local user in /proc/PID/cmdline for as long as the command runs, and
 ``addport client`` may wait 50 s. ``--passwd-file F`` and ``--proxy-auth-file F`` keep
 it off the command line (``runtime.configfile.read_secret`` reads them, as the
-supervisor reads the configuration file's); when it is there anyway, the process title is rewritten at once
-without it (as MySQL's client masks ``-p``) and a warning says so.
+supervisor reads the configuration file's); when it is there anyway, the process title
+is rewritten at once without it (as MySQL's client masks ``-p``) and a warning says so.
 """
 
 from __future__ import annotations

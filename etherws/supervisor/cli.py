@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from etherws import config
+from etherws import __version__, config
 from etherws.config import ConfigError
 from etherws.control import RpcError
 from etherws.paths import DEFAULT_RUNDIR, RunDir
@@ -26,6 +26,7 @@ from etherws.runtime import configfile, logsetup
 from etherws.runtime.configfile import ConfigFileError
 from etherws.runtime.ctlclient import ControlClient, ControlSetupError, Unreachable
 from etherws.runtime.curvekeys import KeyFileError
+from etherws.supervisor import unit
 
 PROG = "etherws-supervisor"
 START_TIMEOUT_S = 20.0
@@ -35,6 +36,7 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Run an etherws switch.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("start", help="start the switch")
     s.add_argument("--config", metavar="FILE", help="TOML file with the same options and "
@@ -52,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--ctl-key", metavar="F", help="client CURVE key (tcp://)")
         c.add_argument("--ctl-server-key", metavar="F", help="supervisor public key (tcp://)")
         c.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
+    u = sub.add_parser("unit", help="print a systemd unit for this installation")
+    u.add_argument("--config", metavar="FILE", help="the configuration file it starts with")
     return p
 
 
@@ -271,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         return _stop(args)
     if args.command == "reload":
         return _reload(args)
+    if args.command == "unit":
+        sys.stdout.write(unit.render(sys.executable, args.config and os.path.abspath(args.config)))
+        return EXIT_OK
     return _status(args)
 
 

@@ -55,6 +55,9 @@ class Switch:
     stop: Callable[[], None]
     declared: Declared = field(default_factory=lambda: Declared(None))
     """The configuration file and its ports (save, reload, unsaved)."""
+    reloading: Callable[[], None] = lambda: None
+    reloaded: Callable[[], None] = lambda: None
+    """Around a reload: the service manager is told (RELOADING=1, then READY=1)."""
 
 
 def _port(sw: Switch, params: Params) -> Port:
@@ -321,10 +324,13 @@ def save_config(sw: Switch, params: Params) -> dict[str, Any]:
 
 def reload_config(sw: Switch, params: Params) -> dict[str, Any]:
     """reloadConfig: apply the configuration file's ports; one entry per change."""
+    sw.reloading()
     try:
         lines = sw.declared.reload(sw.ports)
     except PortError as exc:
         raise Refused(exc.reason, str(exc)) from None
+    finally:
+        sw.reloaded()
     return {"entries": [{"change": line} for line in lines]}
 
 

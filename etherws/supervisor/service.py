@@ -33,6 +33,7 @@ from etherws.supervisor.declared import Declared, read_ports
 from etherws.supervisor.portops import PortError
 from etherws.supervisor.ports import PortManager
 from etherws.supervisor.server import Server, ServerError
+from etherws.supervisor.watchdog import Watchdog, status_line
 from etherws.tables import DEFAULT_PORT_SLOTS
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Supervisor:
     def __init__(self, cfg: Config, config_path: str | None = None) -> None:
         self.cfg = cfg
         self.declared = Declared(config_path)
+        self.watchdog = Watchdog()
         self._reload_requested = False
         self.rundir = RunDir(cfg.rundir)
         self.started = time.monotonic()
@@ -126,7 +128,8 @@ class Supervisor:
         self._handlers = handlers.table(handlers.Switch(
             ports=self.ports, table=self.table, fdb=self.fdb, ageout_s=self.cfg.ageout_s,
             rundir=self.rundir.root, started=self.started, stop=self.stop.request,
-            declared=self.declared))
+            declared=self.declared, reloading=self.watchdog.reloading,
+            reloaded=lambda: self.watchdog.reloaded(self.status_line())))
         self._ready = True
         log.info("supervisor started: run directory %s, control %s, broker pid %s",
                  self.rundir.root, self.ctl_endpoint, self.ports.broker.pid)
@@ -227,7 +230,10 @@ class Supervisor:
             for fd in server_fds:
                 if fd in events and self.server is not None:
                     self.server.ready(fd, time.monotonic())
-            self.ports.tick(time.monotonic())
+            now = time.monotonic()
+            self.ports.tick(now)
+            silent_s = (time.monotonic_ns() - self.table.broker_heartbeat_ns()) / 1e9
+            self.watchdog.tick(now, silent_s, self.status_line())
             if self.ports.escalation:
                 log.critical("stopping with an error: %s", self.ports.escalation)
                 break
@@ -236,6 +242,7 @@ class Supervisor:
                 self._reload_requested = False
                 self._reload()
         log.info("supervisor stopping")
+        self.watchdog.stopping()
         self._answer_pending(control.Refused("stopping", "the supervisor is stopping"))
         return 1 if self.ports.escalation else 0
 
@@ -245,10 +252,21 @@ class Supervisor:
 
     def _reload(self) -> None:
         """SIGHUP: apply the configuration file; the outcome goes to the log."""
+        self.watchdog.reloading()
         try:
             self.declared.reload(self.ports)
         except PortError as exc:
             log.error("reload refused: %s", exc)
+        self.watchdog.reloaded(self.status_line())
+
+    def status_line(self) -> str:
+        """The one-line summary the service manager shows."""
+        states = []
+        for port in self.ports.ports.values():
+            link = self.ports.link(port)
+            states.append(str(link["state"]) if link is not None
+                          else port.child.life.state.value)
+        return status_line(states, self.fdb.in_use)
 
     def _serve_control(self, sock: zmq.Socket[bytes]) -> None:
         for _ in range(32):  # bounded: the loop must keep supervising under a flood
@@ -352,6 +370,7 @@ def serve(cfg: Config, notify: Callable[[str], None], config_path: str | None = 
             notify(f"ERROR cannot prepare {cfg.rundir}: {exc}")
             return 1
         notify("READY")
+        sup.watchdog.started(sup.status_line())
         return sup.run()
     finally:
         if sup._lock_fd >= 0:
