@@ -38,7 +38,7 @@ from etherws.paths import RunDir
 from etherws.runtime import fdpass, lifeline, logsetup, procargs
 from etherws.runtime.shm import open_port_table
 from etherws.runtime.signals import StopSignal
-from etherws.tables import ListenerView
+from etherws.tables import ListenerView, TableError
 
 log = logging.getLogger(__name__)
 
@@ -256,9 +256,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="the listening TCP socket, inherited from the supervisor")
     args = parser.parse_args(argv)
     lifeline.die_with_parent(args.parent_pid)
+    # The table first: mapping it takes a descriptor for a moment, and a listener run
+    # with few descriptors must have them all for accepting.
+    problem = ""
+    try:
+        table = open_port_table(RunDir(args.rundir).port_table)
+    except (OSError, TableError) as e:
+        problem = f"cannot use the port table: {getattr(e, 'strerror', None) or e}"
     stop = StopSignal()
     stop.install()
     logsetup.configure(args, "listener")
+    if problem:
+        log.error("%s", problem)
+        stop.close()
+        return procargs.EXIT_CONFIG
     lsock = _open_listening(args.listen_fd)
     if lsock is None:
         stop.close()
@@ -268,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         link.connect()
         log.info("listening on %s; handing connections to %s",
                  peer_text(lsock.getsockname()), link.path)
-        beat = ListenerView(open_port_table(RunDir(args.rundir).port_table)).heartbeat
-        Listener(lsock, link, stop, beat).run()
+        Listener(lsock, link, stop, ListenerView(table).heartbeat).run()
     finally:
         stop.close()
         link.close()

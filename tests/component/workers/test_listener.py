@@ -23,6 +23,7 @@ import pytest
 
 from etherws.paths import RunDir
 from etherws.runtime import fdpass, procargs
+from etherws.runtime.shm import create_port_table
 from etherws.workers.listener import peer_text
 from tests import support
 
@@ -35,6 +36,7 @@ class Harness:
 
     def __init__(self, rundir: str, logdir: Path) -> None:
         self.rundir = rundir
+        self.table = create_port_table(RunDir(rundir).port_table, 4)  # for its heartbeat
         self.logfile = logdir / "listener.log"
         self.tcp = socket.create_server(("127.0.0.1", 0), backlog=1024)
         self.address = self.tcp.getsockname()
@@ -229,10 +231,11 @@ def test_a_bad_listen_fd_is_a_config_error(harness: Harness, make_fd: str,
 def test_out_of_descriptors_pauses_instead_of_spinning(harness: Harness) -> None:
     harness.bind_accept_sock()
     # Room for the interpreter's start-up but not for one more socket once running:
-    # stdio, the wakeup pipe, the log file and the supervisor link use 0..6.
-    proc = harness.start(prefix=("prlimit", "--nofile=7:64"))
+    # stdio, the port table's mapping (mmap keeps a descriptor), the wakeup pipe, the log
+    # file and the supervisor link use 0..7.
+    proc = harness.start(prefix=("prlimit", "--nofile=8:64"))
     support.wait_until(lambda: "listening on" in harness.log(), 10, "the listener to start")
-    harness.link()  # its connection to accept.sock exists: the 7th descriptor is in use
+    harness.link()  # its connection to accept.sock exists: the 8th descriptor is in use
     client = harness.client()
     support.wait_until(lambda: "cannot accept" in harness.log(), 5, "the EMFILE warning")
     cpu_before = cpu_seconds(proc.pid)
