@@ -51,6 +51,10 @@ class RunDir:
         """Where the supervisor binds the socket that receives the listener's connections."""
         return self._p("accept.sock")
 
+    def verify_lock(self, slot: int) -> str:
+        """Lock file of password verification slot ``slot`` (one per core)."""
+        return self._p(f"verify-{slot}.lock")
+
     def port_status(self, port: int) -> str:
         """The link status file of tunnel port ``port`` (etherws.linkstatus)."""
         return self._p(f"port-{port}.status")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 
 from etherws import htpasswd
 from etherws.htpasswd import HtpasswdError, HtpasswdTable, parse
+from etherws.paths import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -258,14 +259,18 @@ def _floor_comment(text: str) -> float | None:
     return value if 0 <= value < 60 else None
 
 
+def slot_count(n: int | None = None) -> int:
+    """How many verifications may run at once: ``n``, or one per core."""
+    return max(1, n or os.cpu_count() or 1)
+
+
 class VerifySlots:
     """At most ``n`` processes verify a password at once, across processes: ``n`` lock
-    files in ``directory``; a verifier holds one (flock) while it hashes. A password
+    files in the run directory; a verifier holds one (flock) while it hashes. A password
     flood then waits for the cores instead of starving every tunnel of CPU."""
 
-    def __init__(self, directory: str, n: int | None = None) -> None:
-        self.paths = [os.path.join(directory, f"verify-{i}.lock")
-                      for i in range(max(1, n or os.cpu_count() or 1))]
+    def __init__(self, rundir: str, n: int | None = None) -> None:
+        self.paths = [RunDir(rundir).verify_lock(i) for i in range(slot_count(n))]
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:

@@ -26,7 +26,7 @@ from etherws import config, control
 from etherws.config import Config
 from etherws.errors import EtherwsError
 from etherws.paths import RunDir
-from etherws.runtime import curvekeys, shm
+from etherws.runtime import authfile, curvekeys, shm
 from etherws.runtime.signals import StopSignal
 from etherws.supervisor import handlers
 from etherws.supervisor.declared import Declared, read_ports
@@ -344,8 +344,9 @@ class Supervisor:
         if self._ctx is not None:
             self._ctx.term()
         self.stop.close()
+        verify_locks = [self.rundir.verify_lock(i) for i in range(authfile.slot_count())]
         for path in (self.rundir.ctl_sock, self.rundir.data_sock, self.rundir.port_table,
-                     self.rundir.fdb_table, self.rundir.pidfile):
+                     self.rundir.fdb_table, self.rundir.pidfile, *verify_locks):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         if self._lock_fd >= 0:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import select
 import socket
 import ssl
@@ -342,13 +341,14 @@ class Peer:
         portstatus.write(self.args.rundir, self.args.port, state, error)
 
 
-def make_auth(path: str | None, beat: Callable[[], None] | None = None) -> Auth | None:
+def make_auth(path: str | None, rundir: str,
+              beat: Callable[[], None] | None = None) -> Auth | None:
     """The handshake's credential check from an htpasswd file (re-read when it changes):
-    of one duration whoever the user is, beating ``beat`` while it verifies."""
+    of one duration whoever the user is, beating ``beat`` while it verifies, holding one
+    of the switch's verification slots (lock files in ``rundir``)."""
     if path is None:
         return None
-    # the snapshot lives in the run directory: so do the verification slots
-    authfile = AuthFile(path, VerifySlots(os.path.dirname(path)))
+    authfile = AuthFile(path, VerifySlots(rundir))
 
     def auth(header: bytes | None) -> str | None:
         return authfile.authenticate(header, beat)
@@ -378,7 +378,7 @@ def configure(args: argparse.Namespace, beat: Callable[[], None] | None = None
     origins = frozenset(args.origin) if args.origin else None
     if not args.path.startswith("/"):
         raise ConfigError(f"path must start with '/': {args.path!r}")
-    handshake = ServerHandshake(args.path, make_auth(args.htpasswd, beat), origins)
+    handshake = ServerHandshake(args.path, make_auth(args.htpasswd, args.rundir, beat), origins)
     context = None if args.sslcert is None else tls_context(args.sslcert, args.sslkey)
     return context, handshake
 

@@ -317,7 +317,7 @@ def test_refusals_take_as_long_for_cheap_costly_and_unknown_users(htfile: Path) 
     auth = AuthFile(htfile)
     assert auth.authenticate(_basic("cheap", "right")) == "cheap"
     medians = _medians_s(auth, {who: _basic(who, "wrong")
-                                for who in ("cheap", "costly", "nobody")}, 9)
+                                for who in ("cheap", "costly", "nobody")}, 15)
     for who in ("cheap", "nobody"):
         ratio = medians[who] / medians["costly"]
         assert 0.8 <= ratio <= 1.25, medians
