@@ -205,6 +205,11 @@ def _process(p: Mapping[str, Any]) -> str:
             + (f" ({p['reason']})" if p.get("reason") else ""))
 
 
+def _gone(g: Mapping[str, Any]) -> str:
+    return (f"{number(g.get('peers'))}: rx {number(g.get('rx'))}, tx {number(g.get('tx'))}, "
+            f"drops {number(g.get('drops'))}, errors {number(g.get('errors'))}")
+
+
 def status(result: Mapping[str, Any]) -> str:
     """A key/value block per supervisor (there is one)."""
     blocks = []
@@ -216,6 +221,8 @@ def status(result: Mapping[str, Any]) -> str:
             ("ports", number(e.get("ports"))),
             ("broker", _process(broker)),
             *([("listener", _process(_sub(e, "listener")))] if e.get("listener") else []),
+            *([("gone peers", _gone(_sub(e, "gone_peers")))] if _sub(e, "gone_peers")
+              .get("peers") else []),
             ("fdb", f"{number(table_.get('entries'))} of {number(table_.get('capacity'))} "
                     f"entries, refused: {number(table_.get('refused_full'))} table full, "
                     f"{number(table_.get('refused_port'))} port limit"),

@@ -8,6 +8,7 @@ for the user. Refusals change nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -308,6 +309,7 @@ def get_status(sw: Switch, params: Params) -> dict[str, Any]:
         "uptime": time.monotonic() - sw.started, "ports": len(sw.ports.ports),
         "broker": _process(broker),
         "listener": None if listener is None else _process(listener),
+        "gone_peers": dataclasses.asdict(sw.ports.gone_peers),
         "fdb": {"entries": sw.fdb.in_use, "capacity": sw.fdb.capacity,
                 "refused_full": sw.fdb.refused_full, "refused_port": sw.fdb.refused_port},
     }]}

@@ -22,7 +22,7 @@ from etherws.runtime import portstatus, tuntap
 from etherws.runtime.procargs import EXIT_AUTH_FAILED
 from etherws.supervisor.children import Child, exit_reason, stop_children
 from etherws.supervisor.policy import RestartPolicy, State
-from etherws.tables import PortKind, PortTable
+from etherws.tables import PortKind, PortSlot, PortTable
 from etherws.wsurl import Secrets
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,29 @@ class Port:
         return self.spec.name if self.spec is not None else None
 
 
+@dataclass
+class PeerTotals:
+    """The counters of accepted peers that are gone (server ports come and go)."""
+
+    peers: int = 0
+    rx: int = 0
+    tx: int = 0
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    drops: int = 0
+    errors: int = 0
+
+    def add(self, slot: PortSlot) -> None:
+        """Fold in the last counters of one peer's slot."""
+        self.peers += 1
+        self.rx += slot.rx
+        self.tx += slot.tx
+        self.rx_bytes += slot.rx_bytes
+        self.tx_bytes += slot.tx_bytes
+        self.drops += slot.drops
+        self.errors += slot.errors
+
+
 class PortManager:
     """Owns every port and the broker: spawn, restart, watch heartbeats, remove."""
 
@@ -77,6 +100,8 @@ class PortManager:
         # that forwards nothing staying up.
         self.broker = Child(child_args("etherws.broker"), RestartPolicy(max_delay_s=1.0))
         self.escalation = ""
+        self.gone_peers = PeerTotals()
+        """What accepted peers that are gone carried, dropped and got wrong."""
         """Why the supervisor must stop with an error ("" while all is well)."""
         self.peer_refused: Callable[[str, float], None] = lambda peer, now: None
         """Called with a peer's address when its worker refused it a login (the server
@@ -163,6 +188,8 @@ class PortManager:
         declared (unless ``keep_device``). ``unnumber``: the port never really existed
         (its addport failed), so its number is given out again."""
         port.child.stop()
+        if port.kind is PortKind.SERVER:  # its counters outlive it, in the server's totals
+            self.gone_peers.add(self.table.read(port.slot))
         self.table.release(port.slot)
         del self.ports[port.number]
         if unnumber and port.number == self._next_port - 1:

@@ -20,7 +20,7 @@ from etherws.control import Later, Refused
 from etherws.supervisor import handlers, netif
 from etherws.supervisor.handlers import Switch
 from etherws.supervisor.ports import PortManager
-from etherws.tables import BrokerView, FdbTable, PortTable
+from etherws.tables import BrokerView, FdbTable, PortKind, PortTable, SlotView
 from tests import support
 
 STAND_IN = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -173,3 +173,14 @@ def test_status_and_shutdown(switch: Switch) -> None:
     switch.stop = lambda: stopped.append(True)
     call(switch, "shutdown")
     assert stopped == [True]
+
+
+def test_a_gone_peers_counters_stay_in_the_status(switch: Switch) -> None:
+    now = time.monotonic()
+    peer = switch.ports.add(PortKind.SERVER, "198.51.100.7:5555", now)
+    view = SlotView(switch.table, peer.slot)
+    view.received(3, 180)
+    view.add_drops(2)
+    call(switch, "delPort", port=peer.number)
+    gone = call(switch, "getStatus")["entries"][0]["gone_peers"]
+    assert (gone["peers"], gone["rx"], gone["rx_bytes"], gone["drops"]) == (1, 3, 180, 2)

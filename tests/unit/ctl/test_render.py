@@ -274,3 +274,11 @@ def test_status_shows_the_listener_when_there_is_one() -> None:
                for line in lines)
     entry["listener"] = None
     assert "listener" not in render.status({"entries": [entry]})
+
+
+def test_status_shows_what_gone_peers_carried() -> None:
+    entry = {"pid": 1, "broker": {}, "gone_peers": {"peers": 2, "rx": 5, "tx": 6,
+                                                    "drops": 1, "errors": 0}}
+    assert "gone peers  2: rx 5, tx 6, drops 1, errors 0" in render.status({"entries": [entry]})
+    entry["gone_peers"] = {"peers": 0}
+    assert "gone peers" not in render.status({"entries": [entry]})
