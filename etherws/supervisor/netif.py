@@ -96,6 +96,8 @@ def set_addresses(name: str, addrs: Sequence[IfAddress]) -> None:
     an idempotent configuration script, a reload, or a restart that adopts the device).
     """
     wanted = {(a.address, a.prefixlen) for a in addrs}
+    if any(a.family == 4 for a in addrs):
+        _promote_secondaries(name)
     with IPRoute() as ipr:
         idx = _index(ipr, name)
         try:
@@ -111,6 +113,18 @@ def set_addresses(name: str, addrs: Sequence[IfAddress]) -> None:
                     ipr.addr("del", index=idx, address=address, prefixlen=prefixlen)
         except NetlinkError as exc:
             raise _fail(name, exc) from None
+
+
+def _promote_secondaries(name: str) -> None:
+    """A new IPv4 address in the subnet of the old one is added as a secondary, and the
+    kernel deletes secondaries with their primary unless told to promote them: without
+    this, replacing 192.0.2.1/24 by 192.0.2.2/24 left the interface with no address."""
+    path = f"/proc/sys/net/ipv4/conf/{name}/promote_secondaries"
+    try:
+        with open(path, "w") as f:
+            f.write("1")
+    except OSError as exc:
+        raise NetifError(f"{name}: cannot set promote_secondaries: {exc.strerror}") from None
 
 
 def set_master(name: str, bridge: str | None) -> None:

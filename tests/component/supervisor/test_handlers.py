@@ -184,3 +184,18 @@ def test_a_gone_peers_counters_stay_in_the_status(switch: Switch) -> None:
     call(switch, "delPort", port=peer.number)
     gone = call(switch, "getStatus")["entries"][0]["gone_peers"]
     assert (gone["peers"], gone["rx"], gone["rx_bytes"], gone["drops"]) == (1, 3, 180, 2)
+
+
+@pytest.mark.parametrize("first, second", [
+    ("192.0.2.1/24", "192.0.2.2/24"),  # the same subnet: once left no address at all
+    ("192.0.2.1/24", "198.51.100.1/24"),
+    ("2001:db8::1/64", "2001:db8::2/64"),
+])
+def test_setif_replaces_an_address_without_leaving_none(switch: Switch, tap_name: str,
+                                                        first: str, second: str) -> None:
+    call(switch, "addPort", type="tap", target=tap_name)
+    call(switch, "setInterface", port=1, address=first)
+    entry = call(switch, "setInterface", port=1, address=second)["entries"][0]
+    family = 6 if ":" in second else 4
+    mine = [a for a in entry["addresses"] if (":" in a) == (family == 6)]
+    assert mine == [second]
