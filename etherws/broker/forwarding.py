@@ -34,13 +34,15 @@ class ForwardResult:
     ``egress`` maps a port to the frames to send out of it, in order. Lists may be shared
     between ports (a flooded batch is one list): treat them as read-only.
     ``malformed`` frames could not be parsed; ``filtered`` frames were dropped by the rules;
-    ``secured`` frames were dropped by port security.
+    ``secured`` frames were dropped by port security; ``shut`` counts, per shut port,
+    the frames dropped because it is shut (coming in, or sent to it as a unicast).
     """
 
     egress: dict[int, list[bytes]] = field(default_factory=dict)
     malformed: int = 0
     filtered: int = 0
     secured: int = 0
+    shut: dict[int, int] = field(default_factory=dict)
 
 
 class Forwarder:
@@ -79,8 +81,11 @@ class Forwarder:
         source only, and a batch decides every frame to one destination alike).
         """
         result = ForwardResult()
-        if self._shut.get(in_port, True):  # unknown (None -> default) or shut
+        state = self._shut.get(in_port)
+        if state is None or state:  # unknown or shut
             result.filtered = len(frames)
+            if state:
+                result.shut[in_port] = len(frames)
             return result
         shut_of = self._shut
         learn, lookup = self.fdb.learn, self.fdb.lookup
@@ -111,6 +116,7 @@ class Forwarder:
                     flood.append(f)
                 elif shut:
                     filtered += 1
+                    result.shut[out] = result.shut.get(out, 0) + 1
                 else:
                     to = unicast.get(out)
                     if to is None:

@@ -133,6 +133,10 @@ class Broker:
             self.view.add_errors(slot, result.malformed)
         if result.secured and slot is not None:
             self.view.add_drops(slot, result.secured)
+        for shut_port, n in result.shut.items():  # a shut port's drops: listport shows them
+            shut_slot = self._slot.get(shut_port)
+            if shut_slot is not None:
+                self.view.add_drops(shut_slot, n)
         if not result.egress:
             return
         if not self.deliver(result.egress) and len(result.egress) == 1 and slot is not None:

@@ -270,3 +270,12 @@ def test_a_station_moving_to_a_full_port_is_dropped_and_forgotten() -> None:
     result = fw.forward(1, [eth(BCAST, C)], 1.0)  # C shows up on port 1
     assert result.secured == 1 and result.egress == {}
     assert fw.fdb.lookup(0, C, 1.0) is None  # not left pointing at where it was
+
+
+def test_frames_a_shut_port_drops_are_counted_for_it() -> None:
+    fw = forwarder({1: True, 2: False, 3: False})
+    assert fw.forward(1, [eth(BCAST, A), eth(B, A)], 0.0).shut == {1: 2}
+    fw.forward(3, [eth(BCAST, C)], 0.0)  # C lives on port 3
+    fw.set_ports({1: False, 2: False, 3: True})
+    result = fw.forward(2, [eth(C, B), eth(C, B), eth(BCAST, B)], 1.0)
+    assert result.shut == {3: 2} and result.filtered == 2
