@@ -30,6 +30,8 @@ from etherws.supervisor import unit
 
 PROG = "etherws-supervisor"
 START_TIMEOUT_S = 20.0
+DEFAULT_LOGFILE = "/var/log/etherws.log"
+"""Where a detached switch logs when it is told nothing and there is no syslog."""
 STOP_TIMEOUT_S = 15.0
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -113,15 +115,24 @@ def _start(args: argparse.Namespace) -> int:
     if cfg.foreground:
         return _run_foreground(cfg, args.notify_fd, args.config)
     if not (cfg.logfile or cfg.logconf or cfg.syslog):
-        if not os.path.exists(logsetup.SYSLOG_SOCKET):
-            return _fail("no syslog socket at /dev/log: give --logfile FILE, --logconf FILE "
-                         "or --foreground", EXIT_USAGE)
-        cfg = dataclasses.replace(cfg, syslog=True)
+        # Detached, it must log somewhere: syslog where there is one, else a file.
+        if os.path.exists(logsetup.SYSLOG_SOCKET):
+            cfg = dataclasses.replace(cfg, syslog=True)
+        else:
+            cfg = dataclasses.replace(cfg, logfile=DEFAULT_LOGFILE)
+            problem = _check_log_target(cfg)
+            if problem:
+                return _fail(f"no syslog socket at {logsetup.SYSLOG_SOCKET} and {problem}: "
+                             "give --logfile FILE or --logconf FILE", EXIT_USAGE)
+            print(f"{PROG}: no syslog socket at {logsetup.SYSLOG_SOCKET}: logging to "
+                  f"{DEFAULT_LOGFILE}", file=sys.stderr)
     return _start_detached(args, cfg)
 
 
 def _check_log_target(cfg: config.Config) -> str:
-    """Why the log file or logging configuration cannot be used, or ""."""
+    """Why the log file, the logging configuration or syslog cannot be used, or ""."""
+    if cfg.syslog and not os.path.exists(logsetup.SYSLOG_SOCKET):
+        return f"--syslog: there is no syslog socket at {logsetup.SYSLOG_SOCKET}"
     if cfg.logfile:
         try:
             logsetup.open_log_file(cfg.logfile).close()

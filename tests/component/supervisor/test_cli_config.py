@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from etherws.config import ConfigError
-from etherws.runtime import configfile
+from etherws.runtime import configfile, logsetup
 from etherws.supervisor import cli
+from tests import support
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -54,3 +55,35 @@ def test_a_daemon_option_error_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         cli._load_config(_args("--config", str(conf)))
     assert str(err.value) == f"{conf}: unknown key 'colour'"
+
+
+def test_a_detached_start_without_syslog_logs_to_a_file(tmp_path: Path) -> None:
+    log = tmp_path / "etherws.log"
+    rundir = str(tmp_path / "run")
+    # a process of its own, as a user runs it (the switch it starts is not its child for
+    # long), with the places it looks at moved into tmp_path
+    code = ("import sys; from etherws.supervisor import cli; from etherws.runtime import "
+            f"logsetup; cli.DEFAULT_LOGFILE = {str(log)!r}; logsetup.SYSLOG_SOCKET = "
+            f"{str(tmp_path / 'no-dev-log')!r}; sys.exit(cli.main(sys.argv[1:]))")
+    res = support.run(support.PYTHON, "-c", code, "start", "--rundir", rundir, "--no-server",
+                      check=False)
+    try:
+        assert res.returncode == 0, res.stderr
+        assert f"no syslog socket at {tmp_path}/no-dev-log: logging to {log}" in res.stderr
+        support.wait_until(lambda: "supervisor started" in log.read_text(), 10,
+                           "the supervisor's first log line")
+    finally:
+        stop = support.run(support.PYTHON, "-m", "etherws.supervisor", "stop", "--rundir",
+                           rundir, check=False)
+        assert stop.returncode == 0, stop.stderr
+
+
+def test_syslog_without_a_socket_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(logsetup, "SYSLOG_SOCKET", str(tmp_path / "no-dev-log"))
+    assert cli.main(["start", "--rundir", str(tmp_path / "run"), "--syslog",
+                     "--no-server"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"etherws-supervisor: --syslog: there is no syslog socket at "
+                   f"{tmp_path}/no-dev-log"]
+    assert not (tmp_path / "run").exists()
