@@ -91,6 +91,8 @@ class Command:
     view: str | None
     """A view of etherws-ctl's (``ctl.render.VIEWS``); etherws-supervisor prints the
     results of the commands it sends itself."""
+    changes: bool = True
+    """It changes the switch: the supervisor logs every such request (an audit trail)."""
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -112,22 +114,24 @@ COMMANDS: tuple[Command, ...] = (
     Command("setPort", {"port": (PortRef, True), "shut": (bool, True)}, "setport", None),
     Command("delPort", _PORT, "delport", None),
     Command("restartPort", _PORT, "restartport", None),
-    Command("listPort", {}, "listport", "ports"),
+    Command("listPort", {}, "listport", "ports", changes=False),
     Command("setInterface", {
         "port": (PortRef, True),
         "address": (str, False),
         "netmask": (str, False),
         "mtu": (int, False),
     }, "setif", None),
-    Command("listInterface", {}, "listif", "interfaces"),
-    Command("listFdb", {}, "listfdb", "fdb"),
+    Command("listInterface", {}, "listif", "interfaces", changes=False),
+    Command("listFdb", {}, "listfdb", "fdb", changes=False),
     Command("flushFdb", {"port": (PortRef, False)}, "flushfdb", None),
-    Command("getStatus", {}, "status", "status"),
+    Command("getStatus", {}, "status", "status", changes=False),
     Command("saveConfig", {}, "save", "saved"),
     Command("reloadConfig", {}, None, "changes"),
     Command("shutdown", {}, None, None),
 )
 BY_METHOD: dict[str, Command] = {c.method: c for c in COMMANDS}
+SECRETS = frozenset({"passwd", "proxy", "proxy_env", "user"})
+"""Parameters never written to a log (``loggable`` masks them)."""
 BY_VERB: dict[str, Command] = {c.verb: c for c in COMMANDS if c.verb is not None}
 METHODS: dict[str, Spec] = {c.method: c.params for c in COMMANDS}
 """Every method with its parameters."""
@@ -140,6 +144,11 @@ class Request:
     id: str | int
     method: str
     params: dict[str, Any]
+
+
+def loggable(params: Mapping[str, Any]) -> str:
+    """``params`` as one log line, secrets masked: ``target='ws://h/' passwd=***``."""
+    return " ".join(f"{k}={'***' if k in SECRETS else repr(v)}" for k, v in params.items())
 
 
 def encode_request(method: str, params: Mapping[str, Any], req_id: str) -> bytes:

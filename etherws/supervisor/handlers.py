@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from etherws.control import Handler, Later, Refused
+from etherws.control import BY_METHOD, Handler, Later, Refused, loggable
 from etherws.frame import mac_to_text
 from etherws.ifaddr import AddressError, check_mtu, parse_address, valid_ifname
 from etherws.portconfig import NAME_RULE, PortSpec, valid_port_name
@@ -32,6 +33,8 @@ from etherws.tables import (
     split_key,
 )
 from etherws.wsurl import Secrets, Target, UrlError, env_proxy
+
+log = logging.getLogger(__name__)
 
 Params = dict[str, Any]
 FLUSH_TIMEOUT_S = 2.0
@@ -56,6 +59,8 @@ class Switch:
     stop: Callable[[], None]
     declared: Declared = field(default_factory=lambda: Declared(None))
     """The configuration file and its ports (save, reload, unsaved)."""
+    source: str = "local"
+    """Where the request being served came from ("local", or "remote" over CURVE)."""
     reloading: Callable[[], None] = lambda: None
     reloaded: Callable[[], None] = lambda: None
     """Around a reload: the service manager is told (RELOADING=1, then READY=1)."""
@@ -354,7 +359,16 @@ HANDLERS: dict[str, Callable[[Switch, Params], Mapping[str, Any] | Later]] = {
 
 
 def table(sw: Switch) -> dict[str, Handler]:
-    """The method table for control.dispatch, bound to one switch."""
-    def bind(fn: Callable[[Switch, Params], Mapping[str, Any] | Later]) -> Handler:
-        return lambda params: fn(sw, params)
-    return {method: bind(fn) for method, fn in HANDLERS.items()}
+    """The method table for control.dispatch, bound to one switch. Every request that
+    changes something is logged once, with its parameters (secrets masked) and where it
+    came from: an audit trail of who did what."""
+    def bind(method: str, fn: Callable[[Switch, Params], Mapping[str, Any] | Later]
+             ) -> Handler:
+        audited = BY_METHOD[method].changes
+
+        def handle(params: Params) -> Mapping[str, Any] | Later:
+            if audited:
+                log.info("control (%s): %s %s", sw.source, method, loggable(params))
+            return fn(sw, params)
+        return handle
+    return {method: bind(method, fn) for method, fn in HANDLERS.items()}

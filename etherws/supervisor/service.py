@@ -125,11 +125,12 @@ class Supervisor:
             self.server.start_listener(self._child_argv("etherws.workers.listener"),
                                        time.monotonic())
         self._start_declared_ports()
-        self._handlers = handlers.table(handlers.Switch(
+        self._switch = handlers.Switch(
             ports=self.ports, table=self.table, fdb=self.fdb, ageout_s=self.cfg.ageout_s,
             rundir=self.rundir.root, started=self.started, stop=self.stop.request,
             declared=self.declared, reloading=self.watchdog.reloading,
-            reloaded=lambda: self.watchdog.reloaded(self.status_line())))
+            reloaded=lambda: self.watchdog.reloaded(self.status_line()))
+        self._handlers = handlers.table(self._switch)
         self._ready = True
         log.info("supervisor started: run directory %s, control %s, broker pid %s",
                  self.rundir.root, self.ctl_endpoint, self.ports.broker.pid)
@@ -286,6 +287,7 @@ class Supervisor:
             if key in self._pending:  # the retry's REQ socket is the one still waiting
                 self._pending[key] = (sock, identity, self._pending[key][2])
                 continue
+            self._switch.source = "local" if sock is self._ctl_socks[0] else "remote"
             reply = self._reply(key, data)
             if isinstance(reply, control.Pending):
                 self._pending[key] = (sock, identity, reply)
