@@ -91,7 +91,7 @@ class Option:
     help: str
     metavar: str | None = None
     check: Callable[[str, Any], None] | None = None
-    """Raises ConfigError for a value out of range (given the flag, for the message)."""
+    """Raises ConfigError for a value it refuses (given the flag, for the message)."""
     path: bool = False
     """A file or directory: relative to the configuration file's directory (in the file)
     or to the working directory (on the command line)."""
