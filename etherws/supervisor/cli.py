@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--ctl", metavar="ENDPOINT", help="control endpoint")
         c.add_argument("--ctl-key", metavar="F", help="client CURVE key (tcp://)")
         c.add_argument("--ctl-server-key", metavar="F", help="supervisor public key (tcp://)")
-        c.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
+        c.add_argument("--timeout", dest="timeout_s", metavar="TIMEOUT", type=float,
+                       default=5.0, help="seconds to wait for a reply")
     return p
 
 
@@ -156,7 +157,7 @@ def _start_detached(args: argparse.Namespace, cfg: config.Config) -> int:
         argv += ["--config", args.config]
     argv += config.to_args(dataclasses.replace(cfg, foreground=True), args.file_config)
     r, w = os.pipe()
-    out = open(cfg.logfile, "ab") if cfg.logfile else subprocess.DEVNULL
+    out = open(cfg.logfile, "ab") if cfg.logfile else subprocess.DEVNULL  # noqa: SIM115
     try:
         child = subprocess.Popen(argv + ["--notify-fd", str(w)], stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=out, pass_fds=(w,),
@@ -210,7 +211,7 @@ def _endpoint(args: argparse.Namespace) -> str:
 def _stop(args: argparse.Namespace) -> int:
     curve = (args.ctl_key, args.ctl_server_key) if args.ctl_key else None
     try:
-        with ControlClient(_endpoint(args), timeout_s=args.timeout, curve=curve) as client:
+        with ControlClient(_endpoint(args), timeout_s=args.timeout_s, curve=curve) as client:
             pid = client.call("shutdown", {})["entries"][0]["pid"]
     except EtherwsError as exc:  # an endpoint or key file that cannot work
         return _fail(str(exc), EXIT_USAGE)
@@ -233,7 +234,7 @@ def _stop(args: argparse.Namespace) -> int:
 def _reload(args: argparse.Namespace) -> int:
     curve = (args.ctl_key, args.ctl_server_key) if args.ctl_key else None
     try:
-        with ControlClient(_endpoint(args), timeout_s=args.timeout, curve=curve) as client:
+        with ControlClient(_endpoint(args), timeout_s=args.timeout_s, curve=curve) as client:
             entries = client.call("reloadConfig", {})["entries"]
     except EtherwsError as exc:  # an endpoint or key file that cannot work
         return _fail(str(exc), EXIT_USAGE)
@@ -254,7 +255,8 @@ def _status(args: argparse.Namespace) -> int:
         target += ["--ctl-key", args.ctl_key]
     if args.ctl_server_key:
         target += ["--ctl-server-key", args.ctl_server_key]
-    argv = [sys.executable, "-m", "etherws.ctl", *target, "--timeout", str(args.timeout), "status"]
+    argv = [sys.executable, "-m", "etherws.ctl", *target, "--timeout", str(args.timeout_s),
+            "status"]
     sys.stdout.flush()
     os.execv(sys.executable, argv)
 
