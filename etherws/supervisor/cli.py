@@ -213,12 +213,12 @@ def _stop(args: argparse.Namespace) -> int:
     try:
         with ControlClient(_endpoint(args), timeout_s=args.timeout_s, curve=curve) as client:
             pid = client.call("shutdown", {})["entries"][0]["pid"]
-    except EtherwsError as exc:  # an endpoint or key file that cannot work
-        return _fail(str(exc), EXIT_USAGE)
     except Unreachable as exc:
         return _fail(str(exc), EXIT_UNREACHABLE)
     except RpcError as exc:
         return _fail(f"{exc.message} [{exc.reason}]", EXIT_REFUSED)
+    except EtherwsError as exc:  # last: Unreachable and RpcError are EtherwsErrors too
+        return _fail(str(exc), EXIT_USAGE)  # an endpoint or key file that cannot work
     if curve is not None:
         return EXIT_OK  # a remote supervisor's pid means nothing on this host
     end = time.monotonic() + STOP_TIMEOUT_S
@@ -236,12 +236,12 @@ def _reload(args: argparse.Namespace) -> int:
     try:
         with ControlClient(_endpoint(args), timeout_s=args.timeout_s, curve=curve) as client:
             entries = client.call("reloadConfig", {})["entries"]
-    except EtherwsError as exc:  # an endpoint or key file that cannot work
-        return _fail(str(exc), EXIT_USAGE)
     except Unreachable as exc:
         return _fail(str(exc), EXIT_UNREACHABLE)
     except RpcError as exc:
         return _fail(f"reload refused: {exc.message} [{exc.reason}]", EXIT_REFUSED)
+    except EtherwsError as exc:  # last: Unreachable and RpcError are EtherwsErrors too
+        return _fail(str(exc), EXIT_USAGE)  # an endpoint or key file that cannot work
     for entry in entries:
         print(entry.get("change", ""))
     return EXIT_OK
