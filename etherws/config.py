@@ -53,6 +53,30 @@ def _num(x: float) -> str:
     return str(int(x)) if x == int(x) else f"{x:g}"
 
 
+def _plain(text: str) -> bool:
+    """Printable ASCII without spaces: safe in an HTTP request line or header."""
+    return text.isascii() and text.isprintable() and " " not in text
+
+
+def _check_path(flag: str, value: str) -> None:
+    if not value.startswith("/") or not _plain(value):
+        raise ConfigError(f"{flag} must start with '/' and be an absolute URL path like /ws, "
+                          f"not {value!r}")
+
+
+def _check_origins(flag: str, value: Sequence[str]) -> None:
+    for origin in value:
+        if not origin or not _plain(origin):
+            raise ConfigError(f"{flag} {origin!r} is not an origin like https://example.org")
+
+
+def check_tls_pair(sslkey: str | None, sslcert: str | None) -> None:
+    """ConfigError unless the TLS key and certificate are given both or neither (the
+    supervisor's check, and the peer worker's)."""
+    if bool(sslkey) != bool(sslcert):
+        raise ConfigError("--sslkey and --sslcert go together")
+
+
 @dataclass(frozen=True)
 class Option:
     """One option of ``etherws-supervisor start`` (and of the children it is passed to)."""
@@ -67,7 +91,7 @@ class Option:
     help: str
     metavar: str | None = None
     check: Callable[[str, Any], None] | None = None
-    """Raises ConfigError for a value out of range (given the flag, for the message)."""
+    """Raises ConfigError for a value it refuses (given the flag, for the message)."""
     path: bool = False
     """A file or directory: relative to the configuration file's directory (in the file)
     or to the working directory (on the command line)."""
@@ -107,7 +131,7 @@ OPTIONS: tuple[Option, ...] = (
            section="server"),
     Option("port", "--port", int, None, "TCP port (default 80, or 443 with --sslcert)", "N",
            _between(1, 65535), section="server"),
-    Option("path", "--path", str, "/", "WebSocket path (default /)", "/PATH",
+    Option("path", "--path", str, "/", "WebSocket path (default /)", "/PATH", _check_path,
            section="server", children=frozenset({"peer"})),
     Option("sslkey", "--sslkey", str, None, "TLS private key (PEM): serve wss://", "F",
            path=True, section="server", children=frozenset({"peer"})),
@@ -120,8 +144,8 @@ OPTIONS: tuple[Option, ...] = (
            f"most peers at once; more get HTTP 503 (default {DEFAULT_MAX_PEERS})", "N",
            _between(1, MAX_PEERS), section="server"),
     Option("origin", "--origin", tuple, (), "let browsers in only from this Origin "
-           "(repeatable; default: no Origin check)", "ORIGIN", section="server",
-           children=frozenset({"peer"})),
+           "(repeatable; default: no Origin check)", "ORIGIN", _check_origins,
+           section="server", children=frozenset({"peer"})),
     Option("ping_interval_s", "--ping-interval", float, DEFAULT_PING_S,
            f"ping a peer after S seconds of silence (default {DEFAULT_PING_S:g})", "S",
            _between(MIN_PING_S, MAX_PING_S, " s"), section="server",
@@ -372,22 +396,11 @@ def validate(cfg: Config) -> None:
     if cfg.ctl is not None and not remote:
         raise ConfigError("--ctl takes a tcp://ADDRESS:PORT endpoint; the local control "
                           "socket is always RUNDIR/ctl.sock")
-    _validate_server(cfg)
+    check_tls_pair(cfg.sslkey, cfg.sslcert)
     longest = RunDir(cfg.rundir).data_sock  # the longest socket path in the run directory
     if len(longest.encode()) > MAX_SOCKET_PATH:
         raise ConfigError(f"--rundir is too long: socket paths in it must fit in "
                           f"{MAX_SOCKET_PATH} bytes")
-
-
-def _validate_server(cfg: Config) -> None:
-    if bool(cfg.sslkey) != bool(cfg.sslcert):
-        raise ConfigError("--sslkey and --sslcert go together")
-    if not cfg.path.startswith("/") or not cfg.path.isascii() or not cfg.path.isprintable() \
-            or " " in cfg.path:
-        raise ConfigError(f"--path must be an absolute URL path like /ws, not {cfg.path!r}")
-    for origin in cfg.origin:
-        if not origin or not origin.isascii() or not origin.isprintable() or " " in origin:
-            raise ConfigError(f"--origin {origin!r} is not an origin like https://example.org")
 
 
 def option_names(options: Iterable[Option] = OPTIONS) -> list[str]:

@@ -6,13 +6,15 @@ our own traffic proves nothing about the peer), and declares the peer dead when
 nothing — a pong or any other byte — arrived within ``timeout_s`` of that ping. A
 busy tunnel therefore never pings; an idle one pings every ``interval_s``.
 
-Defaults: 20 s + 20 s (``config.DEFAULT_PING_S``). Times are float seconds on
+Defaults: ``config.DEFAULT_PING_S`` each (20 s + 20 s). Times are float seconds on
 the caller's monotonic clock.
 """
 
 from __future__ import annotations
 
 from enum import Enum
+
+from etherws.config import DEFAULT_PING_S
 
 
 class Verdict(Enum):
@@ -26,7 +28,8 @@ class Verdict(Enum):
 class Keepalive:
     """The silence timer of one connection."""
 
-    def __init__(self, now: float, interval_s: float = 20.0, timeout_s: float = 20.0) -> None:
+    def __init__(self, now: float, interval_s: float = DEFAULT_PING_S,
+                 timeout_s: float = DEFAULT_PING_S) -> None:
         if interval_s <= 0 or timeout_s <= 0:
             raise ValueError("ping interval and timeout must be positive")
         self.interval_s = interval_s

@@ -14,9 +14,10 @@ or not ``expire`` has removed it yet.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
-from typing import Callable, Iterable, Iterator
 
+from etherws.config import DEFAULT_AGEOUT_S, FDB_PER_PORT
 from etherws.tables import FdbTable, aged, fdb_key, learnable, split_key
 
 TOUCH_INTERVAL_S = 1.0
@@ -47,8 +48,8 @@ class Fdb:
     learns nothing new either. Both refusals are counted in the table's header.
     """
 
-    def __init__(self, table: FdbTable, ageout_s: float = 300.0,
-                 per_port_max: int = 1024) -> None:
+    def __init__(self, table: FdbTable, ageout_s: float = DEFAULT_AGEOUT_S,
+                 per_port_max: int = FDB_PER_PORT) -> None:
         if ageout_s <= 0:
             raise ValueError("ageout_s must be positive")
         if per_port_max < 1:

@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--ctl", metavar="ENDPOINT", help="control endpoint")
         c.add_argument("--ctl-key", metavar="F", help="client CURVE key (tcp://)")
         c.add_argument("--ctl-server-key", metavar="F", help="supervisor public key (tcp://)")
-        c.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
+        c.add_argument("--timeout", dest="timeout_s", metavar="TIMEOUT", type=float,
+                       default=5.0, help="seconds to wait for a reply")
     u = sub.add_parser("unit", help="print a systemd unit for this installation")
     u.add_argument("--config", metavar="FILE", help="the configuration file it starts with")
     return p
@@ -227,7 +228,7 @@ def _call(args: argparse.Namespace, method: str, refused: str = ""
     after one line on stderr."""
     curve = (args.ctl_key, args.ctl_server_key) if args.ctl_key else None
     try:
-        with ControlClient(_endpoint(args), timeout_s=args.timeout, curve=curve) as client:
+        with ControlClient(_endpoint(args), timeout_s=args.timeout_s, curve=curve) as client:
             return client.call(method, {})
     except Unreachable as exc:
         return _fail(str(exc), EXIT_UNREACHABLE)
@@ -272,7 +273,8 @@ def _status(args: argparse.Namespace) -> int:
         target += ["--ctl-key", args.ctl_key]
     if args.ctl_server_key:
         target += ["--ctl-server-key", args.ctl_server_key]
-    argv = [sys.executable, "-m", "etherws.ctl", *target, "--timeout", str(args.timeout), "status"]
+    argv = [sys.executable, "-m", "etherws.ctl", *target, "--timeout", str(args.timeout_s),
+            "status"]
     sys.stdout.flush()
     os.execv(sys.executable, argv)
 

@@ -57,6 +57,12 @@ class RestartPolicy:
     """Heartbeat silence allowed to a process that is runnable (busy, or waiting for a
     CPU on a loaded machine) rather than blocked or stopped."""
 
+    def __post_init__(self) -> None:
+        # None is the one spelling of "never FATAL": 0 reads as that too, but would
+        # make the first crash FATAL, so it is refused rather than guessed.
+        if self.max_crashes is not None and self.max_crashes < 1:
+            raise ValueError("max_crashes is None (never FATAL) or at least 1")
+
     def delay(self, consecutive: int) -> float:
         """Seconds before restart number ``consecutive`` (1 = the first) of a crash run."""
         if consecutive <= 1:

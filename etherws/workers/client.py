@@ -36,7 +36,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import zmq
 
@@ -81,7 +81,7 @@ class Attempt:
     def _run(self, connect: Callable[[], socket.socket]) -> None:
         try:
             sock = connect()
-        except Exception as e:  # handed over: the main thread tells network errors from bugs
+        except Exception as e:  # noqa: BLE001 - handed over: the main thread tells them apart
             self.error = e
         else:
             with self._lock:
@@ -221,21 +221,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not verify the server's certificate (logged at every connect)")
     parser.add_argument("--retry", action="store_true",
                         help="keep trying when the first connection fails")
-    for name in PING_OPTIONS:  # the server's options, the same defaults and range
-        config.add_option(parser, config.BY_ATTR[name], child=True)
+    config.add_child_arguments(parser, "client")  # the server's pings: same defaults, range
     parser.add_argument("url", help="ws://HOST[:PORT]/PATH or wss://...")
-
-
-PING_OPTIONS = ("ping_interval_s", "ping_timeout_s")
 
 
 def _prepare(args: argparse.Namespace, secrets_text: str) -> Connector | str:
     """The connector, or why the port cannot work (written as state "failed")."""
     try:
-        for name in PING_OPTIONS:
-            opt = config.BY_ATTR[name]
-            assert opt.check is not None
-            opt.check(opt.flag, getattr(args, name))
+        config.check_child(args, "client")
     except config.ConfigError as exc:
         return str(exc)
     # Always out of the environment, even when the request brought its own: else

@@ -370,14 +370,11 @@ def configure(args: argparse.Namespace, beat: Callable[[], None] | None = None
               ) -> tuple[ssl.SSLContext | None, ServerHandshake]:
     """The TLS context (None: plain ws) and the handshake (its credential check calls
     ``beat`` while it verifies a password); ConfigError if unusable."""
-    config.check_child(args, "peer")
+    config.check_child(args, "peer")  # the supervisor's checks: path, origins, pings
+    config.check_tls_pair(args.sslkey, args.sslcert)
     if not ETH_HLEN <= args.max_message <= MAX_FRAME:
         raise ConfigError(f"--max-message must be {ETH_HLEN}..{MAX_FRAME}")
-    if (args.sslkey is None) != (args.sslcert is None):
-        raise ConfigError("--sslkey and --sslcert go together")
     origins = frozenset(args.origin) if args.origin else None
-    if not args.path.startswith("/"):
-        raise ConfigError(f"path must start with '/': {args.path!r}")
     handshake = ServerHandshake(args.path, make_auth(args.htpasswd, args.rundir, beat), origins)
     context = None if args.sslcert is None else tls_context(args.sslcert, args.sslkey)
     return context, handshake

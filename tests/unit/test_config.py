@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 from dataclasses import fields
 from typing import Any
 
@@ -11,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etherws import config
-from etherws.config import Config, ConfigError, build, parse_toml
+from etherws.broker.fdb import Fdb
+from etherws.config import BY_ATTR, Config, ConfigError, build, parse_toml
+from etherws.keepalive import Keepalive
 
 
 def test_defaults() -> None:
@@ -185,3 +188,74 @@ def test_a_child_checks_its_values_like_the_supervisor() -> None:
     with pytest.raises(ConfigError, match="--ping-timeout must be between 0.5 and 3600 s"):
         config.check_child(args, "peer")
     config.check_child(parser.parse_args([]), "peer")  # the defaults are fine
+
+
+CHILDREN = sorted({child for o in config.OPTIONS for child in o.children})
+
+
+def _child_parser(child: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    config.add_child_arguments(parser, child)
+    config.add_log_arguments(parser)
+    return parser
+
+
+@pytest.mark.parametrize("child", CHILDREN)
+@pytest.mark.parametrize("values", [{}, SAMPLES], ids=["defaults", "samples"])
+def test_a_child_parses_what_it_is_given_back_into_the_config(child: str, values: dict) -> None:
+    cfg = build({}, values)
+    args = _child_parser(child).parse_args(config.child_args(cfg, child))
+    mine = [o for o in config.OPTIONS if child in o.children]
+    assert mine
+    got = {o.attr: getattr(args, o.attr) for o in mine}
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in got.items()} == {
+        o.attr: getattr(cfg, o.attr) for o in mine}
+    config.check_child(args, child)
+
+
+@pytest.mark.parametrize("opt", [o for o in config.OPTIONS if o.path], ids=lambda o: o.key)
+def test_every_path_in_a_file_is_relative_to_it(opt: config.Option) -> None:
+    assert parse_toml(f'{opt.key} = "sub/f"\n', "/etc/etherws") == {
+        opt.attr: "/etc/etherws/sub/f"}
+    assert parse_toml(f'{opt.key} = "/abs/f"\n', "/etc/etherws") == {opt.attr: "/abs/f"}
+
+
+def test_the_paths_are_the_file_and_directory_options() -> None:
+    assert {o.attr for o in config.OPTIONS if o.path} == {
+        "rundir", "logfile", "logconf", "sslkey", "sslcert", "htpasswd", "ctl_secret_key",
+        "ctl_clients"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--path", "ws"], "--path must start with '/'"),
+    (["--path", "/a b"], "--path"),
+    (["--path", "/\u00e9"], "--path"),
+    (["--origin", "https://ok.example", "--origin", "bad origin"], "--origin 'bad origin'"),
+    (["--origin", ""], "--origin"),
+    (["--ping-interval", "7200"], "--ping-interval"),
+])
+def test_the_peer_refuses_what_the_supervisor_refuses(argv: list[str], message: str) -> None:
+    values = vars(_child_parser("peer").parse_args(argv))
+    with pytest.raises(ConfigError, match=message):
+        build({}, {k: v for k, v in values.items() if v != []})
+    with pytest.raises(ConfigError, match=message):
+        config.check_child(_child_parser("peer").parse_args(argv), "peer")
+
+
+def test_tls_files_go_together_for_everyone() -> None:
+    config.check_tls_pair(None, None)
+    config.check_tls_pair("/k", "/c")
+    for pair in (("/k", None), (None, "/c")):
+        with pytest.raises(ConfigError, match="--sslkey and --sslcert go together"):
+            config.check_tls_pair(*pair)
+
+
+def test_one_constant_per_default() -> None:
+    fdb = inspect.signature(Fdb).parameters
+    assert fdb["ageout_s"].default == config.DEFAULT_AGEOUT_S == BY_ATTR["ageout_s"].default
+    assert fdb["per_port_max"].default == config.FDB_PER_PORT == Config().fdb_per_port
+    keepalive = inspect.signature(Keepalive).parameters
+    assert keepalive["interval_s"].default == config.DEFAULT_PING_S
+    assert keepalive["timeout_s"].default == config.DEFAULT_PING_S
+    assert BY_ATTR["ping_interval_s"].default == BY_ATTR["ping_timeout_s"].default \
+        == config.DEFAULT_PING_S

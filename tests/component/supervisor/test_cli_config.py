@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from etherws import config
 from etherws.config import ConfigError
 from etherws.runtime import configfile, logsetup
 from etherws.supervisor import cli
@@ -87,3 +88,37 @@ def test_syslog_without_a_socket_is_an_error(tmp_path: Path, monkeypatch: pytest
     assert err == [f"etherws-supervisor: --syslog: there is no syslog socket at "
                    f"{tmp_path}/no-dev-log"]
     assert not (tmp_path / "run").exists()
+
+
+def test_relative_paths_in_the_file_are_relative_to_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "etc" / "e.toml"
+    conf.parent.mkdir()
+    conf.write_text('logfile = "log/etherws.log"\nhtpasswd = "../users"\n')
+    monkeypatch.chdir("/")  # where a detached supervisor runs: not where the file is
+    cfg = cli._load_config(_args("--config", str(conf)))
+    assert cfg.logfile == str(tmp_path / "etc" / "log" / "etherws.log")
+    assert cfg.htpasswd == str(tmp_path / "users")
+
+
+def test_relative_paths_on_the_command_line_are_relative_to_the_caller(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(configfile, "DEFAULT_PATH", str(tmp_path / "absent.toml"))
+    monkeypatch.chdir(tmp_path)
+    cfg = cli._load_config(_args("--logfile", "e.log", "--sslkey", "k.pem",
+                                 "--sslcert", "c.pem"))
+    assert (cfg.logfile, cfg.sslkey, cfg.sslcert) == (
+        str(tmp_path / "e.log"), str(tmp_path / "k.pem"), str(tmp_path / "c.pem"))
+
+
+def test_a_restart_gets_the_same_configuration(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "e.toml"
+    conf.write_text('ageout = 60\nlogfile = "e.log"\ndebug = true\n'
+                    'origin = ["https://a.example"]\n')
+    args = _args("--config", str(conf), "--ageout", "300", "--max-peers", "3")
+    cfg = cli._load_config(args)
+    # what _start_detached runs: the file again, and the options that differ from it
+    again = _args("--config", str(conf), *config.to_args(cfg, args.file_config))
+    monkeypatch.chdir("/")
+    assert cli._load_config(again) == cfg

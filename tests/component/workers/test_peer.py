@@ -317,7 +317,7 @@ def test_auth_refuses_missing_or_wrong_credentials(htpasswd: str,
     refusal = client.refused(headers=[basic(*credentials)] if credentials else [])
     assert refusal.status_code == 401
     assert (b"www-authenticate", b'Basic realm="etherws"') in refusal.headers
-    log = proc.exits_with(0)
+    log = proc.exits_with(procargs.EXIT_AUTH_FAILED)  # the supervisor counts it
     why = f"authentication failed for user '{credentials[0]}'" if credentials \
         else "no credentials"
     assert f"INFO refused with 401: {why}" in log and WRONG not in log

@@ -168,3 +168,17 @@ def test_a_runnable_process_gets_longer_before_it_is_called_hung() -> None:
     assert life.hung(7.0, 1.0, runnable=True) is None
     assert "no heartbeat" in (life.hung(7.0, 1.0, runnable=False) or "")
     assert "no heartbeat for 30.5s" in (life.hung(31.5, 1.0, runnable=True) or "")
+
+
+def test_never_fatal_is_spelled_none() -> None:
+    life = Lifecycle(RestartPolicy(max_crashes=None, max_delay_s=1.0))
+    life.spawned(0.0)
+    t = 0.0
+    for _ in range(100):  # a hundred crashes within a minute: still restarted
+        assert life.exited(t, "exited with status 1") is State.BACKOFF
+        assert life.next_start_at is not None and life.next_start_at - t <= 1.0
+        t = life.next_start_at
+        life.restarted(t)
+    for zero in (0, -1):
+        with pytest.raises(ValueError, match="never FATAL"):
+            RestartPolicy(max_crashes=zero)
