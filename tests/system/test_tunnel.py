@@ -156,13 +156,14 @@ def test_htpasswd_edits_apply_to_new_peers_and_a_garbled_file_keeps_the_last_goo
 def test_addport_client_refuses_what_cannot_work_in_one_line(switch, tmp_path: Path) -> None:
     from tests.support import free_port
     local = f"ws://127.0.0.1:{free_port()}/"  # nothing listens there
+    (tmp_path / "pw").write_text("pw\n")
     for args, message in (
             (["ws://alice:pw-in-url@127.0.0.1/"], "credentials in the URL are not supported"),
             (["http://127.0.0.1/"], "URL scheme must be ws or wss"),
             (["--cacerts", "/etc/hostname", local], "are for wss:// URLs"),
             (["--cacerts", str(tmp_path / "missing.pem"), "wss://127.0.0.1/"],
              "cannot use --cacerts"),
-            (["--passwd", "pw", local], "--passwd goes with --user"),
+            (["--passwd-file", str(tmp_path / "pw"), local], "--passwd goes with --user"),
             (["--proxy", "socks5://127.0.0.1:1080", local], "proxy scheme"),
     ):
         res = switch.ctl("addport", "client", *args, check=False, timeout_s=60)
