@@ -85,7 +85,7 @@ def port_entry(sw: Switch, port: Port, now: float) -> dict[str, Any]:
     child, life = port.child, port.child.life
     cpu, rss = child.stats()
     slot = sw.table.read(port.slot)
-    state, reason = life.state.value, life.reason
+    state, reason = life.state.value, life.shown_reason(now)
     next_retry = max(0.0, life.next_start_at - now) if life.next_start_at is not None else None
     link = sw.ports.link(port)
     if link is not None and life.state in (State.STARTING, State.UP):
@@ -101,6 +101,8 @@ def port_entry(sw: Switch, port: Port, now: float) -> dict[str, Any]:
         "restarts": life.restarts, "uptime": child.uptime(now), "cpu": cpu, "rss": rss,
         "rx": slot.rx, "tx": slot.tx, "rx_bytes": slot.rx_bytes, "tx_bytes": slot.tx_bytes,
         "drops": slot.drops, "errors": slot.errors, "reason": reason,
+        "last_reason": life.reason,
+        "last_reason_age": None if life.reason_at is None else now - life.reason_at,
         "next_retry": next_retry,
         "link": None if link is None else link["state"],
     }

@@ -78,6 +78,8 @@ class Lifecycle:
     state: State = State.STOPPED
     restarts: int = 0
     reason: str = ""
+    reason_at: float | None = None
+    """When ``reason`` was set (the process's last end)."""
     started_at: float | None = None
     up_since: float | None = None
     next_start_at: float | None = None
@@ -112,6 +114,7 @@ class Lifecycle:
                 and now - self.up_since >= self.policy.healthy_after_s:
             self._consecutive = 0
         self.reason = reason
+        self.reason_at = now
         self.started_at = self.up_since = None
         if ran_fine:
             _forget_before(self._quick, now - self.policy.crash_window_s)
@@ -133,6 +136,14 @@ class Lifecycle:
         self.state = State.BACKOFF
         self.next_start_at = now + self.policy.delay(self._consecutive)
         return self.state
+
+    def shown_reason(self, now: float) -> str:
+        """The reason listport shows: cleared once the process has been up for
+        ``healthy_after_s`` again (it is history then, kept as ``reason``)."""
+        if self.state is State.UP and self.up_since is not None \
+                and now - self.up_since >= self.policy.healthy_after_s:
+            return ""
+        return self.reason
 
     def due(self, now: float) -> bool:
         """True when a restart is due now; the caller spawns and then calls restarted()."""

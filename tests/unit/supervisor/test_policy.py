@@ -182,3 +182,16 @@ def test_never_fatal_is_spelled_none() -> None:
     for zero in (0, -1):
         with pytest.raises(ValueError, match="never FATAL"):
             RestartPolicy(max_crashes=zero)
+
+
+def test_the_shown_reason_clears_after_a_healthy_minute_and_stays_as_history() -> None:
+    life = Lifecycle()
+    life.spawned(0.0)
+    life.heartbeat(0.1)
+    life.exited(0.2, "killed by SIGKILL")
+    assert (life.reason, life.reason_at) == ("killed by SIGKILL", 0.2)
+    life.restarted(0.2)
+    life.heartbeat(0.3)
+    assert life.shown_reason(30.0) == "killed by SIGKILL"
+    life.heartbeat(60.3)
+    assert life.shown_reason(60.3) == "" and life.reason == "killed by SIGKILL"
