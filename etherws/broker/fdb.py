@@ -14,8 +14,8 @@ or not ``expire`` has removed it yet.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
-from typing import Callable, Iterable, Iterator
 
 from etherws.tables import FdbTable, aged, fdb_key, learnable, split_key
 
