@@ -42,9 +42,9 @@ Only the broker writes FDB entries; readers retry while the sequence is odd or m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Iterator
 
 from etherws.errors import EtherwsError
 from etherws.frame import is_learnable
@@ -195,6 +195,8 @@ BROKER_HEADER = frozenset({H_BROKER_HEARTBEAT, H_FLUSH_DONE, H_BROKER_MALFORMED}
 BROKER_SLOT = frozenset({S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL})
 LISTENER_HEADER = frozenset({H_LISTENER_HEARTBEAT})
 WORKER_SLOT = frozenset({S_HEARTBEAT, S_RX, S_RX_BYTES, S_TX, S_TX_BYTES, S_ERRORS, S_DROPS})
+BROKER_FDB_HEADER = frozenset({F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT})
+BROKER_FDB_ENTRY = frozenset({E_SEQ, E_KEY, E_PORT, E_SEEN})
 
 
 class PortTable:

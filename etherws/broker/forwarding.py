@@ -18,8 +18,8 @@ A frame never goes back out of its ingress port.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from etherws.broker.fdb import Fdb, LearnResult
 from etherws.frame import FrameError, header

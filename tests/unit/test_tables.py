@@ -312,34 +312,98 @@ def _changed(table: PortTable, act: Callable[[], object]) -> tuple[set[int], set
     return header, slot
 
 
+def _fdb_changed(table: FdbTable, act: Callable[[], object]) -> tuple[set[int], set[int]]:
+    """(header words, entry-relative words of entry 1) that ``act`` changed."""
+    before = list(table.words)
+    act()
+    after = list(table.words)
+    changed = {i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b}
+    header = {i for i in changed if i < tables.HEADER_WORDS}
+    base = HEADER_WORDS + 1 * tables.ENTRY_WORDS
+    entry = {i - base for i in changed if base <= i < base + tables.ENTRY_WORDS}
+    assert changed == header | {base + i for i in entry}, "a write outside entry 1"
+    return header, entry
+
+
 def _fresh() -> PortTable:
     table = PortTable.format(bytearray(PortTable.size(4)), 4)
     table.claim(1, 7, PortKind.TAP)
     return table
 
 
-BROKER_WRITES: list[Callable[[BrokerView], object]] = [
-    lambda v: v.heartbeat(123), lambda v: v.count_malformed(),
-    lambda v: v.flush_served(5), lambda v: v.add_errors(1, 2),
-    lambda v: v.add_drops(1, 3), lambda v: v.hold(1, 99),
-]
-WORKER_WRITES: list[Callable[[SlotView], object]] = [
-    lambda v: v.received(1, 60), lambda v: v.sent(2, 120), lambda v: v.add_errors(1),
-    lambda v: v.add_drops(4), lambda v: v.heartbeat(77),
-]
-SUPERVISOR_WRITES: list[Callable[[PortTable], object]] = [
-    lambda t: t.set_shut(1, True), lambda t: t.request_flush(7), lambda t: t.release(1),
-]
+def _fresh_fdb() -> FdbTable:
+    return FdbTable.format(bytearray(FdbTable.size(4)), 4)
 
 
-@pytest.mark.parametrize("write", BROKER_WRITES)
+# Every public member of each view, by name: the writes, the reads, and the two static
+# constructors. A method added to a view without a line here fails the census below.
+BROKER_WRITES: dict[str, Callable[[BrokerView], object]] = {
+    "heartbeat": lambda v: v.heartbeat(123), "count_malformed": lambda v: v.count_malformed(),
+    "flush_served": lambda v: v.flush_served(5), "add_errors": lambda v: v.add_errors(1, 2),
+    "add_drops": lambda v: v.add_drops(1, 3), "hold": lambda v: v.hold(1, 99),
+}
+BROKER_READS: dict[str, Callable[[BrokerView], object]] = {
+    "pending_flush": lambda v: v.pending_flush(),
+}
+WORKER_WRITES: dict[str, Callable[[SlotView], object]] = {
+    "received": lambda v: v.received(1, 60), "sent": lambda v: v.sent(2, 120),
+    "add_errors": lambda v: v.add_errors(1), "add_drops": lambda v: v.add_drops(4),
+    "heartbeat": lambda v: v.heartbeat(77),
+}
+LISTENER_WRITES: dict[str, Callable[[ListenerView], object]] = {
+    "heartbeat": lambda v: v.heartbeat(5),
+}
+WORKER_READS: dict[str, Callable[[SlotView], object]] = {
+    "port": lambda v: v.port, "hold_ns": lambda v: v.hold_ns(5),
+}
+SUPERVISOR_WRITES: dict[str, Callable[[PortTable], object]] = {
+    "set_shut": lambda t: t.set_shut(1, True), "request_flush": lambda t: t.request_flush(7),
+    "release": lambda t: t.release(1),
+    "claim": lambda t: t.claim(2, 8, PortKind.CLIENT),  # checked on a free slot below
+}
+PORT_READS: dict[str, Callable[[PortTable], object]] = {
+    "base": lambda t: t.base(1), "generation": lambda t: t.generation,
+    "free_slot": lambda t: t.free_slot(), "flush_done": lambda t: t.flush_done(1),
+    "read": lambda t: t.read(1), "header": lambda t: t.header(),
+    "slot_port": lambda t: t.slot_port(1), "heartbeat_ns": lambda t: t.heartbeat_ns(1),
+    "broker_heartbeat_ns": lambda t: t.broker_heartbeat_ns(),
+    "listener_heartbeat_ns": lambda t: t.listener_heartbeat_ns(),
+    "ports": lambda t: list(t.ports()),
+}
+FDB_WRITES: dict[str, Callable[[FdbTable], object]] = {
+    "write": lambda t: t.write(1, KEY, 3, 99), "touch": lambda t: t.touch(1, 99),
+    "clear": lambda t: t.clear(1), "set_in_use": lambda t: t.set_in_use(3),
+    "count_refused_full": lambda t: t.count_refused_full(),
+    "count_refused_port": lambda t: t.count_refused_port(),
+}
+FDB_READS: dict[str, Callable[[FdbTable], object]] = {
+    "in_use": lambda t: t.in_use, "refused_full": lambda t: t.refused_full,
+    "refused_port": lambda t: t.refused_port, "read": lambda t: t.read(1),
+    "is_torn": lambda t: t.is_torn(1), "entries": lambda t: list(t.entries()),
+}
+CONSTRUCTORS = {"size", "format"}
+
+
+@pytest.mark.parametrize("cls, members", [
+    (BrokerView, BROKER_WRITES.keys() | BROKER_READS.keys()),
+    (SlotView, WORKER_WRITES.keys() | WORKER_READS.keys()),
+    (ListenerView, LISTENER_WRITES.keys()),
+    (PortTable, SUPERVISOR_WRITES.keys() | PORT_READS.keys() | CONSTRUCTORS),
+    (FdbTable, FDB_WRITES.keys() | FDB_READS.keys() | CONSTRUCTORS),
+], ids=lambda v: v.__name__ if isinstance(v, type) else "")
+def test_every_view_member_is_checked(cls: type, members: set[str]) -> None:
+    public = {name for name in vars(cls) if not name.startswith("_")}
+    assert public == members
+
+
+@pytest.mark.parametrize("write", BROKER_WRITES.values(), ids=BROKER_WRITES.keys())
 def test_the_broker_writes_only_its_words(write: Callable[[BrokerView], object]) -> None:
     table = _fresh()
     header, slot = _changed(table, lambda: write(BrokerView(table)))
     assert header | slot and header <= tables.BROKER_HEADER and slot <= tables.BROKER_SLOT
 
 
-@pytest.mark.parametrize("write", WORKER_WRITES)
+@pytest.mark.parametrize("write", WORKER_WRITES.values(), ids=WORKER_WRITES.keys())
 def test_a_worker_writes_only_its_words(write: Callable[[SlotView], object]) -> None:
     table = _fresh()
     header, slot = _changed(table, lambda: write(SlotView(table, 1)))
@@ -348,12 +412,14 @@ def test_a_worker_writes_only_its_words(write: Callable[[SlotView], object]) -> 
 
 def test_the_listener_writes_only_its_word() -> None:
     table = _fresh()
-    header, slot = _changed(table, lambda: ListenerView(table).heartbeat(5))
+    header, slot = _changed(table, lambda: LISTENER_WRITES["heartbeat"](ListenerView(table)))
     assert header == tables.LISTENER_HEADER and not slot
     assert table.listener_heartbeat_ns() == 5
 
 
-@pytest.mark.parametrize("write", SUPERVISOR_WRITES)
+@pytest.mark.parametrize("write", [w for name, w in SUPERVISOR_WRITES.items()
+                                   if name != "claim"],
+                         ids=[name for name in SUPERVISOR_WRITES if name != "claim"])
 def test_the_supervisor_writes_only_its_words(write: Callable[[PortTable], object]) -> None:
     table = _fresh()
     header, slot = _changed(table, lambda: write(table))
@@ -364,6 +430,32 @@ def test_claim_writes_a_free_slot_and_the_generation_only() -> None:
     table = PortTable.format(bytearray(PortTable.size(4)), 4)
     header, slot = _changed(table, lambda: table.claim(1, 7, PortKind.TAP, shut=True))
     assert header == {tables.H_GENERATION} and slot <= tables.SUPERVISOR_SLOT
+
+
+@pytest.mark.parametrize("write", FDB_WRITES.values(), ids=FDB_WRITES.keys())
+def test_the_broker_writes_only_its_fdb_words(write: Callable[[FdbTable], object]) -> None:
+    table = _fresh_fdb()
+    header, entry = _fdb_changed(table, lambda: write(table))
+    assert header | entry and header <= tables.BROKER_FDB_HEADER
+    assert entry <= tables.BROKER_FDB_ENTRY
+
+
+@pytest.mark.parametrize("view, read", [
+    *[(lambda t: BrokerView(t), r) for r in BROKER_READS.values()],
+    *[(lambda t: SlotView(t, 1), r) for r in WORKER_READS.values()],
+    *[(lambda t: t, r) for r in PORT_READS.values()],
+], ids=[*BROKER_READS, *WORKER_READS, *PORT_READS])
+def test_port_table_reads_write_nothing(view: Callable[[PortTable], object],
+                                        read: Callable[[object], object]) -> None:
+    table = _fresh()
+    assert _changed(table, lambda: read(view(table))) == (set(), set())
+
+
+@pytest.mark.parametrize("read", FDB_READS.values(), ids=FDB_READS.keys())
+def test_fdb_reads_write_nothing(read: Callable[[FdbTable], object]) -> None:
+    table = _fresh_fdb()
+    table.write(1, KEY, 3, 99)
+    assert _fdb_changed(table, lambda: read(table)) == (set(), set())
 
 
 def test_writers_own_disjoint_words_inside_the_header_and_the_slot() -> None:
@@ -377,14 +469,36 @@ def test_writers_own_disjoint_words_inside_the_header_and_the_slot() -> None:
     assert named == set().union(*slots)  # every slot word has its writer
 
 
+def _named(prefix: str) -> set[int]:
+    return {v for k, v in vars(tables).items() if k.startswith(prefix)}
+
+
+def test_every_named_word_has_one_writer_and_lies_inside_its_region() -> None:
+    # Words 0-2 of both headers (magic, version, size) are written once, at creation.
+    port_header = tables.SUPERVISOR_HEADER | tables.BROKER_HEADER | tables.LISTENER_HEADER
+    assert _named("H_") == port_header and all(2 < i < HEADER_WORDS for i in port_header)
+    assert _named("F_") == tables.BROKER_FDB_HEADER
+    assert all(2 < i < HEADER_WORDS for i in tables.BROKER_FDB_HEADER)
+    assert _named("E_") == tables.BROKER_FDB_ENTRY
+    assert all(0 <= i < tables.ENTRY_WORDS for i in tables.BROKER_FDB_ENTRY)
+
+
 WORD_NAME = re.compile(r"\b(S|H|F|E)_[A-Z][A-Z_]+\b")
+# The layout's own module and the tests of the two modules that work on raw words.
+NAMES_ALLOWED = {"etherws/tables.py", "tests/unit/test_tables.py", "tests/unit/broker/test_fdb.py"}
 
 
 def test_table_words_are_named_only_in_tables_and_fdb() -> None:
-    root = Path(tables.__file__).parent
-    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
-                   if WORD_NAME.search(p.read_text().replace("stat.S_I", "")))
-    assert users == ["tables.py"], users
+    repo = Path(__file__).resolve().parents[2]
+    users = set()
+    for top in ("etherws", "tests", "tools"):
+        for p in (repo / top).rglob("*"):
+            if not p.is_file() or "__pycache__" in p.parts:
+                continue
+            text = p.read_text(errors="replace").replace("stat.S_I", "")
+            if WORD_NAME.search(text):
+                users.add(str(p.relative_to(repo)))
+    assert "etherws/tables.py" in users and users <= NAMES_ALLOWED, sorted(users)
 
 
 @pytest.mark.parametrize("vid, mac, ok", [
