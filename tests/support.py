@@ -15,7 +15,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 SCALE = float(os.environ.get("ETHERWS_TEST_TIMEOUT_SCALE", "1"))
@@ -107,4 +108,14 @@ def term_context(ctx: Any, what: str, timeout_s: float = TERM_TIMEOUT_S) -> None
     done.join(timeout_s * SCALE)
     if done.is_alive():
         raise AssertionError(f"{what}: the ZeroMQ context did not terminate within "
-                             f"{timeout_s * SCALE:g} s: a socket was left open")
+                             f"{timeout_s * SCALE:g} s: a socket was left open "
+                             f"({_open_sockets(ctx)})")
+
+
+def _open_sockets(ctx: Any) -> str:
+    """The context's sockets not closed yet, by type: what to look for in the test."""
+    # pyzmq keeps a WeakSet of the sockets a context made (private: hence the default);
+    # a socket's type is cached at creation: naming it sends nothing to its thread.
+    names = sorted(str(s.type.name) for s in list(getattr(ctx, "_sockets", ()))
+                   if not s.closed)
+    return ", ".join(names) or "not named by this pyzmq"
