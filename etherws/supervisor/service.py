@@ -234,7 +234,7 @@ class Supervisor:
             now = time.monotonic()
             self.ports.tick(now)
             silent_s = (time.monotonic_ns() - self.table.broker_heartbeat_ns()) / 1e9
-            self.watchdog.tick(now, silent_s, self.status_line())
+            self.watchdog.tick(now, silent_s, self.status_line)
             if self.ports.escalation:
                 log.critical("stopping with an error: %s", self.ports.escalation)
                 break

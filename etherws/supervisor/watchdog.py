@@ -10,7 +10,7 @@ systemd restart the whole tree. STOPPING=1 and RELOADING=1 say what they say.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from etherws.runtime.sdnotify import Notifier
 
@@ -42,16 +42,21 @@ class Watchdog:
         self._status = status
         self.notifier.ready(status)
 
-    def tick(self, now: float, broker_silent_s: float, status: str) -> None:
-        """Called every round of the supervisor's loop."""
+    def tick(self, now: float, broker_silent_s: float, status: Callable[[], str]) -> None:
+        """Called every round of the supervisor's loop; ``status`` is asked for only when
+        a summary is due (it reads every tunnel port's status file)."""
+        if not self.notifier.enabled:
+            return
         interval = self.notifier.watchdog_s
         if interval is not None and now >= self._next_ping and \
                 broker_silent_s < BROKER_STALE_S:
             self.notifier.send("WATCHDOG=1")
             self._next_ping = now + interval / 2
-        if now >= self._next_status and status != self._status:
-            self.notifier.send(f"STATUS={status}")
-            self._status = status
+        if now >= self._next_status:
+            line = status()
+            if line != self._status:
+                self.notifier.send(f"STATUS={line}")
+                self._status = line
             self._next_status = now + STATUS_EVERY_S
 
     def reloading(self) -> None:
