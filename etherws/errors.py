@@ -20,6 +20,7 @@ bug's ValueError (or TypeError) stays a bug with a traceback instead of turning 
     ├── KeyFileError           runtime.curvekeys
     ├── ConfigFileError        runtime.configfile
     ├── ControlSetupError      runtime.ctlclient   an endpoint or key that cannot work
+    ├── UsageError             ctl.secrets         addport client's options, files
     ├── Unreachable            runtime.ctlclient   no supervisor answered
     │   └── PermissionDenied
     ├── StartError, ServerError                supervisor  a switch that cannot start

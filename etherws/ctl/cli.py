@@ -14,19 +14,17 @@ Every failure is one line on stderr; tracebacks only with ``--debug``.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
 import traceback
 from typing import Any, Callable, NoReturn, Sequence
-from urllib.parse import quote
 
 from etherws import __version__, paths
 from etherws.control import BY_VERB, Command, RpcError
 from etherws.ctl import render, secrets
 from etherws.portconfig import valid_port_name
-from etherws.runtime import configfile, curvekeys
+from etherws.runtime import curvekeys
 from etherws.runtime.ctlclient import (
     ControlClient,
     ControlSetupError,
@@ -43,8 +41,7 @@ Params = Callable[[argparse.Namespace], dict[str, Any]]
 Renderer = Callable[[dict[str, Any]], str]
 
 
-class _UsageError(Exception):
-    """A usage problem found while building a request (after parsing)."""
+_UsageError = secrets.UsageError
 
 
 class _ParserExit(Exception):
@@ -167,60 +164,8 @@ def _named(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _client_params(args: argparse.Namespace) -> dict[str, Any]:
-    """addPort client's params: secrets from options, the prompt and this environment."""
-    from etherws.wsurl import take_proxy_env
-
-    params: dict[str, Any] = _named(args, {"type": "client", "target": args.url})
-    passwd = args.passwd
-    if args.passwd_file is not None:
-        if passwd is not None:
-            raise _UsageError("choose --passwd or --passwd-file, not both")
-        passwd = _secret_file(args.passwd_file, "password file")
-    if args.user is not None:
-        params["user"] = args.user
-        params["passwd"] = passwd if passwd is not None else _ask_password(args.user)
-    elif passwd is not None:
-        params["passwd"] = passwd  # the supervisor refuses it with a clear reason
-    if args.cacerts:
-        params["cacerts"] = os.path.abspath(args.cacerts)
-    for flag in ("insecure", "retry"):
-        if getattr(args, flag):
-            params[flag] = True
-    if args.proxy:
-        params["proxy"] = args.proxy
-    if args.proxy_auth_file is not None:
-        if not args.proxy:
-            raise _UsageError("--proxy-auth-file goes with --proxy")
-        user, colon, word = _secret_file(args.proxy_auth_file, "proxy-auth file"
-                                         ).partition(":")
-        scheme, sep, rest = args.proxy.rpartition("://")
-        if not colon or "@" in rest:
-            raise _UsageError("--proxy-auth-file holds user:password, for a --proxy URL "
-                              "without them")
-        params["proxy"] = (f"{scheme or 'http'}://{quote(user, safe='')}:"
-                           f"{quote(word, safe='')}@{rest}")
-    # The proxy of whoever asks, as etherws 1.3 used its caller's environment; the
-    # supervisor's own environment is usually not the user's.
-    params["proxy_env"] = take_proxy_env(dict(os.environ))
-    return params
-
-
-def _secret_file(path: str, what: str) -> str:
-    try:
-        return configfile.read_secret(path, what)
-    except configfile.ConfigFileError as exc:
-        raise _UsageError(str(exc)) from None
-
-
-def _ask_password(user: str) -> str:
-    """The password from the terminal (not echoed), or one line of a piped stdin."""
-    if sys.stdin.isatty():
-        return getpass.getpass(f"password for {user}: ")
-    line = sys.stdin.readline()
-    if not line:
-        raise _UsageError("--user without --passwd: no terminal to ask on and "
-                          "nothing on stdin")
-    return line.rstrip("\r\n")
+    """addPort client's params: secrets from files, the prompt and this environment."""
+    return secrets.client_params(args, _named(args, {"type": "client", "target": args.url}))
 
 
 def _setif_params(args: argparse.Namespace) -> dict[str, Any]:
