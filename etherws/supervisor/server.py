@@ -32,7 +32,9 @@ from etherws.wshandshake import http_response
 
 log = logging.getLogger(__name__)
 
-BACKLOG = 128
+BACKLOG = 1024
+"""Room for connections the kernel holds until they send (TCP_DEFER_ACCEPT), so that a
+flood of idle ones does not fill the queue before a real client."""
 MAX_LINKS = 4
 """Listener connections kept at once: one, plus restarts whose old link is not yet seen
 closed. Anything beyond is not a listener of ours (only root can reach the socket)."""
