@@ -1,7 +1,9 @@
 """The switch's ports and the processes behind them (I/O: spawns, reaps, touches TAPs).
 
-A port has a number (from 1, never reused while the supervisor runs), a slot in the
-shared port table, and a worker process restarted by the policy in ``policy.py``. The
+A port has a number (the configuration file's, or the next from 1; never reused while
+the supervisor runs, except that of an addport that failed), an optional name, a slot
+in the shared port table, and a worker process restarted by the policy in
+``policy.py``. The
 broker and the WebSocket listener are supervised the same way, without a port number.
 
 Tunnel ports differ in what an exit means. A server port (one accepted peer) is never
@@ -100,9 +102,9 @@ class PortManager:
         # that forwards nothing staying up.
         self.broker = Child(child_args("etherws.broker"), RestartPolicy(max_delay_s=1.0))
         self.escalation = ""
+        """Why the supervisor must stop with an error ("" while all is well)."""
         self.gone_peers = PeerTotals()
         """What accepted peers that are gone carried, dropped and got wrong."""
-        """Why the supervisor must stop with an error ("" while all is well)."""
         self.peer_refused: Callable[[str, float], None] = lambda peer, now: None
         """Called with a peer's address when its worker refused it a login (the server
         counts failures per source)."""
