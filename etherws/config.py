@@ -119,6 +119,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("no_port_security", "--no-port-security", bool, False, "flood frames from "
            f"addresses a port may not learn any more (it holds {FDB_PER_PORT}) instead of "
            "dropping them", children=frozenset({"broker"})),
+    Option("metrics", "--metrics", str, None, "serve Prometheus metrics on [ADDR:]PORT "
+           "(127.0.0.1 when only a port is given; off by default)", "[ADDR:]PORT",
+           lambda flag, value: metrics_address(value) and None),
     Option("ctl", "--ctl", str, None, "remote control endpoint tcp://ADDR:PORT (CURVE only; "
            "the local socket is always RUNDIR/ctl.sock)", "ENDPOINT"),
     Option("ctl_secret_key", "--ctl-secret-key", str, None, "the supervisor's CURVE key "
@@ -176,6 +179,7 @@ class Config:
     ageout_s: float = DEFAULT_AGEOUT_S
     fdb_size: int = DEFAULT_FDB_SIZE
     no_port_security: bool = False
+    metrics: str | None = None
     ctl: str | None = None
     ctl_secret_key: str | None = None
     ctl_clients: str | None = None
@@ -349,6 +353,15 @@ def _file_value(opt: Option, value: Any, base_dir: str) -> Any:
 def _kind_name(kind: type) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
             tuple: "a list of strings"}[kind]
+
+
+def metrics_address(value: str) -> tuple[str, int]:
+    """``(host, port)`` of ``--metrics [ADDR:]PORT``; ConfigError for anything else."""
+    host, colon, port = value.rpartition(":")
+    host = host.strip("[]") if colon else "127.0.0.1"
+    if not port.isdigit() or not 1 <= int(port) <= 65535 or (colon and not host):
+        raise ConfigError(f"--metrics takes [ADDR:]PORT, not {value!r}")
+    return host, int(port)
 
 
 def in_file(err: ConfigError, path: str) -> str:

@@ -110,6 +110,20 @@ class Child:
         except psutil.Error:
             return None, None
 
+    def usage(self) -> tuple[float, int] | None:
+        """CPU seconds used (user + system) and RSS bytes of the running process, or
+        None. Unlike ``stats`` it keeps no state, so a metrics scrape does not disturb
+        listport's CPU %."""
+        ps = self._ps
+        if ps is None:
+            return None
+        try:
+            with ps.oneshot():  # one read of /proc/PID/stat for both
+                times = ps.cpu_times()
+                return times.user + times.system, ps.memory_info().rss
+        except psutil.Error:
+            return None
+
     def runnable(self) -> bool:
         """True when the process is running or waiting for a CPU (state R): silent
         because it is busy or starved, not because it is blocked or stopped."""

@@ -30,6 +30,7 @@ from etherws.runtime import authfile, curvekeys, shm
 from etherws.runtime.signals import StopSignal
 from etherws.supervisor import handlers
 from etherws.supervisor.declared import Declared, read_ports
+from etherws.supervisor.metrics import MetricsServer, SwitchCollector
 from etherws.supervisor.portops import PortError
 from etherws.supervisor.ports import PortManager
 from etherws.supervisor.server import Server, ServerError
@@ -101,6 +102,7 @@ class Supervisor:
         # requests answered later (addport client): request key -> where the reply goes
         self._pending: dict[bytes, tuple[zmq.Socket[bytes], bytes, control.Pending]] = {}
         self.server: Server | None = None
+        self.metrics: MetricsServer | None = None
         self._ready = False  # prepared in full: a failed start stays one line on stderr
 
     # --- start-up ------------------------------------------------------------------
@@ -125,6 +127,7 @@ class Supervisor:
             self.server.start_listener(self._child_argv("etherws.workers.listener"),
                                        time.monotonic())
         self._start_declared_ports()
+        self._start_metrics()
         self._switch = handlers.Switch(
             ports=self.ports, table=self.table, fdb=self.fdb, ageout_s=self.cfg.ageout_s,
             rundir=self.rundir.root, started=self.started, stop=self.stop.request,
@@ -134,6 +137,19 @@ class Supervisor:
         self._ready = True
         log.info("supervisor started: run directory %s, control %s, broker pid %s",
                  self.rundir.root, self.ctl_endpoint, self.ports.broker.pid)
+
+    def _start_metrics(self) -> None:
+        if self.cfg.metrics is None:
+            return
+        host, port = config.metrics_address(self.cfg.metrics)
+        self.metrics = MetricsServer(host, port, SwitchCollector(self.ports, self.table,
+                                                                  self.fdb))
+        try:
+            self.metrics.start()
+        except OSError as exc:
+            raise StartError(f"--metrics {self.cfg.metrics}: cannot listen: "
+                             f"{exc.strerror or exc}") from None
+        log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
 
     def _start_declared_ports(self) -> None:
         """The configuration file's ports, before READY: a start that answers has them."""
@@ -339,6 +355,8 @@ class Supervisor:
             self.ports.stop_all()
         if self.server is not None:
             self.server.close()
+        if self.metrics is not None:
+            self.metrics.close()
         for sock in self._ctl_socks:
             sock.close()
         if self._auth is not None:

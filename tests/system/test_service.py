@@ -64,3 +64,46 @@ def test_ready_watchdog_and_stopping(tmp_path: Path, rundir: str,
         delete_link(tap)
     assert any(m.startswith("STOPPING=1") for _, m in _messages(sock, deadline(2)))
     sock.close()
+
+
+def test_metrics_are_scraped_and_parsed(tmp_path: Path, rundir: str) -> None:
+    import statistics
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.support import free_port
+    port = free_port()
+    sw = Switch(rundir, tmp_path / "switch.log", ["--metrics", f"127.0.0.1:{port}"])
+    taps = [unique("etwt") for _ in range(8)]
+    try:
+        for tap in taps:
+            sw.add("tap", tap)
+        sw.ctl("setport", "1", "--shut", "1")
+        for n in range(1, 9):
+            sw.wait_port(n, "up")
+
+        def scrape() -> tuple[float, str]:
+            started = time.perf_counter()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                body = r.read().decode()
+            return time.perf_counter() - started, body
+
+        times = [scrape()[0] for _ in range(10)]
+        families = {f.name: f for f in text_string_to_metric_families(scrape()[1])}
+        rx = [s for s in families["etherws_port_rx_frames"].samples
+              if s.name == "etherws_port_rx_frames_total"]
+        assert sorted(int(s.labels["port"]) for s in rx) == list(range(1, 9))
+        assert {s.labels["type"] for s in rx} == {"tap"}
+        assert {s.labels["target"] for s in rx} == set(taps)
+        up = {s.labels["port"]: s.value for s in families["etherws_port_up"].samples}
+        assert all(v == 1.0 for v in up.values())
+        assert families["etherws_fdb_capacity"].samples[0].value == 8192
+        assert families["etherws_broker_heartbeat_age_seconds"].samples[0].value < 2
+        rss = [s.value for s in families["etherws_port_rss_bytes"].samples]
+        assert len(rss) == 8 and all(v > 1e6 for v in rss)
+        print(f"metrics scrape with 8 ports: median {statistics.median(times) * 1e3:.1f} ms")
+    finally:
+        sw.close()
+        for tap in taps:
+            delete_link(tap)

@@ -120,7 +120,7 @@ def test_durations_say_their_unit() -> None:
 
 SAMPLES: dict[str, Any] = {
     "foreground": True, "rundir": "/run/etw-x", "ageout_s": 12.5, "fdb_size": 64,
-    "no_port_security": True,
+    "no_port_security": True, "metrics": "127.0.0.1:9100",
     "ctl": "tcp://127.0.0.1:7000", "ctl_secret_key": "/k/s.key_secret",
     "ctl_clients": "/k/clients", "no_server": True, "host": "127.0.0.1", "port": 8443,
     "path": "/ws", "sslkey": "/k/key.pem", "sslcert": "/k/cert.pem",
@@ -259,3 +259,17 @@ def test_one_constant_per_default() -> None:
     assert keepalive["timeout_s"].default == config.DEFAULT_PING_S
     assert BY_ATTR["ping_interval_s"].default == BY_ATTR["ping_timeout_s"].default \
         == config.DEFAULT_PING_S
+
+
+@pytest.mark.parametrize("value, address", [
+    ("9100", ("127.0.0.1", 9100)), ("0.0.0.0:9100", ("0.0.0.0", 9100)),
+    ("[::1]:9100", ("::1", 9100)),
+])
+def test_metrics_address(value: str, address: tuple[str, int]) -> None:
+    assert config.metrics_address(value) == address
+
+
+@pytest.mark.parametrize("value", ["", "x", ":9100", "0.0.0.0:0", "h:70000", "h:"])
+def test_bad_metrics_addresses(value: str) -> None:
+    with pytest.raises(ConfigError, match="--metrics takes"):
+        build({}, {"metrics": value})
