@@ -262,6 +262,9 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 # --- running -------------------------------------------------------------------------
 def _hint(args: argparse.Namespace) -> str:
     where = f"--ctl {args.ctl}" if args.ctl else f"--rundir {args.rundir}"
+    if args.ctl and args.ctl.startswith("tcp://"):
+        return (f"(key not accepted by the supervisor at {args.ctl}, or it is unreachable; "
+                "its --ctl-clients directory must hold this key's .key file)")
     return f"(is etherws-supervisor running? try: etherws-supervisor start {where})"
 
 

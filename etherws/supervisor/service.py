@@ -48,6 +48,13 @@ def _internal_error(rid: str | int | None) -> bytes:
         control.Code.INTERNAL_ERROR, "internal error (see the supervisor log)"))
 
 
+def _dir_stamp(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
 class StartError(EtherwsError):
     """The supervisor cannot start; the message is one line for the user."""
 
@@ -99,6 +106,7 @@ class Supervisor:
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._ctl_socks: list[zmq.Socket[bytes]] = []
         self._auth: ThreadAuthenticator | None = None
+        self._clients_seen: int | None = None
         # requests answered later (addport client): request key -> where the reply goes
         self._pending: dict[bytes, tuple[zmq.Socket[bytes], bytes, control.Pending]] = {}
         self.server: Server | None = None
@@ -200,6 +208,7 @@ class Supervisor:
         self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("etherws.zap"))
         self._auth.start()
         self._auth.configure_curve(domain="*", location=self.cfg.ctl_clients)
+        self._clients_seen = _dir_stamp(self.cfg.ctl_clients)
         sock = self._control_socket()
         sock.curve_publickey, sock.curve_secretkey = public, secret
         sock.curve_server = True
@@ -249,6 +258,7 @@ class Supervisor:
                     self.server.ready(fd, time.monotonic())
             now = time.monotonic()
             self.ports.tick(now)
+            self._reread_client_keys()
             silent_s = (time.monotonic_ns() - self.table.broker_heartbeat_ns()) / 1e9
             self.watchdog.tick(now, silent_s, self.status_line)
             if self.ports.escalation:
@@ -263,6 +273,17 @@ class Supervisor:
         self._answer_pending(control.Refused("stopping", "the supervisor is stopping"))
         return 1 if self.ports.escalation else 0
 
+
+    def _reread_client_keys(self) -> None:
+        """A key added to or removed from --ctl-clients counts at once, without a restart
+        (a directory's mtime moves with every entry added, removed or renamed)."""
+        if self._auth is None or self.cfg.ctl_clients is None:
+            return
+        stamp = _dir_stamp(self.cfg.ctl_clients)
+        if stamp != self._clients_seen:
+            self._clients_seen = stamp
+            self._auth.configure_curve(domain="*", location=self.cfg.ctl_clients)
+            log.info("remote control: client keys re-read from %s", self.cfg.ctl_clients)
 
     def _on_reload_signal(self, signum: int, frame: object) -> None:
         self._reload_requested = True  # done by the loop, not inside a signal handler

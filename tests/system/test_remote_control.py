@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 from etherws import control
-from tests.support import PYTHON, free_port, link_exists, run, term_context, unique
+from tests.support import PYTHON, free_port, link_exists, run, term_context, unique, wait_until
 from tests.system.harness import Switch
 
 
@@ -95,3 +95,16 @@ def test_remote_control_refuses_to_start_without_keys(rundir) -> None:
     res = run(PYTHON, "-m", "etherws.supervisor", "start", "--foreground", "--rundir", rundir,
               "--ctl", f"tcp://127.0.0.1:{free_port()}", check=False)
     assert res.returncode == 2 and "CURVE" in res.stderr
+
+
+def test_client_keys_are_re_read_without_a_restart(remote, tmp_path) -> None:
+    sw, endpoint, keys = remote
+    res = remote_ctl(endpoint, keys, "stranger", "listport")
+    assert res.returncode == 3 and "key not accepted" in res.stderr
+    os.link(f"{keys}/stranger.key", tmp_path / "clients" / "stranger.key")
+    wait_until(lambda: remote_ctl(endpoint, keys, "stranger", "listport").returncode == 0,
+               15, "the new key to be accepted")
+    os.unlink(tmp_path / "clients" / "admin.key")
+    wait_until(lambda: remote_ctl(endpoint, keys, "admin", "listport").returncode == 3,
+               15, "the removed key to be refused")
+    assert "client keys re-read" in sw.log_text()
