@@ -35,7 +35,7 @@ def read_ports(path: str) -> list[PortSpec]:
     try:
         text = configfile.read(path)
         ports = ports_of(text, os.path.dirname(path), path)
-        config.parse_toml(text)  # the whole file must be valid, not just its ports
+        config.parse_toml(text, os.path.dirname(path))  # the whole file must be valid
         return ports
     except (ConfigFileError, PortConfigError) as exc:
         raise DeclaredError("bad-config", str(exc)) from None
