@@ -307,10 +307,6 @@ class PortTable:
         return PortHeader(w[H_GENERATION], w[H_BROKER_HEARTBEAT], w[H_FLUSH_REQUEST],
                           w[H_FLUSH_PORT], w[H_FLUSH_DONE], w[H_BROKER_MALFORMED])
 
-    def slot_port(self, slot: int) -> int:
-        """The port number in ``slot`` (0: free)."""
-        return self.words[self.base(slot) + S_PORT]
-
     def heartbeat_ns(self, slot: int) -> int:
         """The latest heartbeat of ``slot``'s worker."""
         return self.words[self.base(slot) + S_HEARTBEAT]

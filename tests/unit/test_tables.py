@@ -365,7 +365,7 @@ PORT_READS: dict[str, Callable[[PortTable], object]] = {
     "base": lambda t: t.base(1), "generation": lambda t: t.generation,
     "free_slot": lambda t: t.free_slot(), "flush_done": lambda t: t.flush_done(1),
     "read": lambda t: t.read(1), "header": lambda t: t.header(),
-    "slot_port": lambda t: t.slot_port(1), "heartbeat_ns": lambda t: t.heartbeat_ns(1),
+    "heartbeat_ns": lambda t: t.heartbeat_ns(1),
     "broker_heartbeat_ns": lambda t: t.broker_heartbeat_ns(),
     "listener_heartbeat_ns": lambda t: t.listener_heartbeat_ns(),
     "ports": lambda t: list(t.ports()),
