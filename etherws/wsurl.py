@@ -15,7 +15,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Mapping, MutableMapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from etherws.errors import EtherwsError
 
@@ -200,3 +200,24 @@ def env_proxy(target: Target, env: Mapping[str, str]) -> str | None:
     if not value or bypasses_proxy(target.host, target.port, env.get("no_proxy", "")):
         return None
     return value
+
+
+def split_proxy(url: str) -> tuple[str, str | None]:
+    """A proxy URL without its credentials, and the ``user:password`` taken out of it
+    (decoded, as a proxy-auth file holds it)."""
+    scheme, sep, rest = url.rpartition("://")
+    auth, at, hostport = rest.rpartition("@")
+    if not at:
+        return url, None
+    user, _, word = auth.partition(":")
+    return f"{scheme}{sep}{hostport}", f"{unquote(user)}:{unquote(word)}"
+
+
+def proxy_with_auth(url: str, auth: str) -> str:
+    """``url`` with the ``user:password`` of a proxy-auth file in it (percent-encoded);
+    UrlError when ``auth`` has no colon."""
+    user, colon, word = auth.partition(":")
+    if not colon:
+        raise UrlError("a proxy-auth file holds user:password")
+    scheme, _, rest = url.rpartition("://")
+    return f"{scheme or 'http'}://{quote(user, safe='')}:{quote(word, safe='')}@{rest}"

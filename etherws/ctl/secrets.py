@@ -16,13 +16,12 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
 
 import setproctitle
 
 from etherws.errors import EtherwsError
 from etherws.runtime import configfile
-from etherws.wsurl import take_proxy_env
+from etherws.wsurl import proxy_with_auth, take_proxy_env
 
 MASK = "***"
 
@@ -102,14 +101,11 @@ def client_params(args: argparse.Namespace, params: dict[str, Any]) -> dict[str,
     if args.proxy_auth_file is not None:
         if not args.proxy:
             raise UsageError("--proxy-auth-file goes with --proxy")
-        user, colon, word = _secret_file(args.proxy_auth_file, "proxy-auth file"
-                                         ).partition(":")
-        scheme, sep, rest = args.proxy.rpartition("://")
-        if not colon or "@" in rest:
+        auth = _secret_file(args.proxy_auth_file, "proxy-auth file")
+        if ":" not in auth or "@" in args.proxy.rpartition("://")[2]:
             raise UsageError("--proxy-auth-file holds user:password, for a --proxy URL "
-                              "without them")
-        params["proxy"] = (f"{scheme or 'http'}://{quote(user, safe='')}:"
-                           f"{quote(word, safe='')}@{rest}")
+                             "without them")
+        params["proxy"] = proxy_with_auth(args.proxy, auth)
     # The proxy of whoever asks, as etherws 1.3 used its caller's environment; the
     # supervisor's own environment is usually not the user's.
     params["proxy_env"] = take_proxy_env(dict(os.environ))

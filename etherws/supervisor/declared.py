@@ -21,7 +21,7 @@ from etherws.supervisor import portops
 from etherws.supervisor.portops import PortError
 from etherws.supervisor.ports import Port, PortManager
 from etherws.tables import PortKind
-from etherws.wsurl import Secrets
+from etherws.wsurl import Secrets, split_proxy
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class Declared:
             configfile.write_atomic(path, secrets.passwd.encode() + b"\n")
             spec = replace(spec, passwd_file=path)
         if secrets.proxy and spec.proxy_auth_file is None:
-            bare, auth = portops.split_proxy(secrets.proxy)
+            bare, auth = split_proxy(secrets.proxy)
             if auth is not None:
                 path = os.path.join(base, f"{stem}.port{port.number}.proxy-auth")
                 configfile.write_atomic(path, auth.encode() + b"\n")

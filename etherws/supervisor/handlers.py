@@ -32,7 +32,7 @@ from etherws.tables import (
     aged,
     split_key,
 )
-from etherws.wsurl import Secrets, Target, UrlError, env_proxy
+from etherws.wsurl import Secrets, Target, UrlError, env_proxy, split_proxy
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def add_client(sw: Switch, params: Params) -> Later:
             proxy = env_proxy(Target.parse(url), params["proxy_env"])
     spec = PortSpec("client", url, name=params.get("name"), user=params.get("user"),
                     cacerts=params.get("cacerts"), insecure=bool(params.get("insecure")),
-                    proxy=portops.split_proxy(proxy)[0] if proxy else None)
+                    proxy=split_proxy(proxy)[0] if proxy else None)
     secrets = Secrets(user=params.get("user"), passwd=params.get("passwd"),
                       proxy=proxy, proxy_env=params.get("proxy_env"))
     try:

@@ -12,7 +12,6 @@ import os
 import ssl
 import time
 from dataclasses import replace
-from urllib.parse import quote, unquote
 
 from etherws.errors import EtherwsError
 from etherws.ifaddr import AddressError, parse_address
@@ -22,7 +21,14 @@ from etherws.runtime.configfile import ConfigFileError, read_secret
 from etherws.supervisor import netif
 from etherws.supervisor.ports import Port, PortManager
 from etherws.tables import PortKind
-from etherws.wsurl import Secrets, Target, UrlError, check_proxy_env, parse_proxy
+from etherws.wsurl import (
+    Secrets,
+    Target,
+    UrlError,
+    check_proxy_env,
+    parse_proxy,
+    proxy_with_auth,
+)
 
 KINDS = {"tap": PortKind.TAP, "netdev": PortKind.NETDEV, "client": PortKind.CLIENT}
 
@@ -41,27 +47,14 @@ def file_secrets(spec: PortSpec) -> Secrets:
         passwd = read_secret(spec.passwd_file, "password file") if spec.passwd_file else None
         proxy = spec.proxy
         if spec.proxy_auth_file and proxy:
-            user, colon, word = read_secret(spec.proxy_auth_file, "proxy-auth file"
-                                             ).partition(":")
-            if not colon:
-                raise ConfigFileError(f"the proxy-auth file {spec.proxy_auth_file} must "
-                                      "hold user:password")
-            scheme, _, rest = proxy.rpartition("://")
-            proxy = f"{scheme or 'http'}://{quote(user, safe='')}:{quote(word, safe='')}@{rest}"
+            proxy = proxy_with_auth(proxy, read_secret(spec.proxy_auth_file,
+                                                       "proxy-auth file"))
     except ConfigFileError as exc:
         raise PortError("bad-secret", str(exc)) from None
+    except UrlError:
+        raise PortError("bad-secret", f"the proxy-auth file {spec.proxy_auth_file} must "
+                                      "hold user:password") from None
     return Secrets(user=spec.user, passwd=passwd, proxy=proxy)
-
-
-def split_proxy(url: str) -> tuple[str, str | None]:
-    """A proxy URL without its credentials, and the ``user:password`` taken out of it
-    (decoded, as a proxy-auth file holds it)."""
-    scheme, sep, rest = url.rpartition("://")
-    auth, at, hostport = rest.rpartition("@")
-    if not at:
-        return url, None
-    user, _, word = auth.partition(":")
-    return f"{scheme}{sep}{hostport}", f"{unquote(user)}:{unquote(word)}"
 
 
 def _client_options(spec: PortSpec, retry: bool) -> tuple[str, ...]:

@@ -10,7 +10,15 @@ import pytest
 import zmq
 
 from etherws import control
-from tests.support import PYTHON, free_port, link_exists, run, term_context, unique, wait_until
+from tests.support import (
+    PYTHON,
+    free_port,
+    link_exists,
+    run,
+    term_context,
+    unique,
+    wait_until,
+)
 from tests.system.harness import Switch
 
 

@@ -12,6 +12,8 @@ from etherws.wsurl import (
     bypasses_proxy,
     env_proxy,
     parse_proxy,
+    proxy_with_auth,
+    split_proxy,
     take_proxy_env,
 )
 
@@ -110,3 +112,12 @@ def test_take_proxy_env_removes_both_spellings_lowercase_wins() -> None:
 ])
 def test_env_proxy(url: str, env: dict[str, str], proxy: str | None) -> None:
     assert env_proxy(Target.parse(url), env) == proxy
+
+
+def test_proxy_credentials_in_and_out() -> None:
+    url = proxy_with_auth("http://px:3128", "proxy user:p@ss/word")
+    assert url == "http://proxy%20user:p%40ss%2Fword@px:3128"
+    assert split_proxy(url) == ("http://px:3128", "proxy user:p@ss/word")
+    assert split_proxy("http://px:3128") == ("http://px:3128", None)
+    with pytest.raises(UrlError):
+        proxy_with_auth("http://px:3128", "no colon")
