@@ -95,7 +95,20 @@ def test_a_crash_looping_broker_stops_the_supervisor_with_an_error(switch: Switc
     # An FDB file the broker cannot use: every broker start now fails at once.
     with open(f"{switch.rundir}/fdb.tbl", "r+b") as f:
         f.write(b"\0" * 8)
-    sigkill(switch.status()["broker"]["pid"])
+
+    def broker_killed() -> bool:
+        # Under load the supervisor may have restarted the broker on its own (a missed
+        # heartbeat) just before, so the pid in status can be gone: then ask again.
+        pid = switch.status()["broker"]["pid"]
+        try:
+            if pid is not None:
+                sigkill(pid)
+                return True
+        except ProcessLookupError:
+            pass
+        return False
+
+    wait_until(broker_killed, 10 * SCALE, "a broker to kill")
     assert switch.proc.wait(timeout=30 * SCALE) == 1
     log = switch.log_text()
     assert "stopping with an error: the broker crash-loops" in log
