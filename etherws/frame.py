@@ -24,11 +24,14 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 BROADCAST_MAC = Mac(b"\xff" * 6)
 
 
+Frame = bytes | memoryview
+"""A frame or part of one: bytes, or a view into the ring it is in."""
+
 class FrameError(EtherwsError):
     """A frame too short or too long to switch."""
 
 
-def header(frame: bytes) -> tuple[int, bytes, bytes]:
+def header(frame: Frame) -> tuple[int, Frame, Frame]:
     """Return ``(vid, dst, src)`` of a frame; vid is 0 for an untagged frame.
 
     Raises FrameError for a frame shorter than an Ethernet header or longer than MAX_FRAME.
@@ -44,12 +47,12 @@ def header(frame: bytes) -> tuple[int, bytes, bytes]:
     return vid, frame[0:6], frame[6:12]
 
 
-def is_group(mac: bytes) -> bool:
+def is_group(mac: Frame) -> bool:
     """True for a multicast or broadcast address (I/G bit set)."""
     return bool(mac[0] & 1)
 
 
-def is_learnable(mac: bytes) -> bool:
+def is_learnable(mac: Frame) -> bool:
     """True when ``mac`` may be learned as a source: not a group address, not all-zero.
 
     Linux's bridge refuses the same sources (``is_valid_ether_addr``).

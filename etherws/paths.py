@@ -55,6 +55,16 @@ class RunDir:
         """Lock file of password verification slot ``slot`` (one per core)."""
         return self._p(f"verify-{slot}.lock")
 
+    def ring(self, port: int, generation: int) -> str:
+        """Port ``port``'s ring file of ``generation`` (etherws.ring); its doorbell is the
+        same name with ``.bell``."""
+        return self._p(f"ring-{port}-{generation:016x}")
+
+    @property
+    def broker_bell(self) -> str:
+        """The broker's doorbell: a worker rings it after publishing to an armed ring."""
+        return self._p("broker.bell")
+
     def port_status(self, port: int) -> str:
         """The link status file of tunnel port ``port`` (etherws.linkstatus)."""
         return self._p(f"port-{port}.status")

@@ -24,6 +24,7 @@ Port table (file ``ports.tbl``)::
       10 drops  11 errors: frames the broker could not deliver to / parse from this port
       12 hold ns: read nothing from the medium before this time; the port's frames
          all went to a port whose queue was full (backpressure)              (broker)
+      13 ring generation: names the port's ring file (``RunDir.ring``)   (supervisor)
 
 "rx" counts frames the port received from its medium (into the switch), "tx" frames it
 sent out. A restarted worker continues its slot's counters.
@@ -81,6 +82,7 @@ S_DROPS = 9
 S_BROKER_DROPS = 10
 S_BROKER_ERRORS = 11
 S_HOLD_UNTIL = 12
+S_RING = 13
 
 FLAG_SHUT = 1
 _ALL_BITS = (1 << 64) - 1
@@ -118,7 +120,7 @@ class TableError(EtherwsError):
 MAX_VID = 4095
 
 
-def fdb_key(vid: int, mac: bytes) -> int:
+def fdb_key(vid: int, mac: bytes | memoryview) -> int:
     """The FDB key word of (VLAN id, MAC)."""
     return (vid << 48) | int.from_bytes(mac, "big")
 
@@ -128,7 +130,7 @@ def split_key(key: int) -> tuple[int, bytes]:
     return key >> 48, (key & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
 
 
-def learnable(vid: int, mac: bytes) -> bool:
+def learnable(vid: int, mac: bytes | memoryview) -> bool:
     """True when (``vid``, ``mac``) may be learned: a unicast, non-zero MAC of six bytes
     in a VLAN id of 12 bits. The one rule for learning and for entries read back."""
     return len(mac) == 6 and is_learnable(mac) and 0 <= vid <= MAX_VID
@@ -189,7 +191,7 @@ class PortHeader:
 
 # Who writes which words: the single-writer rule, checked by tests/unit/test_tables.py.
 SUPERVISOR_HEADER = frozenset({H_GENERATION, H_FLUSH_REQUEST, H_FLUSH_PORT})
-SUPERVISOR_SLOT = frozenset({S_PORT, S_FLAGS, S_KIND})
+SUPERVISOR_SLOT = frozenset({S_PORT, S_FLAGS, S_KIND, S_RING})
 """(``claim`` also zeroes a free slot's other words before anyone else uses it.)"""
 BROKER_HEADER = frozenset({H_BROKER_HEARTBEAT, H_FLUSH_DONE, H_BROKER_MALFORMED})
 BROKER_SLOT = frozenset({S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL})
@@ -233,8 +235,10 @@ class PortTable:
         return self.words[H_GENERATION]
 
     # --- supervisor side -------------------------------------------------
-    def claim(self, slot: int, port: int, kind: PortKind, shut: bool = False) -> None:
-        """Give a free slot to a new port, zeroing its counters (supervisor)."""
+    def claim(self, slot: int, port: int, kind: PortKind, shut: bool = False,
+              ring: int = 0) -> None:
+        """Give a free slot to a new port, zeroing its counters (supervisor); ``ring`` is
+        the generation of the port's ring file."""
         b = self.base(slot)
         if self.words[b + S_PORT]:
             raise TableError(f"slot {slot} is in use")
@@ -242,6 +246,7 @@ class PortTable:
             self.words[b + i] = 0
         self.words[b + S_KIND] = int(kind)
         self.words[b + S_FLAGS] = FLAG_SHUT if shut else 0
+        self.words[b + S_RING] = ring
         self.words[b + S_PORT] = port
         self.words[H_GENERATION] += 1
 
@@ -306,6 +311,10 @@ class PortTable:
         w = self.words
         return PortHeader(w[H_GENERATION], w[H_BROKER_HEARTBEAT], w[H_FLUSH_REQUEST],
                           w[H_FLUSH_PORT], w[H_FLUSH_DONE], w[H_BROKER_MALFORMED])
+
+    def ring(self, slot: int) -> int:
+        """The generation of ``slot``'s ring file (0: none)."""
+        return self.words[self.base(slot) + S_RING]
 
     def heartbeat_ns(self, slot: int) -> int:
         """The latest heartbeat of ``slot``'s worker."""
@@ -395,6 +404,11 @@ class SlotView:
     def port(self) -> int:
         """The port the supervisor gave this slot to."""
         return self.words[self.base + S_PORT]
+
+    @property
+    def ring(self) -> int:
+        """The generation of the port's ring file."""
+        return self.words[self.base + S_RING]
 
     def received(self, frames: int, nbytes: int) -> None:
         """Frames read from the medium and handed to the broker (rx)."""

@@ -196,13 +196,14 @@ def frame(opcode: int, payload: bytes, mask_key: bytes | None = None, fin: bool 
     return head + mask_key + _mask(payload, mask_key)
 
 
-def binary_batch(payloads: Sequence[bytes], mask_keys: Sequence[bytes] | None = None) -> bytes:
+def binary_batch(payloads: Sequence[bytes | memoryview],
+                 mask_keys: Sequence[bytes] | None = None) -> bytes:
     """Many unfragmented binary messages in one buffer, for one ``sendall``.
 
     A client passes one fresh 4-byte key per payload (§5.3: unpredictable, per frame),
     e.g. ``os.urandom(4 * n)`` cut in fours; a server passes None.
     """
-    parts: list[bytes] = []
+    parts: list[bytes | memoryview] = []
     add = parts.append
     if mask_keys is None:
         for p in payloads:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 
 from etherws.config import DEFAULT_AGEOUT_S, FDB_PER_PORT
+from etherws.frame import Frame
 from etherws.tables import FdbTable, aged, fdb_key, learnable, split_key
 
 TOUCH_INTERVAL_S = 1.0
@@ -101,7 +102,7 @@ class Fdb:
         self.table.set_in_use(len(self._index))
 
     # --- the hot path -----------------------------------------------------------------
-    def learn(self, vid: int, mac: bytes, port: int, now: float) -> LearnResult:
+    def learn(self, vid: int, mac: Frame, port: int, now: float) -> LearnResult:
         """Record that ``mac`` in VLAN ``vid`` was seen as a source on ``port`` at ``now``."""
         key = fdb_key(vid, mac)
         i = self._index.get(key)
@@ -130,7 +131,7 @@ class Fdb:
         self.table.set_in_use(len(self._index))
         return LearnResult.LEARNED
 
-    def lookup(self, vid: int, mac: bytes, now: float) -> int | None:
+    def lookup(self, vid: int, mac: Frame, now: float) -> int | None:
         """The port ``mac`` in VLAN ``vid`` was last seen on, or None (unknown or aged)."""
         i = self._index.get(fdb_key(vid, mac))
         if i is None or aged(now, self._seen[i], self.ageout_s):

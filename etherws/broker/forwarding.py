@@ -20,15 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from etherws.broker.fdb import Fdb, LearnResult
 from etherws.frame import FrameError, header
 
 REFUSED = LearnResult.REFUSED_PORT_FULL
+F = TypeVar("F", bytes, memoryview)
+"""A frame: bytes, or a view into the ring it arrived in."""
 
 
 @dataclass(slots=True)
-class ForwardResult:
+class ForwardResult(Generic[F]):
     """What to do with one batch.
 
     ``egress`` maps a port to the frames to send out of it, in order. Lists may be shared
@@ -38,7 +41,7 @@ class ForwardResult:
     the frames dropped because it is shut (coming in, or sent to it as a unicast).
     """
 
-    egress: dict[int, list[bytes]] = field(default_factory=dict)
+    egress: dict[int, list[F]] = field(default_factory=dict)
     malformed: int = 0
     filtered: int = 0
     secured: int = 0
@@ -73,14 +76,14 @@ class Forwarder:
             self._flood_cache[in_port] = targets
         return targets
 
-    def forward(self, in_port: int, frames: list[bytes], now: float) -> ForwardResult:
+    def forward(self, in_port: int, frames: list[F], now: float) -> ForwardResult[F]:
         """Learn from and decide the egress of ``frames`` received on ``in_port`` at ``now``.
 
         Within the result, frames to one destination keep their order; unicast frames to a
         port come before the flooded ones (802.1D orders frames per destination and
         source only, and a batch decides every frame to one destination alike).
         """
-        result = ForwardResult()
+        result: ForwardResult[F] = ForwardResult()
         state = self._shut.get(in_port)
         if state is None or state:  # unknown or shut
             result.filtered = len(frames)
@@ -89,8 +92,8 @@ class Forwarder:
             return result
         shut_of = self._shut
         learn, lookup = self.fdb.learn, self.fdb.lookup
-        unicast: dict[int, list[bytes]] = {}
-        flood: list[bytes] = []
+        unicast: dict[int, list[F]] = {}
+        flood: list[F] = []
         malformed = filtered = secured = 0
         secure = self.port_security
         for f in frames:
@@ -127,8 +130,8 @@ class Forwarder:
         result.egress = self._merge(in_port, unicast, flood)
         return result
 
-    def _merge(self, in_port: int, unicast: dict[int, list[bytes]],
-               flood: list[bytes]) -> dict[int, list[bytes]]:
+    def _merge(self, in_port: int, unicast: dict[int, list[F]],
+               flood: list[F]) -> dict[int, list[F]]:
         if not flood:
             return unicast
         egress = unicast

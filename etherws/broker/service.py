@@ -1,33 +1,38 @@
-"""The broker process: a ZeroMQ ROUTER around the learning bridge (I/O shell).
+"""The broker process: switches frames between the ports' rings (I/O shell).
 
-Every port worker connects a DEALER (routing id ``ipc.routing_id(port)``) to the data
-socket and sends batches (``etherws.ipc``); the broker learns, decides with
-``Forwarder`` and sends each egress port its frames in batches. It never blocks on a
-port: with ROUTER_MANDATORY a send to a full port raises ``zmq.Again`` and a send to a
-port that is not connected (its worker is restarting) raises EHOSTUNREACH, and either
-way the frames are dropped and counted in that port's slot (without MANDATORY a ROUTER
-drops silently, even to unknown ids; measured with pyzmq 27).
+Every port has a ring file (``etherws.ring``) that the supervisor created with it; the
+broker maps the rings of every port in the port table (re-read whenever its generation
+moves). Each pass takes a bounded batch from every port's up ring, learns and decides
+with ``Forwarder`` exactly as a learning bridge does, and copies each frame once into
+each egress port's down ring. What a down ring cannot take is dropped and counted in
+that port's slot; the broker never waits for a port. A sender whose frames all went to
+one full ring is asked to pause (the slot's hold word).
 
-The port table tells which ports exist and which are shut (re-read whenever its
-generation moves); the FDB lives in shared memory, so a restarted broker keeps what was
-learned. The broker also serves flush requests and writes a heartbeat.
+Nothing in a ring is trusted: a worker parses network input and may be compromised.
+A ring whose indices or records are invalid is counted as one error of its port, its
+contents are dropped, and switching goes on.
+
+When a pass moves nothing the broker arms every up ring, looks again (after a fence,
+see ``runtime.rings``) and sleeps on its doorbell; a worker rings it only while it is
+armed, so a busy switch makes no wake-up calls. The FDB lives in shared memory and the
+frames in the ring files, so a restarted broker keeps what was learned and what was
+queued. The broker also serves flush requests and writes a heartbeat.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
-import os
+import select
 import time
+from dataclasses import dataclass
 
-import zmq
-
-from etherws import config, ipc
+from etherws import config
 from etherws.broker.fdb import Fdb
 from etherws.broker.forwarding import Forwarder
 from etherws.paths import RunDir
-from etherws.runtime import lifeline, logsetup, malloctune, procargs, shm
+from etherws.ring import Ring, RingError
+from etherws.runtime import lifeline, logsetup, malloctune, procargs, rings, shm
 from etherws.runtime.signals import StopSignal
 from etherws.tables import BrokerView, PortTable, TableError
 
@@ -37,31 +42,74 @@ POLL_TIMEOUT_S = 0.25
 HEARTBEAT_INTERVAL_S = 0.25
 """Half the 0.5 s the supervisor may rely on, so a busy loop iteration cannot miss it."""
 EXPIRE_INTERVAL_S = 1.0
-MAX_MESSAGES_PER_WAKEUP = 256
+FRAMES_PER_PORT = 64
+"""Frames taken from one port's up ring per pass: ports are served in turn, a busy port
+cannot starve the others."""
+PASSES_PER_LOOK = 64
 """Bounded work between two looks at the port table, flush requests and the heartbeat."""
 HOLD_NS = 1_000_000
 """How long a port's worker stops reading its medium when everything it sent went to a
-full port: its queues (up to ~190 batches) outlast that, so the slow port does not run
-dry, and the frames the sender makes meanwhile wait, or die, in the kernel instead of
-being read, switched and dropped here (2x UDP overload at MTU 9000 between tools/bench's
-hosts: 80k of 172k frames read from the TAP were dropped at the tunnel port)."""
+full ring: the ring outlasts that, so the slow port does not run dry, and the frames the
+sender makes meanwhile wait, or die, in the kernel instead of being read, switched and
+dropped here (2x UDP overload at MTU 9000 between tools/bench's hosts: 80k of 172k
+frames read from the TAP were dropped at the tunnel port)."""
+
+
+@dataclass(eq=False)  # in sets by identity
+class PortRings:
+    """One port's rings as the broker uses them."""
+
+    port: int
+    slot: int
+    generation: int
+    mapped: rings.MappedRing
+    bell: rings.Bell
+
+    @property
+    def up(self) -> Ring:
+        """Frames from the port's worker."""
+        return self.mapped.file.up
+
+    @property
+    def down(self) -> Ring:
+        """Frames to the port's worker."""
+        return self.mapped.file.down
+
+    def close(self) -> None:
+        """Close the doorbell and unmap."""
+        self.bell.close()
+        self.mapped.close()
+
+
+def open_rings(rundir: RunDir, port: int, slot: int, generation: int) -> PortRings:
+    """Map a port's ring file and open its worker's doorbell; OSError or RingError."""
+    path = rundir.ring(port, generation)
+    mapped = rings.MappedRing(path)
+    try:
+        f = mapped.file
+        if f.port != port or f.generation != generation:
+            raise RingError(f"{path} holds port {f.port}, generation {f.generation:x}")
+        return PortRings(port, slot, generation, mapped, rings.Bell(rings.bell_path(path)))
+    except BaseException:
+        mapped.close()
+        raise
 
 
 class Broker:
-    """The broker's state around one bound ROUTER socket."""
+    """The broker's state: the ports' rings, the FDB, the forwarding rules."""
 
-    def __init__(self, sock: zmq.Socket[bytes], ports: PortTable, fdb: Fdb,
+    def __init__(self, rundir: RunDir, ports: PortTable, fdb: Fdb,
                  port_security: bool = True) -> None:
-        self.sock = sock
+        self.rundir = rundir
         self.ports = ports
         self.view = BrokerView(ports)
         self.fdb = fdb
         self.forwarder = Forwarder(fdb, port_security)
-        self._slot: dict[int, int] = {}  # port -> its slot
-        self._rid: dict[int, bytes] = {}
+        self.rings: dict[int, PortRings] = {}  # port -> its rings
         self._generation: int | None = None
         self._next_heartbeat = 0.0
         self._next_expire = 0.0
+        self._broken: set[int] = set()  # ports whose rings could not be opened (logged)
 
     # --- the shared tables ------------------------------------------------------------
     def sync_ports(self) -> int | None:
@@ -71,19 +119,33 @@ class Broker:
         if generation == self._generation:  # bumps it again and is seen next time
             return None
         self._generation = generation
-        slots: dict[int, int] = {}
+        current: dict[int, tuple[int, int]] = {}
         shut: dict[int, bool] = {}
         for slot, port, is_shut in self.ports.ports():
-            if port not in slots:
-                slots[port] = slot
+            if port not in current:
+                current[port] = (slot, self.ports.ring(slot))
                 shut[port] = is_shut
-        self._slot = slots
-        self._rid = {port: ipc.routing_id(port) for port in slots}
-        self.forwarder.set_ports(shut)
-        forgotten = self.fdb.retain_ports(slots)
+        for port, pr in list(self.rings.items()):
+            if current.get(port) != (pr.slot, pr.generation):
+                pr.close()
+                del self.rings[port]
+        for port, (slot, ring) in current.items():
+            if port not in self.rings and ring:
+                self._open(port, slot, ring)
+        self.forwarder.set_ports({p: s for p, s in shut.items() if p in self.rings})
+        forgotten = self.fdb.retain_ports(current)
         log.debug("port table generation %d: %d ports, %d addresses forgotten",
-                  generation, len(slots), forgotten)
+                  generation, len(current), forgotten)
         return forgotten
+
+    def _open(self, port: int, slot: int, generation: int) -> None:
+        try:
+            self.rings[port] = open_rings(self.rundir, port, slot, generation)
+            self._broken.discard(port)
+        except (OSError, RingError) as e:
+            if port not in self._broken:
+                self._broken.add(port)
+                log.error("port %d: cannot use its rings: %s", port, e)
 
     def serve_flush(self) -> None:
         """Carry out a pending flush request from the supervisor."""
@@ -106,119 +168,122 @@ class Broker:
             self._next_expire = now + EXPIRE_INTERVAL_S
 
     # --- the data plane ---------------------------------------------------------------
-    def drain(self, now: float) -> int:
-        """Handle up to MAX_MESSAGES_PER_WAKEUP waiting messages; returns how many."""
-        recv = self.sock.recv_multipart
-        for n in range(MAX_MESSAGES_PER_WAKEUP):
+    def switch(self, now: float) -> int:
+        """One pass over every port's up ring; returns the frames taken."""
+        moved = 0
+        filled: set[PortRings] = set()
+        freed: list[PortRings] = []
+        for pr in list(self.rings.values()):
+            up = pr.up
+            if not up.readable():
+                continue
             try:
-                parts = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return n
-            self.handle(parts, now)
-        return MAX_MESSAGES_PER_WAKEUP
+                frames = up.take(FRAMES_PER_PORT)
+            except RingError as e:
+                dropped = up.resync()
+                self.view.add_errors(pr.slot, 1)
+                log.warning("port %d: invalid up ring, %d bytes dropped: %s", pr.port,
+                            dropped, e)
+                freed.append(pr)
+                continue
+            moved += len(frames)
+            self.handle(pr, frames, now, filled)
+            del frames  # views into the ring: gone before its space is given back
+            up.release()
+            freed.append(pr)
+        for pr in filled:
+            pr.down.commit()
+        if filled or freed:
+            rings.fence()
+            for pr in filled:
+                if pr.down.armed:
+                    pr.bell.ring()
+            for pr in freed:
+                if pr.up.waiting:
+                    pr.bell.ring()
+        return moved
 
-    def handle(self, parts: list[bytes], now: float) -> None:
-        """Switch one message ``[routing id, batch]`` received from a worker."""
-        try:
-            if len(parts) != 2:
-                raise ipc.IpcError(f"message of {len(parts)} parts")
-            port = ipc.port_of(parts[0])
-            frames = ipc.unpack(parts[1])
-        except ipc.IpcError:
-            self.view.count_malformed()
-            return
-        result = self.forwarder.forward(port, frames, now)
-        slot = self._slot.get(port)
-        if result.malformed and slot is not None:
-            self.view.add_errors(slot, result.malformed)
-        if result.secured and slot is not None:
-            self.view.add_drops(slot, result.secured)
+    def handle(self, pr: PortRings, frames: list[memoryview], now: float,
+               filled: set[PortRings]) -> None:
+        """Learn from and deliver the frames one port sent."""
+        result = self.forwarder.forward(pr.port, frames, now)
+        view, slot = self.view, pr.slot
+        if result.malformed:
+            view.add_errors(slot, result.malformed)
+        if result.secured:
+            view.add_drops(slot, result.secured)
         for shut_port, n in result.shut.items():  # a shut port's drops: listport shows them
-            shut_slot = self._slot.get(shut_port)
-            if shut_slot is not None:
-                self.view.add_drops(shut_slot, n)
+            shut = self.rings.get(shut_port)
+            if shut is not None:
+                view.add_drops(shut.slot, n)
         if not result.egress:
             return
-        if not self.deliver(result.egress) and len(result.egress) == 1 and slot is not None:
+        if not self.deliver(result.egress, filled) and len(result.egress) == 1:
             # All of it went to one port, which is full: the sender's worker pauses
             # (link.PortLoop). Not for frames to several ports: a flood must not let one
             # slow port throttle a sender for all the others.
-            self.view.hold(slot, int(now * 1e9) + HOLD_NS)
+            view.hold(slot, int(now * 1e9) + HOLD_NS)
 
-    def deliver(self, egress: dict[int, list[bytes]]) -> bool:
-        """Send every port its frames; what a port cannot take now is dropped and counted.
-        False when a port's queue was full."""
+    def deliver(self, egress: dict[int, list[memoryview]], filled: set[PortRings]) -> bool:
+        """Copy every port's frames into its down ring; what a ring cannot take is dropped
+        and counted. False when a ring was full."""
         room = True
-        packed: dict[int, bytes] = {}  # id(list) -> message: a flood is packed once
         for port, frames in egress.items():
-            rid = self._rid.get(port)
-            if rid is None:
+            pr = self.rings.get(port)
+            if pr is None:
                 continue
-            for batch in ipc.batches(frames):
-                if batch is frames:  # one batch: a flood's list is shared by its ports
-                    msg = packed.get(id(frames))
-                    if msg is None:
-                        msg = packed[id(frames)] = ipc.pack(frames)
-                else:
-                    msg = ipc.pack(batch)
-                room = self._send(port, rid, msg, len(batch)) and room
+            put = pr.down.put
+            sent = 0
+            for f in frames:
+                if not put(f):
+                    break
+                sent += 1
+            if sent:
+                filled.add(pr)
+            if sent < len(frames):
+                self.view.add_drops(pr.slot, len(frames) - sent)
+                room = False
         return room
 
-    def _send(self, port: int, rid: bytes, msg: bytes, nframes: int) -> bool:
-        """Send one batch; False when the port's queue is full (the batch is dropped)."""
-        full = False
-        try:
-            self.sock.send_multipart([rid, msg], zmq.NOBLOCK)
-            return True
-        except zmq.Again:
-            full = True  # the port's pipe is full: a slow worker never stalls the others
-        except zmq.ZMQError as e:
-            if e.errno != errno.EHOSTUNREACH:  # not connected, e.g. its worker restarts
-                raise
-        self.view.add_drops(self._slot[port], nframes)
-        return not full
-
     # --- the loop ---------------------------------------------------------------------
-    def run(self, stop: StopSignal) -> None:
+    def run(self, stop: StopSignal, bell: rings.Bell) -> None:
         """Serve until ``stop`` is requested (a signal also wakes the poll at once)."""
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        poller.register(stop.fileno(), zmq.POLLIN)
+        poller = select.poll()
+        poller.register(bell.fileno(), select.POLLIN)
+        poller.register(stop.fileno(), select.POLLIN)
         timeout_ms = int(POLL_TIMEOUT_S * 1000)
         while not stop.requested:
-            events = dict(poller.poll(timeout_ms))
-            if stop.fileno() in events:
-                stop.drain()
             self.sync_ports()
             self.serve_flush()
-            if self.sock in events:
-                self.drain(time.monotonic())
+            moved = 0
+            for _ in range(PASSES_PER_LOOK):
+                n = self.switch(time.monotonic())
+                moved += n
+                if not n:
+                    break
             self.housekeeping(time.monotonic())
+            if moved:
+                continue
+            if not self._arm(True):
+                poller.poll(timeout_ms)
+            self._arm(False)
+            bell.drain()
+            stop.drain()
 
+    def _arm(self, on: bool) -> bool:
+        """Ask (or stop asking) every worker to ring; True when a ring is readable."""
+        for pr in self.rings.values():
+            pr.up.arm(on)
+        if not on:
+            return False
+        rings.fence()
+        return any(pr.up.readable() for pr in self.rings.values())
 
-def bind_router(ctx: zmq.Context[zmq.Socket[bytes]],
-                endpoint: str) -> zmq.Socket[bytes]:
-    """The broker's ROUTER, bound at ``endpoint`` with a socket file only we can use."""
-    sock = ctx.socket(zmq.ROUTER)
-    try:
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # Again/EHOSTUNREACH instead of silence
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker reuses its routing id
-        # Twice the workers' mark towards them: the broker drops what a port's pipe
-        # cannot take, and a pipe that libzmq's lazy credit updates show full too early
-        # would drop a healthy port's burst; the broker's memory target has the room.
-        sock.setsockopt(zmq.SNDHWM, 2 * ipc.HWM)
-        sock.setsockopt(zmq.RCVHWM, ipc.HWM)
-        sock.setsockopt(zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)
-        sock.setsockopt(zmq.LINGER, 0)
-        old = os.umask(0o077)
-        try:
-            sock.bind(endpoint)
-        finally:
-            os.umask(old)
-    except zmq.ZMQError:
-        sock.close(linger=0)
-        raise
-    return sock
+    def close(self) -> None:
+        """Unmap every ring."""
+        for pr in self.rings.values():
+            pr.close()
+        self.rings.clear()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -253,26 +318,18 @@ def _serve(rundir: RunDir, args: argparse.Namespace, stop: StopSignal) -> int:
     try:
         ports = shm.open_port_table(rundir.port_table)
         fdb = Fdb(shm.open_fdb_table(rundir.fdb_table), args.ageout_s, args.fdb_per_port)
+        bell = rings.Bell(rundir.broker_bell)
     except (OSError, TableError) as e:
         log.error("cannot open the shared tables in %s: %s", rundir.root, e)
         return procargs.EXIT_CONFIG
-    ctx = zmq.Context()
+    broker = Broker(rundir, ports, fdb, port_security=not args.no_port_security)
     try:
-        try:
-            sock = bind_router(ctx, rundir.data_endpoint)
-        except zmq.ZMQError as e:
-            log.error("cannot bind %s: %s", rundir.data_endpoint, e)
-            return procargs.EXIT_CONFIG
-        try:
-            broker = Broker(sock, ports, fdb, port_security=not args.no_port_security)
-            broker.sync_ports()  # forgets the addresses of ports deleted while we were away
-            broker.housekeeping(time.monotonic())
-            log.info("started on %s: %d ports, %d of %d addresses kept, ageout %gs",
-                     rundir.data_endpoint, len(broker.forwarder.ports), len(fdb),
-                     fdb.table.capacity, fdb.ageout_s)
-            broker.run(stop)
-        finally:
-            sock.close(linger=0)
+        broker.sync_ports()  # forgets the addresses of ports deleted while we were away
+        broker.housekeeping(time.monotonic())
+        log.info("started: %d ports, %d of %d addresses kept, ageout %gs",
+                 len(broker.forwarder.ports), len(fdb), fdb.table.capacity, fdb.ageout_s)
+        broker.run(stop, bell)
     finally:
-        ctx.term()
+        broker.close()
+        bell.close()
     return 0

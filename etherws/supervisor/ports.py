@@ -16,11 +16,13 @@ any other exit of a client worker is a crash, and its restarts always keep retry
 from __future__ import annotations
 
 import logging
+import secrets as random_source
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
+from etherws.paths import RunDir
 from etherws.portconfig import PortSpec
-from etherws.runtime import portstatus, tuntap
+from etherws.runtime import portstatus, rings, tuntap
 from etherws.runtime.procargs import EXIT_AUTH_FAILED
 from etherws.supervisor.children import Child, exit_reason, stop_children
 from etherws.supervisor.policy import RestartPolicy, State
@@ -55,6 +57,8 @@ class Port:
     """What a client port's worker reads on stdin (``save`` writes them to files)."""
     declared: bool = False
     """In the configuration file: its TAP stays when the switch stops."""
+    ring: str = ""
+    """The path of the port's ring file (removed with the port)."""
 
     @property
     def name(self) -> str | None:
@@ -172,12 +176,18 @@ class PortManager:
             # addport has had its answer by the time a restart happens: the port exists
             # and must come back whatever the server does meanwhile
             child.restart_argv = head + list(options) + ["--retry", "--", target]
-        port = Port(number, kind, target, slot, child, created_tap)
-        self.table.claim(slot, number, kind)
+        # A new generation for every port: a port deleted and another created with its
+        # number never share a ring, and a ring file left over is never taken for ours.
+        generation = random_source.randbits(63) | 1
+        ring = RunDir(self.rundir).ring(number, generation)
+        rings.create_ring(ring, number, generation)  # OSError (ENOSPC): the port fails
+        port = Port(number, kind, target, slot, child, created_tap, ring=ring)
+        self.table.claim(slot, number, kind, ring=generation)
         try:
             port.child.spawn(now)
         except OSError:  # fork failed (EAGAIN, ENOMEM): nothing may be left behind
             self.table.release(slot)
+            rings.remove_ring(ring)
             raise
         self._next_port = max(self._next_port, number + 1)
         self._next_slot = (slot + 1) % self.table.nslots
@@ -197,6 +207,7 @@ class PortManager:
         if unnumber and port.number == self._next_port - 1:
             self._next_port -= 1
         portstatus.remove(self.rundir, port.number)
+        rings.remove_ring(port.ring)
         if (port.created_tap or port.declared) and not keep_device:
             try:
                 tuntap.delete_persistent_tap(port.target)

@@ -26,7 +26,7 @@ from etherws import config, control
 from etherws.config import Config
 from etherws.errors import EtherwsError
 from etherws.paths import RunDir
-from etherws.runtime import authfile, curvekeys, shm
+from etherws.runtime import authfile, curvekeys, rings, shm
 from etherws.runtime.signals import StopSignal
 from etherws.supervisor import handlers
 from etherws.supervisor.declared import Declared, read_ports
@@ -121,6 +121,8 @@ class Supervisor:
         with open(self.rundir.pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
         self.table = shm.create_port_table(self.rundir.port_table, DEFAULT_PORT_SLOTS)
+        rings.remove_stale(self.rundir.root)  # a killed supervisor's: no port names them
+        rings.make_bell(self.rundir.broker_bell)
         self.fdb = shm.create_fdb_table(self.rundir.fdb_table, self.cfg.fdb_size)
         self._bind_control()
         self.ports = PortManager(self.table, self._child_argv, self.rundir.root)
@@ -387,7 +389,8 @@ class Supervisor:
         self.stop.close()
         verify_locks = [self.rundir.verify_lock(i) for i in range(authfile.slot_count())]
         for path in (self.rundir.ctl_sock, self.rundir.data_sock, self.rundir.port_table,
-                     self.rundir.fdb_table, self.rundir.pidfile, *verify_locks):
+                     self.rundir.fdb_table, self.rundir.broker_bell, self.rundir.pidfile,
+                     *verify_locks):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         if self._lock_fd >= 0:

@@ -21,8 +21,8 @@ Life of the worker:
   worker writes state "failed" and exits 0 (the supervisor removes the port and tells
   the user why).
 
-The DEALER to the broker stays open across reconnects; frames the broker sends while
-there is no connection are dropped and counted. Every change of state is written to
+The port's rings stay mapped across reconnects; frames the broker queues while there is
+no connection are dropped and counted. Every change of state is written to
 the port's status file (``etherws.runtime.portstatus``), with the last error, never a secret.
 """
 
@@ -32,26 +32,26 @@ import argparse
 import logging
 import os
 import random
+import select
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
 
-import zmq
-
-from etherws import config, ipc
+from etherws import config
 from etherws.backoff import Backoff
 from etherws.keepalive import Keepalive
 from etherws.runtime import portstatus, procargs
 from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
 from etherws.workers.link import (
-    BrokerLink,
     MediumClosed,
     PortLoop,
+    RingLink,
     beat_while_waiting,
     begin,
+    open_link,
 )
 from etherws.workers.slot import claim_slot
 from etherws.workers.wsconnect import CONNECT_TIMEOUT_S, Connector
@@ -104,7 +104,7 @@ class ClientWorker:
     """Connect, carry frames, back off, connect again: until SIGTERM or a first failure."""
 
     def __init__(self, args: argparse.Namespace, connector: Connector, counters: SlotView,
-                 link: BrokerLink, stop: StopSignal) -> None:
+                 link: RingLink, stop: StopSignal) -> None:
         self.args = args
         self.connector = connector
         self.counters = counters
@@ -189,23 +189,19 @@ class ClientWorker:
 
     def _idle(self, until_ns: int, done: Callable[[], bool] | None = None) -> None:
         """Beat the heartbeat and drop the broker's frames until a time, ``done`` or SIGTERM."""
+        link = self.link
+        bell = select.poll()
+        bell.register(link.bell.fileno(), select.POLLIN)
+
         def broker_sent(timeout_ms: int) -> object:
-            return self.link.socket.poll(timeout_ms, zmq.POLLIN)
+            if not link.sleep_ready(down=True, room=False):
+                bell.poll(timeout_ms)
+            link.woken()
+            return link.down.readable()
 
         while beat_while_waiting(self.counters, self.stop, until_ns, broker_sent,
                                  IDLE_POLL_MS, done):
-            self._discard()
-
-    def _discard(self) -> None:
-        """Drop what the broker sent while there is no connection, counting it."""
-        for _ in range(64):
-            message = self.link.recv()
-            if message is None:
-                return
-            try:
-                self.counters.add_drops(len(ipc.unpack(message)))
-            except ipc.IpcError:
-                self.counters.add_errors(1)
+            self.counters.add_drops(link.discard())
 
     def _status(self, state: str, error: str = "", next_retry_ns: int | None = None) -> None:
         """Publish the link state for the supervisor (never a secret)."""
@@ -253,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         portstatus.write(args.rundir, args.port, "failed", connector, None, "failed")
         return 0
     counters = claim_slot(args)
-    if counters is None:
+    link = None if counters is None else open_link(args, counters)
+    if counters is None or link is None:
         return procargs.EXIT_CONFIG
-    link = BrokerLink(args.rundir, args.port)
     try:
         return ClientWorker(args, connector, counters, link, stop).run()
     finally:

@@ -1,39 +1,44 @@
-"""The shared port-worker loop: one medium <-> the broker over the data plane (I/O).
+"""The shared port-worker loop: one medium <-> the broker through the port's rings (I/O).
 
 A *medium* is where a port's frames come from and go to: a TAP fd, an AF_PACKET
-socket, a WebSocket. This module knows nothing about which; it moves batches
-(``etherws.ipc`` format) between the medium and a DEALER connected to the broker's
-ROUTER, and keeps the worker-owned words of the port's slot in the port table
+socket, a WebSocket. This module knows nothing about which; it moves frames between the
+medium and the port's two rings (``etherws.ring``: ``up`` to the broker, ``down`` from
+it) and keeps the worker-owned words of the port's slot in the port table
 (``etherws.workers.slot``): rx/tx frames and bytes, errors, drops, heartbeat.
+
+Wake-ups: the loop sleeps in poll on the medium's fd and its doorbell. Before it sleeps
+on an empty down ring it arms the ring and looks again (after a fence, see
+``runtime.rings``); the broker rings only an armed ring's doorbell, so a busy path makes
+no wake-up calls at all. The same for the up ring: the worker rings the broker's
+doorbell only when the broker sleeps.
 
 Overload policy (offering 250k frames/s to a path that carries 190k once dropped
 delivery to 79k: the reader spent the CPU on frames dropped further on): read the
-medium only while the DEALER can take a message and the broker has not asked this port
-to pause (it does when everything the port sent went to a port whose queue was full).
-Otherwise the medium's fd is not even polled, frames queue in the kernel and the kernel
-drops them for free (a TAP's tx queue, an AF_PACKET receive buffer) instead of this
-process and the broker spending CPU on frames that would be dropped further on. The
-medium reports those kernel drops through ``take_counts`` so ``listport`` shows them.
-The other way, batches are taken from the broker only while the medium has room for
-one (``has_room``), so a slow WebSocket peer fills the broker's queue, which is what
-makes the broker ask the senders to pause. Partial batches of a steady stream wait
-briefly for more frames (``etherws.workers.coalesce``): per-batch costs dominate.
+medium only while the up ring has room for a frame and the broker has not asked this
+port to pause (it does when everything the port sent went to a port whose ring was
+full). Otherwise the medium's fd is not even polled, frames queue in the kernel and the
+kernel drops them for free (a TAP's tx queue, an AF_PACKET receive buffer). The medium
+reports those kernel drops through ``take_counts`` so ``listport`` shows them. The other
+way, frames are taken from the down ring only while the medium has room for a batch
+(``has_room``), so a slow WebSocket peer fills its down ring, where the broker drops and
+makes the senders pause. Partial batches of a steady stream wait briefly for more frames
+(``etherws.workers.coalesce``): every batch may cost the broker a wake-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import select
 import time
-from typing import Callable, Protocol, cast
+from typing import Callable, Protocol
 
-import zmq
-
-from etherws import ipc
 from etherws.errors import EtherwsError
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.paths import RunDir
-from etherws.runtime import lifeline, logsetup, malloctune, procargs
+from etherws.ring import Ring, RingError, RingFile
+from etherws.runtime import lifeline, logsetup, malloctune, procargs, rings
 from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
 from etherws.workers import pollplan
@@ -42,8 +47,15 @@ from etherws.workers.slot import claim_slot
 
 log = logging.getLogger(__name__)
 
-RECV_BATCHES_PER_WAKEUP = 8
-"""Bound on broker batches written to the medium per wake-up (fairness with reads)."""
+RECV_FRAMES_PER_WAKEUP = 256
+"""Bound on frames written to the medium per wake-up (fairness with reads)."""
+RECV_BYTES_PER_WAKEUP = 128 * 1024
+"""... and on their bytes: what a buffering medium must have room for (``has_room``)."""
+SEND_FRAMES_PER_WAKEUP = 64
+"""Bound on frames read from the medium per wake-up."""
+MAX_READ = MAX_FRAME + 1
+"""The largest frame a medium's read can return (one byte over what is carried shows an
+oversized frame as an error instead of a silently cut one)."""
 TICK_NS = 200_000_000
 """Heartbeat and medium-counter period; the supervisor expects a heartbeat every 0.5 s."""
 
@@ -81,7 +93,7 @@ class Medium(Protocol):
         """
         ...
 
-    def write(self, frame: bytes) -> bool:
+    def write(self, frame: bytes | memoryview) -> bool:
         """Send one frame; False when it was dropped (no room, refused by the kernel)."""
         ...
 
@@ -126,59 +138,128 @@ def split_valid(frames: list[bytes]) -> tuple[list[bytes], int]:
     return good, len(frames) - len(good)
 
 
-class BrokerLink:
-    """The worker's DEALER to the broker's ROUTER, routing id ``ipc.routing_id(port)``."""
+class Bell(Protocol):
+    """A doorbell as the loop uses it (``runtime.rings.Bell``)."""
 
-    def __init__(self, rundir: str, port: int) -> None:
-        self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.DEALER)
-        s = self.socket
-        s.setsockopt(zmq.ROUTING_ID, ipc.routing_id(port))
-        s.setsockopt(zmq.SNDHWM, ipc.HWM)
-        s.setsockopt(zmq.RCVHWM, ipc.WORKER_RCVHWM)
-        s.setsockopt(zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)
-        s.setsockopt(zmq.LINGER, 0)
-        # IMMEDIATE: queue only on a completed connection. Without it a DEALER keeps
-        # accepting up to SNDHWM batches while the broker is away (restarting) and
-        # delivers them, stale, when it is back. With it, no POLLOUT while there is no
-        # broker, so the loop stops reading the medium and the kernel drops (and counts)
-        # frames; a batch that still races a disconnect raises EAGAIN and is counted.
-        s.setsockopt(zmq.IMMEDIATE, 1)
-        s.connect(RunDir(rundir).data_endpoint)
+    def fileno(self) -> int:
+        """The fd to poll for POLLIN."""
+        ...
 
-    def writable(self) -> bool:
-        """True when a batch can be sent now (connected, below the high-water mark)."""
-        return bool(cast(int, self.socket.get(zmq.EVENTS)) & zmq.POLLOUT)
+    def ring(self) -> None:
+        """Wake the waiter."""
+        ...
 
-    def send(self, message: bytes) -> bool:
-        """Send one batch without blocking; False when it was dropped."""
-        try:
-            self.socket.send(message, zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        return True
-
-    def recv(self) -> bytes | None:
-        """One batch from the broker, or None when none is waiting."""
-        try:
-            return self.socket.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            return None
+    def drain(self) -> None:
+        """Take every pending ring."""
+        ...
 
     def close(self) -> None:
-        """Close the socket (dropping what is queued) and the context."""
-        self.socket.close(linger=0)
-        self.context.term()
+        """Close it."""
+        ...
+
+
+class RingLink:
+    """The worker's side of its port's ring file, and the two doorbells: its own
+    (``bell``, rung by the broker) and the broker's."""
+
+    def __init__(self, ring: RingFile, bell: Bell, broker_bell: Bell,
+                 unmap: Callable[[], None] = lambda: None, path: str = "") -> None:
+        self.up: Ring = ring.up
+        self.down: Ring = ring.down
+        self.bell = bell
+        self.broker_bell = broker_bell
+        self._unmap = unmap
+        self.path = path
+
+    def can_send(self) -> bool:
+        """The up ring has room for the largest frame a medium reads."""
+        return self.up.room_for(MAX_READ)
+
+    def send(self, frames: list[bytes]) -> tuple[int, int]:
+        """Put frames into the up ring and publish them; ``(frames, bytes)`` that went
+        (the rest found no room)."""
+        put = self.up.put
+        sent = nbytes = 0
+        for f in frames:
+            if put(f):
+                sent += 1
+                nbytes += len(f)
+        if sent:
+            self.up.commit()
+            rings.fence()
+            if self.up.armed:
+                self.broker_bell.ring()
+        return sent, nbytes
+
+    def discard(self) -> int:
+        """Drop what the broker queued for us (no medium to send it to); how many."""
+        n = 0
+        try:
+            while self.down.readable():
+                n += len(self.down.take(RECV_FRAMES_PER_WAKEUP))
+        except RingError:
+            self.down.resync()
+        self.down.release()
+        return n
+
+    def sleep_ready(self, down: bool, room: bool) -> bool:
+        """Ask to be rung when the down ring fills (``down``) or the up ring empties
+        (``room``); True when that happened already (then do not sleep)."""
+        self.down.arm(down)
+        self.up.wait_for_room(room)
+        rings.fence()
+        return (down and self.down.readable()) or (room and self.can_send())
+
+    def woken(self) -> None:
+        """Stop asking to be rung; take the rings that woke us."""
+        self.down.arm(False)
+        self.up.wait_for_room(False)
+        self.bell.drain()
+
+    def close(self) -> None:
+        """Close the doorbells and unmap the rings."""
+        self.down.arm(False)
+        self.bell.close()
+        self.broker_bell.close()
+        self._unmap()
+
+
+def map_link(rundir: str, port: int, generation: int) -> RingLink:
+    """Map the ring file the port table names for this port, checked to belong to its
+    port and generation, and open both doorbells; OSError or RingError."""
+    rd = RunDir(rundir)
+    path = rd.ring(port, generation)
+    with contextlib.ExitStack() as undo:
+        mapped = rings.MappedRing(path)
+        undo.callback(mapped.close)
+        f = mapped.file
+        if f.port != port or f.generation != generation:
+            raise RingError(f"ring file {path} belongs to port {f.port}, "
+                            f"generation {f.generation:x}")
+        bell = rings.Bell(rings.bell_path(path))
+        undo.callback(bell.close)
+        broker_bell = rings.Bell(rd.broker_bell)
+        undo.pop_all()
+    return RingLink(f, bell, broker_bell, mapped.close, path)
+
+
+def open_link(args: argparse.Namespace, counters: SlotView) -> RingLink | None:
+    """The worker's rings, from the slot; None (logged) when they cannot be used."""
+    try:
+        return map_link(args.rundir, args.port, counters.ring)
+    except (OSError, RingError) as e:
+        log.error("cannot use the rings of port %d: %s", args.port, e)
+        return None
 
 
 class PortLoop:
-    """Moves frames between a medium and the broker until stopped or the medium ends.
+    """Moves frames between a medium and the port's rings until stopped or the medium ends.
 
     What to wait for is decided by ``pollplan.plan``; ``clock`` (monotonic ns) and
     ``sleep`` are injected so tests decide time.
     """
 
-    def __init__(self, medium: Medium, link: BrokerLink, counters: SlotView,
+    def __init__(self, medium: Medium, link: RingLink, counters: SlotView,
                  stop: StopSignal, clock: Callable[[], int] = time.monotonic_ns,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.medium = medium
@@ -191,32 +272,40 @@ class PortLoop:
 
     def run(self) -> None:
         """Loop until the stop flag is set; MediumClosed propagates."""
-        sock, fd, medium = self.link.socket, self.medium.fileno(), self.medium
-        poller = zmq.Poller()
-        sock_mask = fd_mask = 0
+        link, medium = self.link, self.medium
+        fd, bell = medium.fileno(), link.bell.fileno()
+        poller = select.poll()
+        poller.register(bell, select.POLLIN)
+        fd_mask = 0
         next_tick = 0
         while not self.stop.requested:
-            wait = pollplan.plan(self.link.writable(), self.counters.hold_ns(self.clock()),
-                                 medium.has_room(), medium.pending_input(),
-                                 medium.pending_output())
-            if wait.sock_events != sock_mask:
-                # registers, changes the mask, or (0) unregisters
-                poller.register(sock, wait.sock_events)
-                sock_mask = wait.sock_events
+            has_room = medium.has_room()
+            wait = pollplan.plan(link.can_send(), self.counters.hold_ns(self.clock()),
+                                 has_room, medium.pending_input(), medium.pending_output(),
+                                 link.down.readable())
             if wait.fd_events != fd_mask:
-                poller.register(fd, wait.fd_events)
+                if wait.fd_events:
+                    poller.register(fd, wait.fd_events)
+                else:
+                    poller.unregister(fd)
                 fd_mask = wait.fd_events
-            events = dict(poller.poll(wait.timeout_ms))
+            timeout = wait.timeout_ms
+            asked = timeout and (wait.sleep_down or wait.sleep_room)
+            if asked and link.sleep_ready(wait.sleep_down, wait.sleep_room):
+                timeout = 0
+            events = dict(poller.poll(timeout))
+            if asked:
+                link.woken()
             now = self.clock()
             if now >= next_tick:
                 self.tick(now)
                 next_tick = now + TICK_NS
             fd_events = events.get(fd, 0)
-            if fd_events & zmq.POLLOUT:
+            if fd_events & select.POLLOUT:
                 medium.flush()
-            if wait.reading and (wait.held or fd_events & ~zmq.POLLOUT):
+            if wait.reading and (wait.held or fd_events & ~select.POLLOUT):
                 self.upstream()
-            if events.get(sock, 0) & zmq.POLLIN:
+            if has_room and link.down.readable():
                 self.downstream()
 
     def tick(self, now_ns: int) -> None:
@@ -228,15 +317,15 @@ class PortLoop:
         self.medium.tick(now_ns)
 
     def upstream(self) -> None:
-        """One bounded batch from the medium to the broker; a partial batch of a flowing
+        """One bounded batch from the medium to the up ring; a partial batch of a flowing
         stream first waits a little for more (``coalesce``)."""
         read = self.medium.read_batch
-        frames = read(ipc.MAX_BATCH_FRAMES)
+        frames = read(SEND_FRAMES_PER_WAKEUP)
         hold = self.coalescer.hold_s(len(frames), self.clock() / 1e9)
         if hold:
             self.sleep(hold)
             try:
-                frames += read(ipc.MAX_BATCH_FRAMES - len(frames))
+                frames += read(SEND_FRAMES_PER_WAKEUP - len(frames))
             except MediumClosed:
                 self._send_up(frames)  # what was read before the end still goes
                 raise
@@ -247,36 +336,35 @@ class PortLoop:
         self.counters.add_errors(bad)
         if not good:
             return
-        for batch in ipc.batches(good):
-            if self.link.send(ipc.pack(batch)):
-                self.counters.received(len(batch), sum(map(len, batch)))
-            else:
-                self.counters.add_drops(len(batch))
+        sent, nbytes = self.link.send(good)
+        self.counters.received(sent, nbytes)
+        self.counters.add_drops(len(good) - sent)
         self.coalescer.sent(self.clock() / 1e9)
 
     def downstream(self) -> None:
-        """Up to RECV_BATCHES_PER_WAKEUP batches from the broker to the medium, then one
-        flush: a buffering medium sends them with one system call, not one per batch."""
-        write = self.medium.write
-        for _ in range(RECV_BATCHES_PER_WAKEUP):
-            if not self.medium.has_room():
-                break
-            message = self.link.recv()
-            if message is None:
-                break
-            try:
-                frames = ipc.unpack(message)
-            except ipc.IpcError:
-                self.counters.add_errors(1)
-                continue
-            sent = nbytes = 0
-            for f in frames:
-                if write(f):
-                    sent += 1
-                    nbytes += len(f)
-            self.counters.sent(sent, nbytes)
-            self.counters.add_drops(len(frames) - sent)
-        self.medium.flush()  # may raise MediumClosed
+        """Up to RECV_FRAMES_PER_WAKEUP frames from the down ring to the medium, then one
+        flush: a buffering medium sends them with one system call. The ring's space goes
+        back to the broker after the flush, when the medium holds no view of it."""
+        down, write = self.link.down, self.medium.write
+        try:
+            frames = down.take(RECV_FRAMES_PER_WAKEUP, RECV_BYTES_PER_WAKEUP)
+        except RingError as e:
+            log.error("the down ring is broken, its frames are dropped: %s", e)
+            self.counters.add_errors(1)
+            down.resync()
+            return
+        sent = nbytes = 0
+        for f in frames:
+            if write(f):
+                sent += 1
+                nbytes += len(f)
+        self.counters.sent(sent, nbytes)
+        self.counters.add_drops(len(frames) - sent)
+        del frames
+        try:
+            self.medium.flush()  # may raise MediumClosed
+        finally:
+            down.release()
 
 
 def beat_while_waiting(counters: SlotView, stop: StopSignal, until_ns: int,
@@ -331,18 +419,17 @@ def worker_main(argv: list[str] | None, prog: str, kind_label: str,
     if add_arguments is not None:
         add_arguments(parser)
     args, stop = begin(parser, argv, kind_label)
-    try:  # before any zmq context exists: nothing to tear down on failure
+    try:  # before the rings are mapped: nothing to tear down on failure
         medium = open_medium(args)
     except OSError as e:
         log.error("%s", e.strerror or e)
         return procargs.EXIT_CONFIG
     counters = claim_slot(args)
-    if counters is None:
+    link = None if counters is None else open_link(args, counters)
+    if counters is None or link is None:
         medium.close()
         return procargs.EXIT_CONFIG
-    link = BrokerLink(args.rundir, args.port)
-    log.info("%s %s open; data plane %s", kind_label, args.target,
-             RunDir(args.rundir).data_endpoint)
+    log.info("%s %s open; rings %s", kind_label, args.target, link.path)
     try:
         PortLoop(medium, link, counters, stop).run()
     except MediumClosed as e:

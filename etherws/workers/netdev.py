@@ -162,7 +162,7 @@ class NetdevMedium(Medium):
             raise MediumClosed(f"interface {self.name} was deleted")
         log.info("interface %s went down", self.name)
 
-    def write(self, frame: bytes) -> bool:
+    def write(self, frame: bytes | memoryview) -> bool:
         """Send one frame out of the interface; False when the kernel refused it."""
         try:
             self.sock.send(frame)

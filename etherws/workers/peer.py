@@ -51,11 +51,11 @@ from etherws.runtime.authfile import AuthFile, VerifySlots
 from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
 from etherws.workers.link import (
-    BrokerLink,
     MediumClosed,
     PortLoop,
     beat_while_waiting,
     begin,
+    open_link,
 )
 from etherws.workers.slot import claim_slot
 from etherws.workers.wsmedium import WsMedium
@@ -306,7 +306,11 @@ class Peer:
         now_ns = time.monotonic_ns()
         keepalive = Keepalive(now_ns / 1e9, self.args.ping_interval_s, self.args.ping_timeout_s)
         medium = WsMedium(sock, "server", self.args.max_message, keepalive)
-        link = BrokerLink(self.args.rundir, self.args.port)
+        link = open_link(self.args, self.counters)
+        if link is None:
+            medium.close()
+            self._status("failed", "the port's rings cannot be used")
+            return procargs.EXIT_CONFIG
         try:
             PortLoop(medium, link, self.counters, self.stop).run()
         except MediumClosed as e:

@@ -69,7 +69,7 @@ class TapMedium(Medium):
             raise
         return frames
 
-    def write(self, frame: bytes) -> bool:
+    def write(self, frame: bytes | memoryview) -> bool:
         """Write one frame; False when the kernel refused it."""
         try:
             os.write(self.fd, frame)

@@ -35,10 +35,15 @@ import select
 import socket
 import ssl
 
-from etherws import ipc, wsframe
+from etherws import wsframe
 from etherws.frame import MAX_FRAME
 from etherws.keepalive import Keepalive, Verdict
-from etherws.workers.link import Medium, MediumClosed
+from etherws.workers.link import (
+    RECV_BYTES_PER_WAKEUP,
+    RECV_FRAMES_PER_WAKEUP,
+    Medium,
+    MediumClosed,
+)
 from etherws.wsframe import CloseCode, Opcode
 
 READ_SIZE = 256 * 1024
@@ -54,8 +59,9 @@ only adds latency and, under overload, memory (the 40 MiB per worker target)."""
 FRAME_OVERHEAD = 14
 """What one frame may add to the output queue: the largest header (10 bytes) and a
 client's masking key (RFC 6455 §5.2)."""
-BATCH_ROOM = ipc.MAX_BATCH_BYTES + ipc.MAX_BATCH_FRAMES * FRAME_OVERHEAD
-"""The most one broker batch takes in the output queue (frames plus largest headers)."""
+BATCH_ROOM = RECV_BYTES_PER_WAKEUP + RECV_FRAMES_PER_WAKEUP * FRAME_OVERHEAD
+"""The most one batch from the down ring takes in the output queue (frames plus largest
+headers; a single larger frame may come alone, and is refused if it does not fit)."""
 CONTROL_ROOM = 64 * 1024
 """Extra room for control frames (pong, ping, close) past OUT_LIMIT. Bounded too: a
 peer that floods pings but reads nothing gets no pongs once this is used up."""
@@ -83,7 +89,8 @@ class WsMedium(Medium):
         self.keepalive = keepalive
         self._ready: list[bytes] = []  # decoded messages not handed out yet
         self._failure: str | None = None  # why the medium ended, raised once _ready is empty
-        self._batch: list[bytes] = []  # frames written since the last flush, not encoded
+        # frames written since the last flush, not encoded (views into the down ring)
+        self._batch: list[bytes | memoryview] = []
         self._batch_bytes = 0
         self._out = bytearray()  # encoded bytes the socket has not taken yet
         self._close_sent = False
@@ -106,7 +113,7 @@ class WsMedium(Medium):
             raise MediumClosed(self._failure)
         return batch
 
-    def write(self, frame: bytes) -> bool:
+    def write(self, frame: bytes | memoryview) -> bool:
         """Queue one frame for the next flush; False (a drop) when there is no room."""
         size = len(frame) + FRAME_OVERHEAD
         if (self._close_sent or self._failure is not None

@@ -16,6 +16,7 @@ from etherws.runtime.shm import create_port_table
 from etherws.tables import PortKind, PortTable
 from tests.component.fakes import (
     PORT,
+    RING_GENERATION,
     SLOT,
     WORKER_MODULES,
     FakeBroker,
@@ -23,6 +24,7 @@ from tests.component.fakes import (
     KernelEnd,
     Responder,
     Spawner,
+    create_port_ring,
     start_supervisor,
 )
 
@@ -32,12 +34,13 @@ from tests.component.fakes import (
 def table(rundir: str, port_kind: PortKind) -> PortTable:
     """The port table with slot SLOT claimed for port PORT, of the module's port kind."""
     t = create_port_table(RunDir(rundir).port_table, 8)
-    t.claim(SLOT, PORT, port_kind)
+    create_port_ring(rundir)
+    t.claim(SLOT, PORT, port_kind, ring=RING_GENERATION)
     return t
 
 
 @pytest.fixture
-def broker(rundir: str) -> Iterator[FakeBroker]:
+def broker(rundir: str, table: PortTable) -> Iterator[FakeBroker]:
     """This test process as the broker."""
     b = FakeBroker(rundir)
     try:

@@ -1,7 +1,7 @@
 """Stand-ins the component tests put around one real etherws process.
 
-- ``FakeBroker``: this test process as the broker of a port worker (a ROUTER at the
-  data endpoint);
+- ``FakeBroker``: this test process as the broker of a port worker (it maps the port's
+  rings and rings the doorbells, as the broker does);
 - ``KernelEnd``: the kernel side of a port (an AF_PACKET socket on its interface), which
   injects test frames and collects the ones the worker writes;
 - ``Spawner`` / ``Worker``: port worker processes of one kind, in port ``PORT``'s slot;
@@ -28,10 +28,10 @@ from typing import Any, Callable, Mapping
 
 import zmq
 
-from etherws import control, ipc
+from etherws import control
 from etherws.control import Refused
 from etherws.paths import RunDir
-from etherws.runtime import procargs
+from etherws.runtime import procargs, rings
 from etherws.tables import PortKind, PortSlot, PortTable
 from etherws.workers.netdev import vlan_tag
 from tests import support
@@ -59,61 +59,96 @@ def is_test_frame(frame: bytes) -> bool:
 
 
 # --- the broker side of a port worker ------------------------------------------------
-class FakeBroker:
-    """A ROUTER bound at the data endpoint, as the broker binds it."""
+RING_GENERATION = 0x5151
+"""The generation of port PORT's ring file in the component tests."""
 
-    def __init__(self, rundir: str) -> None:
-        self.context = zmq.Context()
-        self.sock = self.context.socket(zmq.ROUTER)
-        for opt, value in ((zmq.ROUTER_MANDATORY, 1), (zmq.ROUTER_HANDOVER, 1),
-                           (zmq.LINGER, 0), (zmq.SNDHWM, 2 * ipc.HWM), (zmq.RCVHWM, ipc.HWM),
-                           (zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)):
-            self.sock.setsockopt(opt, value)
-        self.sock.bind(RunDir(rundir).data_endpoint)
+
+def create_port_ring(rundir: str, port: int = PORT, generation: int = RING_GENERATION) -> str:
+    """Create a port's ring file and doorbell, and the broker's doorbell, as the
+    supervisor does; returns the ring file's path."""
+    rd = RunDir(rundir)
+    path = rd.ring(port, generation)
+    rings.create_ring(path, port, generation)
+    rings.make_bell(rd.broker_bell)
+    return path
+
+
+class FakeBroker:
+    """This test process as the broker of port PORT: it maps the port's rings."""
+
+    def __init__(self, rundir: str, port: int = PORT,
+                 generation: int = RING_GENERATION) -> None:
+        rd = RunDir(rundir)
+        path = rd.ring(port, generation)
+        self.mapped = rings.MappedRing(path)
+        self.up = self.mapped.file.up
+        self.down = self.mapped.file.down
+        self.bell = rings.Bell(rd.broker_bell)
+        self.worker_bell = rings.Bell(rings.bell_path(path))
         self.received: list[bytes] = []  # every frame, ours or not, for the counters
 
+    def _take(self) -> list[bytes]:
+        frames = [bytes(f) for f in self.up.take(1024)]
+        self.up.release()
+        rings.fence()
+        if self.up.waiting:
+            self.worker_bell.ring()
+        self.received += frames
+        return frames
+
     def collect(self, count: int, timeout_s: float = 10) -> list[bytes]:
-        """Receive batches until ``count`` test frames arrived; returns those frames."""
+        """Take frames until ``count`` test frames arrived; returns those frames."""
         ours: list[bytes] = []
         end = support.deadline(timeout_s)
+        poller = select.poll()
+        poller.register(self.bell.fileno(), select.POLLIN)
         while len(ours) < count:
             left_ms = int((end - time.monotonic()) * 1000)
-            assert left_ms > 0 and self.sock.poll(left_ms), \
-                f"broker got {len(ours)} of {count} frames"
-            parts = self.sock.recv_multipart()
-            assert len(parts) == 2 and parts[0] == ipc.routing_id(PORT)
-            frames = ipc.unpack(parts[1])
-            assert 1 <= len(frames) <= ipc.MAX_BATCH_FRAMES
-            self.received += frames
+            assert left_ms > 0, f"broker got {len(ours)} of {count} frames"
+            frames = self._take()
             ours += [f for f in frames if is_test_frame(f)]
+            if frames:
+                continue
+            self.up.arm(True)
+            rings.fence()
+            if not self.up.readable():
+                poller.poll(min(left_ms, 100))
+            self.up.arm(False)
+            self.bell.drain()
         return ours
 
     def drain(self) -> int:
-        """Receive every batch waiting now; the number of test frames in them."""
+        """Take every frame waiting now; the number of test frames among them."""
         ours = 0
-        while self.sock.poll(0):
-            frames = ipc.unpack(self.sock.recv_multipart()[1])
-            self.received += frames
-            ours += sum(map(is_test_frame, frames))
+        while self.up.readable():
+            ours += sum(map(is_test_frame, self._take()))
         return ours
 
-    def send(self, frames: list[bytes], timeout_s: float = 10) -> None:
-        """Send one batch to the port, waiting until the worker has connected."""
-        message = [ipc.routing_id(PORT), ipc.pack(frames)]
-        end = support.deadline(timeout_s)
-        while True:
-            try:
-                self.sock.send_multipart(message, zmq.NOBLOCK)
-                return
-            except zmq.ZMQError as e:  # EHOSTUNREACH until the DEALER is connected
-                if e.errno != zmq.EHOSTUNREACH or time.monotonic() > end:
-                    raise
-                time.sleep(0.02)
+    def send(self, frames: list[bytes]) -> None:
+        """Put frames into the down ring and ring the worker if it sleeps."""
+        for f in frames:
+            assert self.down.put(f), "the down ring is full"
+        self.publish()
+
+    def publish(self) -> None:
+        """Commit the down ring and ring the worker's doorbell if it is armed."""
+        self.down.commit()
+        rings.fence()
+        if self.down.armed:
+            self.worker_bell.ring()
+
+    def send_broken_record(self) -> None:
+        """Publish a record whose length runs past the ring (what a bug would write)."""
+        pos = self.down._head % self.down.capacity
+        struct.pack_into("<IHH", self.down.data, pos, self.down.capacity, 0, 0)
+        self.down._head += 8
+        self.publish()
 
     def close(self) -> None:
-        """Close the socket and the context."""
-        self.sock.close(linger=0)
-        support.term_context(self.context, "FakeBroker")
+        """Close the doorbells and unmap the rings."""
+        self.bell.close()
+        self.worker_bell.close()
+        self.mapped.close()
 
 
 # --- the kernel side of a port ------------------------------------------------------

@@ -354,18 +354,18 @@ LISTENER_WRITES: dict[str, Callable[[ListenerView], object]] = {
     "heartbeat": lambda v: v.heartbeat(5),
 }
 WORKER_READS: dict[str, Callable[[SlotView], object]] = {
-    "port": lambda v: v.port, "hold_ns": lambda v: v.hold_ns(5),
+    "port": lambda v: v.port, "hold_ns": lambda v: v.hold_ns(5), "ring": lambda v: v.ring,
 }
 SUPERVISOR_WRITES: dict[str, Callable[[PortTable], object]] = {
     "set_shut": lambda t: t.set_shut(1, True), "request_flush": lambda t: t.request_flush(7),
     "release": lambda t: t.release(1),
-    "claim": lambda t: t.claim(2, 8, PortKind.CLIENT),  # checked on a free slot below
+    "claim": lambda t: t.claim(2, 8, PortKind.CLIENT, ring=77),  # on a free slot below
 }
 PORT_READS: dict[str, Callable[[PortTable], object]] = {
     "base": lambda t: t.base(1), "generation": lambda t: t.generation,
     "free_slot": lambda t: t.free_slot(), "flush_done": lambda t: t.flush_done(1),
     "read": lambda t: t.read(1), "header": lambda t: t.header(),
-    "heartbeat_ns": lambda t: t.heartbeat_ns(1),
+    "heartbeat_ns": lambda t: t.heartbeat_ns(1), "ring": lambda t: t.ring(1),
     "broker_heartbeat_ns": lambda t: t.broker_heartbeat_ns(),
     "listener_heartbeat_ns": lambda t: t.listener_heartbeat_ns(),
     "ports": lambda t: list(t.ports()),
@@ -517,3 +517,12 @@ def test_one_learnable_rule(vid: int, mac: bytes, ok: bool) -> None:
                                        (1e6, True)])
 def test_one_ageing_rule(age: float, gone: bool) -> None:
     assert tables.aged(1000.0 + age, 1000.0, 300.0) is gone
+
+
+def test_a_claimed_slot_names_its_ring_generation_for_its_worker() -> None:
+    t = port_table()
+    t.claim(1, 7, PortKind.TAP, ring=0xFEED)
+    assert t.ring(1) == 0xFEED and SlotView(t, 1).ring == 0xFEED
+    t.release(1)
+    t.claim(1, 8, PortKind.TAP)  # a new port in the slot: never the old ring
+    assert t.ring(1) == 0

@@ -16,9 +16,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from etherws import ipc
 from etherws.runtime import procargs, tuntap
 from etherws.tables import BrokerView, PortKind, PortTable
+from etherws.workers.link import SEND_FRAMES_PER_WAKEUP
 from tests import support
 from tests.component.fakes import (
     PORT,
@@ -109,7 +109,7 @@ def test_bad_frames_and_messages_from_the_broker_are_counted(
     kernel = kernel_end(tap)
     good = make_frame(1)
     broker.send([b"\x02" * 10, good])  # the kernel refuses a frame shorter than 14 bytes
-    broker.sock.send_multipart([ipc.routing_id(PORT), b"\x09not a batch"])
+    broker.send_broken_record()
     assert kernel.collect(1) == [good]
     support.wait_until(lambda: (slot(table).drops, slot(table).errors) == (1, 1), 5,
                        "one drop and one error")
@@ -250,7 +250,7 @@ def test_a_pause_asked_by_the_broker_leaves_the_frames_to_the_kernel(
             sent += kernel.send(make_frame(i, 1000))
         delivered += broker.drain()
     # The pause may have begun just after a read: at most one batch got through.
-    assert delivered <= ipc.MAX_BATCH_FRAMES
+    assert delivered <= SEND_FRAMES_PER_WAKEUP
     BrokerView(table).hold(SLOT, 0)  # the pause is over: frames flow again
     support.wait_until(lambda: broker.drain() > 0, 10, "frames after the pause")
 

@@ -1,18 +1,24 @@
-"""The worker loop's accounting, with a fake medium and a fake broker link (no sockets)."""
+"""The worker loop's accounting, with a fake medium and real rings in a bytearray."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
-from etherws import ipc
+from etherws import ring
+from etherws.ring import RingFile
 from etherws.runtime.signals import StopSignal
 from etherws.tables import BrokerView, PortKind, PortTable, SlotView
 from etherws.workers.coalesce import HOLD_S
 from etherws.workers.link import (
-    RECV_BATCHES_PER_WAKEUP,
+    RECV_BYTES_PER_WAKEUP,
+    RECV_FRAMES_PER_WAKEUP,
+    SEND_FRAMES_PER_WAKEUP,
     Medium,
     MediumClosed,
     PortLoop,
+    RingLink,
     split_valid,
 )
 
@@ -42,9 +48,9 @@ class FakeMedium(Medium):
         batch, self.inbound = self.inbound[:max_frames], self.inbound[max_frames:]
         return batch
 
-    def write(self, frame: bytes) -> bool:
+    def write(self, frame: bytes | memoryview) -> bool:
         if self.accept:
-            self.written.append(frame)
+            self.written.append(bytes(frame))
         return self.accept
 
     def take_counts(self) -> tuple[int, int]:
@@ -61,63 +67,123 @@ class FakeMedium(Medium):
         self.arriving = []
 
 
-class FakeLink:
-    """The broker side: messages sent, messages waiting, a send verdict."""
+class FakeBell:
+    """A doorbell that counts its rings."""
 
-    def __init__(self, waiting: list[bytes] | None = None, accept: bool = True) -> None:
-        self.sent: list[bytes] = []
-        self.waiting = list(waiting or [])
-        self.accept = accept
+    def __init__(self) -> None:
+        self.rings = 0
 
-    def send(self, message: bytes) -> bool:
-        if self.accept:
-            self.sent.append(message)
-        return self.accept
+    def fileno(self) -> int:
+        return -1
 
-    def recv(self) -> bytes | None:
-        return self.waiting.pop(0) if self.waiting else None
+    def ring(self) -> None:
+        self.rings += 1
+
+    def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class FakeBroker:
+    """The broker's side of a port's rings, in a bytearray."""
+
+    def __init__(self, capacity: int = ring.MIN_CAPACITY) -> None:
+        self.buf = bytearray(ring.file_size(capacity))
+        RingFile.format(self.buf, 7, 1, capacity)
+        self.file = RingFile(self.buf)
+        self.sent: list[list[bytes]] = []  # what each take found in the up ring
+
+    def link(self) -> RingLink:
+        """The worker's side."""
+        return RingLink(RingFile(self.buf), FakeBell(), FakeBell())
+
+    def take(self) -> list[bytes]:
+        frames = [bytes(f) for f in self.file.up.take(10_000)]
+        self.file.up.release()
+        return frames
+
+    def put(self, frames: list[bytes]) -> None:
+        for f in frames:
+            assert self.file.down.put(f)
+        self.file.down.commit()
+
+    def queued(self) -> int:
+        """Frames in the down ring the worker has not taken."""
+        peek = RingFile(self.buf).down
+        peek._tail = peek.tail
+        return len(peek.take(10_000))
 
 
 NOW_NS = 10**12
 """The clock of these tests stands still: "right after a send" holds by construction."""
 
 
-def make_loop(medium: FakeMedium, link: FakeLink) -> tuple[PortLoop, PortTable]:
+def make_loop(medium: FakeMedium, broker: FakeBroker) -> tuple[PortLoop, PortTable]:
     table = PortTable.format(bytearray(PortTable.size(4)), 4)
     table.claim(2, 7, PortKind.TAP)
-    loop = PortLoop(medium, link, SlotView(table, 2), StopSignal(wake=False),  # type: ignore[arg-type]
+    loop = PortLoop(medium, broker.link(), SlotView(table, 2), StopSignal(wake=False),
                     clock=lambda: NOW_NS, sleep=medium.sleep)
     return loop, table
 
 
 def test_upstream_sends_one_bounded_batch_and_counts_it() -> None:
-    medium = FakeMedium([FRAME] * (ipc.MAX_BATCH_FRAMES + 5))
-    link = FakeLink()
-    loop, table = make_loop(medium, link)
+    medium = FakeMedium([FRAME] * (SEND_FRAMES_PER_WAKEUP + 5))
+    broker = FakeBroker()
+    loop, table = make_loop(medium, broker)
     loop.upstream()
-    assert [ipc.unpack(m) for m in link.sent] == [[FRAME] * ipc.MAX_BATCH_FRAMES]
+    assert broker.take() == [FRAME] * SEND_FRAMES_PER_WAKEUP
     s = table.read(2)
-    assert (s.rx, s.rx_bytes) == (ipc.MAX_BATCH_FRAMES, ipc.MAX_BATCH_FRAMES * len(FRAME))
+    assert (s.rx, s.rx_bytes) == (SEND_FRAMES_PER_WAKEUP, SEND_FRAMES_PER_WAKEUP * len(FRAME))
     loop.upstream()
-    assert table.read(2).rx == ipc.MAX_BATCH_FRAMES + 5
+    assert table.read(2).rx == SEND_FRAMES_PER_WAKEUP + 5
+    assert broker.take() == [FRAME] * 5
+
+
+def test_the_broker_is_rung_only_while_it_sleeps() -> None:
+    broker = FakeBroker()
+    medium = FakeMedium([FRAME] * 3)
+    loop, _ = make_loop(medium, broker)
+    rung = loop.link.broker_bell
+    assert isinstance(rung, FakeBell)
+    loop.upstream()
+    assert rung.rings == 0  # busy broker: no wake-up call
+    broker.file.up.arm(True)
+    medium.inbound = [FRAME]
+    loop.upstream()
+    assert rung.rings == 1
+
+
+def test_a_full_up_ring_drops_and_counts_what_does_not_fit() -> None:
+    broker = FakeBroker()
+    big = bytes(60000)
+    loop, table = make_loop(FakeMedium([big] * 6), broker)
+    loop.upstream()
+    fit = ring.MIN_CAPACITY // ring.record_size(len(big))
+    s = table.read(2)
+    assert (s.rx, s.drops) == (fit, 6 - fit)
+    assert not loop.link.can_send()
+    broker.take()
+    assert loop.link.can_send()
 
 
 def test_a_partial_batch_of_a_stream_waits_once_for_more() -> None:
     medium = FakeMedium([FRAME] * 2)
-    link = FakeLink()
-    loop, table = make_loop(medium, link)
+    broker = FakeBroker()
+    loop, table = make_loop(medium, broker)
     loop.upstream()  # the first batch: nothing flowing yet, sent at once
-    assert medium.slept == [] and len(link.sent) == 1
+    assert medium.slept == [] and len(broker.take()) == 2
     medium.inbound, medium.arriving = [FRAME], [FRAME] * 4
     loop.upstream()  # right after a send: held, then the 4 that came meanwhile join
     assert medium.slept == [HOLD_S]
-    assert [len(ipc.unpack(m)) for m in link.sent] == [2, 5]
+    assert len(broker.take()) == 5
     assert table.read(2).rx == 7
 
 
 def test_a_full_batch_is_never_held() -> None:
-    medium = FakeMedium([FRAME] * (2 * ipc.MAX_BATCH_FRAMES))
-    loop, _ = make_loop(medium, FakeLink())
+    medium = FakeMedium([FRAME] * (2 * SEND_FRAMES_PER_WAKEUP))
+    loop, _ = make_loop(medium, FakeBroker())
     loop.upstream()
     loop.upstream()
     assert medium.slept == []
@@ -125,73 +191,86 @@ def test_a_full_batch_is_never_held() -> None:
 
 def test_frames_read_before_the_medium_ends_during_a_hold_still_go() -> None:
     medium = FakeMedium([FRAME])
-    link = FakeLink()
-    loop, table = make_loop(medium, link)
+    broker = FakeBroker()
+    loop, table = make_loop(medium, broker)
     loop.upstream()
+    assert len(broker.take()) == 1
     medium.inbound, medium.closed_after = [FRAME] * 3, 1  # the read after the hold fails
     with pytest.raises(MediumClosed):
         loop.upstream()
     assert medium.slept == [HOLD_S] and table.read(2).rx == 4
-    assert [len(ipc.unpack(m)) for m in link.sent] == [1, 3]
-
-
-def test_upstream_batch_refused_by_the_link_is_dropped() -> None:
-    loop, table = make_loop(FakeMedium([FRAME] * 3), FakeLink(accept=False))
-    loop.upstream()
-    s = table.read(2)
-    assert (s.rx, s.drops, s.errors) == (0, 3, 0)
+    assert len(broker.take()) == 3
 
 
 def test_frames_the_data_plane_cannot_carry_are_errors() -> None:
     frames = [b"", b"x" * 13, b"x" * 14, b"x" * 65535, b"x" * 65536]
     assert split_valid(frames) == ([b"x" * 14, b"x" * 65535], 3)
-    link = FakeLink()
-    loop, table = make_loop(FakeMedium(frames), link)
+    broker = FakeBroker()
+    loop, table = make_loop(FakeMedium(frames), broker)
     loop.upstream()
     s = table.read(2)
     assert (s.rx, s.rx_bytes, s.errors) == (2, 14 + 65535, 3)
+    assert broker.take() == [b"x" * 14, b"x" * 65535]
 
 
 def test_nothing_readable_sends_nothing() -> None:
-    link = FakeLink()
-    loop, table = make_loop(FakeMedium([]), link)
+    broker = FakeBroker()
+    loop, table = make_loop(FakeMedium([]), broker)
     loop.upstream()
-    assert link.sent == [] and table.read(2).rx == 0
+    assert broker.take() == [] and table.read(2).rx == 0
 
 
-def test_downstream_writes_and_counts_tx_drops_and_errors() -> None:
-    waiting = [ipc.pack([FRAME, FRAME[:20]]), b"\x09garbage", ipc.pack([FRAME])]
-    medium, link = FakeMedium([]), FakeLink(waiting)
-    loop, table = make_loop(medium, link)
+def test_downstream_writes_and_counts_tx_and_drops() -> None:
+    medium, broker = FakeMedium([]), FakeBroker()
+    broker.put([FRAME, FRAME[:20], FRAME])
+    loop, table = make_loop(medium, broker)
     loop.downstream()
     assert medium.written == [FRAME, FRAME[:20], FRAME]
     s = table.read(2)
-    assert (s.tx, s.tx_bytes, s.errors, s.drops) == (3, 2 * len(FRAME) + 20, 1, 0)
+    assert (s.tx, s.tx_bytes, s.errors, s.drops) == (3, 2 * len(FRAME) + 20, 0, 0)
     medium.accept = False
-    link.waiting.append(ipc.pack([FRAME] * 4))
+    broker.put([FRAME] * 4)
     loop.downstream()
     assert (table.read(2).tx, table.read(2).drops) == (3, 4)
+    assert broker.queued() == 0
 
 
-def test_downstream_reads_a_bounded_number_of_batches() -> None:
-    link = FakeLink([ipc.pack([FRAME])] * (RECV_BATCHES_PER_WAKEUP + 2))
-    loop, table = make_loop(FakeMedium([]), link)
+def test_a_broken_down_ring_is_one_error_and_is_dropped() -> None:
+    medium, broker = FakeMedium([]), FakeBroker()
+    broker.put([FRAME, FRAME])
+    struct.pack_into("<I", broker.file.down.data, ring.record_size(len(FRAME)),
+                     ring.MIN_CAPACITY)
+    loop, table = make_loop(medium, broker)
+    loop.downstream()  # the good frame before it
+    loop.downstream()  # the broken record: counted, the ring emptied
+    assert medium.written == [FRAME]
+    assert (table.read(2).tx, table.read(2).errors) == (1, 1)
+    assert not loop.link.down.readable()
+    broker.file.down._head = broker.file.down.head
+    broker.put([FRAME])
     loop.downstream()
-    assert table.read(2).tx == RECV_BATCHES_PER_WAKEUP and len(link.waiting) == 2
+    assert table.read(2).tx == 2
 
 
-def test_downstream_leaves_batches_queued_while_the_medium_has_no_room() -> None:
-    medium = FakeMedium([])
-    room = iter([True, True, False])
-    medium.has_room = lambda: next(room)  # type: ignore[attr-defined]
-    link = FakeLink([ipc.pack([FRAME])] * 4)
-    loop, table = make_loop(medium, link)
+def test_downstream_takes_a_bounded_number_of_frames() -> None:
+    broker = FakeBroker()
+    broker.put([FRAME] * (RECV_FRAMES_PER_WAKEUP + 2))
+    loop, table = make_loop(FakeMedium([]), broker)
     loop.downstream()
-    assert table.read(2).tx == 2 and len(link.waiting) == 2  # left for the broker to hold
+    assert table.read(2).tx == RECV_FRAMES_PER_WAKEUP and broker.queued() == 2
+
+
+def test_downstream_takes_a_bounded_number_of_bytes() -> None:
+    broker = FakeBroker()
+    big = bytes(60000)
+    broker.put([big] * 3)
+    loop, table = make_loop(FakeMedium([]), broker)
+    loop.downstream()
+    assert table.read(2).tx == RECV_BYTES_PER_WAKEUP // len(big) and broker.queued() == 1
 
 
 def test_a_pause_from_the_broker_is_read_from_the_slot() -> None:
-    loop, table = make_loop(FakeMedium([]), FakeLink())
+    loop, table = make_loop(FakeMedium([]), FakeBroker())
     assert loop.counters.hold_ns(1_000) == 0
     BrokerView(table).hold(2, 5_000)
     assert loop.counters.hold_ns(1_000) == 4_000
@@ -200,9 +279,9 @@ def test_a_pause_from_the_broker_is_read_from_the_slot() -> None:
 
 def test_counters_continue_what_the_slot_holds() -> None:
     """A restarted worker adds to its predecessor's counts."""
-    loop, table = make_loop(FakeMedium([FRAME]), FakeLink())
+    loop, table = make_loop(FakeMedium([FRAME]), FakeBroker())
     loop.upstream()
-    again, _ = make_loop(FakeMedium([FRAME] * 2), FakeLink())
+    again, _ = make_loop(FakeMedium([FRAME] * 2), FakeBroker())
     again.counters = SlotView(table, 2)
     again.upstream()
     assert (table.read(2).rx, table.read(2).rx_bytes) == (3, 3 * len(FRAME))
@@ -212,7 +291,7 @@ def test_counters_continue_what_the_slot_holds() -> None:
 def test_tick_writes_the_heartbeat_and_the_medium_counts(counts: tuple[int, int]) -> None:
     medium = FakeMedium([])
     medium.counts = counts
-    loop, table = make_loop(medium, FakeLink())
+    loop, table = make_loop(medium, FakeBroker())
     loop.tick(123_456)
     s = table.read(2)
     assert (s.heartbeat_ns, s.errors, s.drops) == (123_456, *counts)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from etherws import ipc
 from etherws.runtime.signals import StopSignal
 from etherws.tables import PortKind, PortTable, SlotView
 from etherws.workers.link import Medium, PortLoop
+from tests.unit.workers.test_link_counters import FakeBroker
 
 FRAME = bytes(range(60))
 
@@ -24,8 +24,8 @@ class BufferingMedium(Medium):
     def read_batch(self, max_frames: int) -> list[bytes]:
         return []
 
-    def write(self, frame: bytes) -> bool:
-        self.queued.append(frame)
+    def write(self, frame: bytes | memoryview) -> bool:
+        self.queued.append(bytes(frame))
         return True
 
     def take_counts(self) -> tuple[int, int]:
@@ -42,32 +42,26 @@ class BufferingMedium(Medium):
         self.ticks.append(now_ns)
 
 
-class FakeLink:
-    def __init__(self, waiting: list[bytes]) -> None:
-        self.waiting = waiting
-
-    def recv(self) -> bytes | None:
-        return self.waiting.pop(0) if self.waiting else None
-
-
-def make_loop(medium: BufferingMedium, link: FakeLink) -> tuple[PortLoop, PortTable]:
+def make_loop(medium: BufferingMedium, frames: list[bytes]) -> tuple[PortLoop, PortTable]:
     table = PortTable.format(bytearray(PortTable.size(2)), 2)
     table.claim(1, 3, PortKind.CLIENT)
-    loop = PortLoop(medium, link, SlotView(table, 1), StopSignal(wake=False))  # type: ignore[arg-type]
+    broker = FakeBroker()
+    broker.put(frames)
+    loop = PortLoop(medium, broker.link(), SlotView(table, 1), StopSignal(wake=False))
     return loop, table
 
 
-def test_the_broker_batches_of_one_wakeup_are_flushed_together() -> None:
+def test_the_frames_of_one_wakeup_are_flushed_together() -> None:
     medium = BufferingMedium()
-    loop, table = make_loop(medium, FakeLink([ipc.pack([FRAME] * 3), ipc.pack([FRAME])]))
+    loop, table = make_loop(medium, [FRAME] * 4)
     loop.downstream()
-    assert medium.flushed == [[FRAME] * 4]  # one send for the wake-up, not one per batch
+    assert medium.flushed == [[FRAME] * 4]  # one send for the wake-up, not one per frame
     assert table.read(1).tx == 4
 
 
 def test_tick_runs_the_medium_timers_after_the_heartbeat() -> None:
     medium = BufferingMedium()
-    loop, table = make_loop(medium, FakeLink([]))
+    loop, table = make_loop(medium, [])
     loop.tick(42)
     assert medium.ticks == [42] and table.read(1).heartbeat_ns == 42
 
