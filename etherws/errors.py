@@ -11,7 +11,7 @@ bug's ValueError (or TypeError) stays a bug with a traceback instead of turning 
     ├── UrlError               wsurl           a tunnel URL, proxy or secrets record
     ├── AddressError           ifaddr          an address, netmask, MTU
     ├── FrameError             frame           an Ethernet frame or MAC address
-    ├── IpcError               ipc             a data-plane message
+    ├── RingError              ring            a ring file or what a ring holds
     ├── TableError             tables          a shared-memory table
     ├── HtpasswdError          htpasswd        an htpasswd line
     ├── ProtocolError          wsframe         a WebSocket peer broke RFC 6455

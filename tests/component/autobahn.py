@@ -5,7 +5,7 @@ Python cases) in this test process, on an event loop of its own (``KosokuLoop``)
 the main thread stays free to accept connections and spawn workers and remains their
 parent (PR_SET_PDEATHSIG follows the thread that forked). Around kosoku:
 
-- ``EchoBroker``: this process as the broker. Every batch a port sends goes back to
+- ``EchoBroker``: this process as the broker. Every frame a port sends goes back to
   that port, so a worker behaves like the echo peer Autobahn expects, for binary
   messages; text never reaches the broker (the tunnel carries binary frames only).
 - ``PeerServer``: the server side. A listening socket the test owns; every accepted
@@ -38,14 +38,13 @@ from typing import TYPE_CHECKING, Any, Coroutine, Iterable, Iterator, TypeVar
 
 import kosoku
 import kosoku.cases
-import zmq
 
-from etherws import ipc
 from etherws.paths import RunDir
+from etherws.runtime import rings
 from etherws.tables import PortKind, PortTable
 from etherws.workers import listener
 from tests import support
-from tests.component.fakes import ROOT, ThreadedRouter
+from tests.component.fakes import ROOT
 
 if TYPE_CHECKING:
     from kosoku._kosoku import CaseResult
@@ -67,32 +66,93 @@ def selected_cases() -> list[str]:
 
 
 # --- the broker -------------------------------------------------------------------------
-class EchoBroker(ThreadedRouter):
-    """A ROUTER at the data endpoint, in a thread, sending each batch back to its port.
+class EchoBroker:
+    """This process as the broker, in a thread: every port's up ring is copied back into
+    its down ring, so a worker behaves like the echo peer Autobahn expects.
 
-    A batch is checked (``ipc.unpack``) before it goes back unchanged. One the worker
-    cannot take (gone, or at its high-water mark) is dropped, as the real broker drops
-    rather than block. ``close`` raises what went wrong in the thread.
+    It serves the rings of every port in the table, as the broker does: it sleeps on the
+    broker's doorbell with the rings armed and rings a worker's doorbell when it sleeps.
+    A frame the down ring cannot take is dropped, as the real broker drops rather than
+    block. ``close`` raises what went wrong in the thread.
     """
 
     POLL_MS = 20
 
-    def __init__(self, rundir: str) -> None:
+    def __init__(self, rundir: str, table: PortTable) -> None:
+        self.rd = RunDir(rundir)
+        self.table = table
         self.frames = 0
-        super().__init__(RunDir(rundir).data_endpoint, "echo-broker",
-                         ((zmq.ROUTER_MANDATORY, 1), (zmq.SNDHWM, 1000), (zmq.RCVHWM, 1000),
-                          (zmq.MAXMSGSIZE, ipc.MAX_MESSAGE)))
+        rings.make_bell(self.rd.broker_bell)
+        self.bell = rings.Bell(self.rd.broker_bell)
+        self.mapped: dict[tuple[int, int], tuple[rings.MappedRing, rings.Bell]] = {}
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="echo-broker", daemon=True)
+        self._thread.start()
 
-    def handle(self, parts: list[bytes]) -> None:
-        """Check one batch and send it back to its port (dropped when it cannot go)."""
-        rid, batch = parts
-        ipc.port_of(rid)
-        self.frames += len(ipc.unpack(batch))
+    def _sync(self) -> None:
+        current = {(port, self.table.ring(slot)) for slot, port, _ in self.table.ports()}
+        for key in set(self.mapped) - current:
+            mapped, bell = self.mapped.pop(key)
+            bell.close()
+            mapped.close()
+        for port, gen in current - set(self.mapped):
+            path = self.rd.ring(port, gen)
+            try:
+                mapped = rings.MappedRing(path)
+            except FileNotFoundError:  # its worker is gone already
+                continue
+            self.mapped[(port, gen)] = (mapped, rings.Bell(rings.bell_path(path)))
+
+    def _echo(self) -> int:
+        moved = 0
+        for mapped, bell in self.mapped.values():
+            up, down = mapped.file.up, mapped.file.down
+            frames = up.take(256)
+            moved += len(frames)
+            for f in frames:
+                down.put(f)
+            del frames
+            up.release()
+            down.commit()
+            rings.fence()
+            if down.armed or up.waiting:
+                bell.ring()
+        self.frames += moved
+        return moved
+
+    def _serve(self) -> None:
         try:
-            self.sock.send_multipart([rid, batch], zmq.NOBLOCK)
-        except zmq.ZMQError as e:
-            if e.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
-                raise
+            poller = select.poll()
+            poller.register(self.bell.fileno(), select.POLLIN)
+            while not self._stop.is_set():
+                self._sync()
+                if self._echo():
+                    continue
+                for mapped, _ in self.mapped.values():
+                    mapped.file.up.arm(True)
+                rings.fence()
+                if not any(m.file.up.readable() for m, _ in self.mapped.values()):
+                    poller.poll(self.POLL_MS)
+                for mapped, _ in self.mapped.values():
+                    mapped.file.up.arm(False)
+                self.bell.drain()
+        except BaseException as exc:  # surfaced by close(), so a broken fake fails the test
+            self.error = exc
+
+    def close(self) -> None:
+        """Stop the thread, unmap every ring (idempotent)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout=5 * support.SCALE)
+        for mapped, bell in self.mapped.values():
+            bell.close()
+            mapped.close()
+        self.mapped.clear()
+        self.bell.close()
+        if self.error is not None:
+            raise self.error
 
 
 # --- worker processes -----------------------------------------------------------------------
@@ -134,7 +194,9 @@ class Workers:
         assert slot is not None, "port table full: workers are not exiting"
         self.started += 1
         port = self.started
-        self.table.claim(slot, port, self.kind)
+        ring = RunDir(self.rundir).ring(port, port)
+        rings.create_ring(ring, port, port)
+        self.table.claim(slot, port, self.kind, ring=port)
         argv = [sys.executable, "-m", self.module, "--rundir", self.rundir,
                 "--parent-pid", str(os.getpid()), "--port", str(port), "--slot", str(slot),
                 *options, target]
@@ -143,6 +205,7 @@ class Workers:
                               slot, port, pass_fds)
         except BaseException:
             self.table.release(slot)
+            rings.remove_ring(ring)
             raise
         self.running.append(proc)
         return proc
@@ -173,6 +236,7 @@ class Workers:
     def _gone(self, proc: WorkerProc) -> None:
         self.running.remove(proc)
         self.table.release(proc.slot)
+        rings.remove_ring(RunDir(self.rundir).ring(proc.port, proc.port))
         # A SIGTERM that lands while the interpreter exits anyway ends it by the signal.
         if proc.returncode != 0 and not (proc.stopped and proc.returncode == -signal.SIGTERM):
             self.crashes.append(f"port {proc.port} exited with {proc.returncode}:\n"

@@ -187,7 +187,7 @@ def test_the_import_check_finds_a_cross_import(fake_root: Path) -> None:
 def test_relative_and_dynamic_imports_are_resolved() -> None:
     tree = ast.parse("from . import frame\nfrom .frame import Mac\nimport os.path\n"
                      "def f():\n    __import__('socket')\n")
-    assert imported_names("etherws.ipc", tree) == {
+    assert imported_names("etherws.ring", tree) == {
         "etherws", "etherws.frame", "os.path", "__import__"}
 
 

@@ -239,9 +239,9 @@ def ports(rundir: str) -> PortTable:
 
 
 @pytest.fixture
-def echo(rundir: str) -> Iterator[EchoBroker]:
+def echo(rundir: str, ports: PortTable) -> Iterator[EchoBroker]:
     """This process as the broker, echoing."""
-    broker = EchoBroker(rundir)
+    broker = EchoBroker(rundir, ports)
     try:
         yield broker
     finally:

@@ -21,7 +21,6 @@ from etherws.tables import BrokerView, PortKind, PortTable
 from etherws.workers.link import SEND_FRAMES_PER_WAKEUP
 from tests import support
 from tests.component.fakes import (
-    PORT,
     ROOT,
     SLOT,
     WORKER_MODULES,

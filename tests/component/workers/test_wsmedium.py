@@ -11,9 +11,9 @@ from typing import Iterator
 
 import pytest
 
-from etherws import ipc, wsframe
+from etherws import wsframe
 from etherws.keepalive import Keepalive
-from etherws.workers.link import MediumClosed
+from etherws.workers.link import RECV_BYTES_PER_WAKEUP, MediumClosed
 from etherws.workers.wsmedium import OUT_LIMIT, PING_PAYLOAD, WsMedium
 from etherws.wsframe import Opcode
 
@@ -119,14 +119,14 @@ def test_eof_ends_the_medium(pair: Pair) -> None:
         medium.read_batch(64)
 
 
-def test_room_for_a_whole_broker_batch_is_announced_until_there_is_none(
+def test_room_for_a_whole_down_ring_batch_is_announced_until_there_is_none(
         pair: Pair) -> None:
     medium, _peer = pair  # the peer reads nothing
-    batch = [b"x" * 2000] * (ipc.MAX_BATCH_BYTES // 2000)
+    batch = [b"x" * 2000] * (RECV_BYTES_PER_WAKEUP // 2000)
     batches = 0
     while medium.has_room():
         # With room announced, a whole batch is always taken: the loop never reads
-        # a batch from the broker only to drop it here.
+        # a batch from the down ring only to drop it here.
         assert all(medium.write(f) for f in batch)
         medium.flush()
         batches += 1
