@@ -56,6 +56,11 @@ OUT_LIMIT = 1024 * 1024
 """Encoded bytes allowed to wait for the socket; frames beyond it are dropped. The
 kernel's TCP send buffer (several MB, autotuned) queues behind it anyway: more here
 only adds latency and, under overload, memory (the 40 MiB per worker target)."""
+NOTSENT_LOWAT = 128 * 1024
+"""Unsent bytes the kernel queues for the tunnel's TCP socket before it says "full"
+(TCP_NOTSENT_LOWAT, as HTTP/2 servers set it): the send buffer autotunes to megabytes,
+and a ping queued behind megabytes of a bulk transfer waits tens of milliseconds. With
+the limit the excess waits in the down ring, where the broker drops and pauses senders."""
 FRAME_OVERHEAD = 14
 """What one frame may add to the output queue: the largest header (10 bytes) and a
 client's masking key (RFC 6455 §5.2)."""
@@ -81,6 +86,8 @@ class WsMedium(Medium):
     def __init__(self, sock: socket.socket, role: str, max_message: int = MAX_FRAME,
                  keepalive: Keepalive | None = None) -> None:
         sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
         self.sock = sock
         self.fd = sock.fileno()
         self.tls = isinstance(sock, ssl.SSLSocket)
