@@ -32,11 +32,6 @@ class RunDir:
         return self._p("ctl.sock")
 
     @property
-    def data_sock(self) -> str:
-        """The data-plane socket the broker binds."""
-        return self._p("data.sock")
-
-    @property
     def port_table(self) -> str:
         """Shared port table (etherws.tables.PortTable)."""
         return self._p("ports.tbl")
@@ -73,8 +68,3 @@ class RunDir:
     def ctl_endpoint(self) -> str:
         """ZeroMQ endpoint of the local control socket."""
         return "ipc://" + self.ctl_sock
-
-    @property
-    def data_endpoint(self) -> str:
-        """ZeroMQ endpoint of the data plane."""
-        return "ipc://" + self.data_sock
