@@ -410,7 +410,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("--ctl takes a tcp://ADDRESS:PORT endpoint; the local control "
                           "socket is always RUNDIR/ctl.sock")
     check_tls_pair(cfg.sslkey, cfg.sslcert)
-    longest = RunDir(cfg.rundir).accept_sock  # the longest socket path in the run directory
+    longest = RunDir(cfg.rundir).session_sock  # the longest socket path in the run directory
     if len(longest.encode()) > MAX_SOCKET_PATH:
         raise ConfigError(f"--rundir is too long: socket paths in it must fit in "
                           f"{MAX_SOCKET_PATH} bytes")

@@ -12,6 +12,7 @@ bug's ValueError (or TypeError) stays a bug with a traceback instead of turning 
     ├── AddressError           ifaddr          an address, netmask, MTU
     ├── FrameError             frame           an Ethernet frame or MAC address
     ├── RingError              ring            a ring file or what a ring holds
+    ├── SessionError           session         a session message
     ├── TableError             tables          a shared-memory table
     ├── HtpasswdError          htpasswd        an htpasswd line
     ├── ProtocolError          wsframe         a WebSocket peer broke RFC 6455
@@ -27,6 +28,7 @@ bug's ValueError (or TypeError) stays a bug with a traceback instead of turning 
     ├── PortError              supervisor.portops  a port that cannot be made
     │   └── DeclaredError      supervisor.declared the configuration file's ports
     ├── NetifError             supervisor.netif    (also an OSError: it is one)
+    ├── PortRefused            workers.attach      the broker refused a worker its port
     └── MediumClosed           workers.link        a port's medium ended
 
 Control flow inside one function (a peer's opening that timed out or was stopped) uses

@@ -32,6 +32,16 @@ class RunDir:
         return self._p("ctl.sock")
 
     @property
+    def session_sock(self) -> str:
+        """The broker's session socket (``etherws.session``)."""
+        return self._p("session.sock")
+
+    @property
+    def session_endpoint(self) -> str:
+        """ZeroMQ endpoint of the broker's session socket."""
+        return "ipc://" + self.session_sock
+
+    @property
     def port_table(self) -> str:
         """Shared port table (etherws.tables.PortTable)."""
         return self._p("ports.tbl")

@@ -15,8 +15,9 @@ Port table (file ``ports.tbl``)::
       4 broker heartbeat ns                                        (broker)
       5 flush request counter, 6 flush port (0 = all)              (supervisor)
       7 flush done counter                                         (broker)
-      8 malformed data-plane messages                              (broker)
+      8 malformed session messages                                 (broker)
       9 listener heartbeat ns                                      (listener)
+      10 broker pid: the workers attach again when it changes      (broker)
     slot i at HEADER_WORDS + i * SLOT_WORDS:
       0 port (0 = free slot)  1 flags (FLAG_SHUT)  2 kind (PortKind)          (supervisor)
       3 heartbeat ns  4 rx frames  5 rx bytes  6 tx frames  7 tx bytes
@@ -67,6 +68,7 @@ H_FLUSH_PORT = 6
 H_FLUSH_DONE = 7
 H_BROKER_MALFORMED = 8
 H_LISTENER_HEARTBEAT = 9
+H_BROKER_PID = 10
 
 # port slot words
 S_PORT = 0
@@ -193,7 +195,8 @@ class PortHeader:
 SUPERVISOR_HEADER = frozenset({H_GENERATION, H_FLUSH_REQUEST, H_FLUSH_PORT})
 SUPERVISOR_SLOT = frozenset({S_PORT, S_FLAGS, S_KIND, S_RING})
 """(``claim`` also zeroes a free slot's other words before anyone else uses it.)"""
-BROKER_HEADER = frozenset({H_BROKER_HEARTBEAT, H_FLUSH_DONE, H_BROKER_MALFORMED})
+BROKER_HEADER = frozenset({H_BROKER_HEARTBEAT, H_FLUSH_DONE, H_BROKER_MALFORMED,
+                           H_BROKER_PID})
 BROKER_SLOT = frozenset({S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL})
 LISTENER_HEADER = frozenset({H_LISTENER_HEARTBEAT})
 WORKER_SLOT = frozenset({S_HEARTBEAT, S_RX, S_RX_BYTES, S_TX, S_TX_BYTES, S_ERRORS, S_DROPS})
@@ -324,6 +327,10 @@ class PortTable:
         """The broker's latest heartbeat."""
         return self.words[H_BROKER_HEARTBEAT]
 
+    def broker_pid(self) -> int:
+        """The pid of the broker that runs now (0 before the first one started)."""
+        return self.words[H_BROKER_PID]
+
     def listener_heartbeat_ns(self) -> int:
         """The WebSocket listener's latest heartbeat."""
         return self.words[H_LISTENER_HEARTBEAT]
@@ -350,8 +357,12 @@ class BrokerView:
         """Tell the supervisor the broker is alive."""
         self.words[H_BROKER_HEARTBEAT] = now_ns
 
+    def started(self, pid: int) -> None:
+        """A new broker runs: its workers attach to it again."""
+        self.words[H_BROKER_PID] = pid
+
     def count_malformed(self) -> None:
-        """A data-plane message that did not parse (no port to charge it to)."""
+        """A session message that did not parse (no port to charge it to)."""
         self.words[H_BROKER_MALFORMED] += 1
 
     def pending_flush(self) -> tuple[int, int] | None:

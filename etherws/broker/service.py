@@ -12,6 +12,10 @@ Nothing in a ring is trusted: a worker parses network input and may be compromis
 A ring whose indices or records are invalid is counted as one error of its port, its
 contents are dropped, and switching goes on.
 
+Around the rings, a ZeroMQ ROUTER at ``RunDir.session_endpoint`` serves the session
+(``etherws.session``): workers attach (their port and ring generation, checked against
+the port table; a second live worker for a port is refused) and detach.
+
 When a pass moves nothing the broker arms every up ring, looks again (after a fence,
 see ``runtime.rings``) and sleeps on its doorbell; a worker rings it only while it is
 armed, so a busy switch makes no wake-up calls. The FDB lives in shared memory and the
@@ -23,11 +27,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import select
+import os
 import time
 from dataclasses import dataclass
 
-from etherws import config
+import zmq
+
+from etherws import config, session
 from etherws.broker.fdb import Fdb
 from etherws.broker.forwarding import Forwarder
 from etherws.paths import RunDir
@@ -45,6 +51,8 @@ EXPIRE_INTERVAL_S = 1.0
 FRAMES_PER_PORT = 64
 """Frames taken from one port's up ring per pass: ports are served in turn, a busy port
 cannot starve the others."""
+MAX_SESSION_MESSAGES = 64
+"""Session messages answered per look (bounded work: a worker cannot stall switching)."""
 PASSES_PER_LOOK = 64
 """Bounded work between two looks at the port table, flush requests and the heartbeat."""
 HOLD_NS = 1_000_000
@@ -81,6 +89,33 @@ class PortRings:
         self.mapped.close()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def bind_session(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> zmq.Socket[bytes]:
+    """The broker's session ROUTER, bound at ``endpoint`` with a socket file only we use."""
+    sock = ctx.socket(zmq.ROUTER)
+    try:
+        sock.setsockopt(zmq.MAXMSGSIZE, 1024)
+        sock.setsockopt(zmq.LINGER, 0)
+        old = os.umask(0o077)
+        try:
+            sock.bind(endpoint)
+        finally:
+            os.umask(old)
+    except zmq.ZMQError:
+        sock.close(linger=0)
+        raise
+    return sock
+
+
 def open_rings(rundir: RunDir, port: int, slot: int, generation: int) -> PortRings:
     """Map a port's ring file and open its worker's doorbell; OSError or RingError."""
     path = rundir.ring(port, generation)
@@ -110,6 +145,7 @@ class Broker:
         self._next_heartbeat = 0.0
         self._next_expire = 0.0
         self._broken: set[int] = set()  # ports whose rings could not be opened (logged)
+        self.attached: dict[int, int] = {}  # port -> the pid of its attached worker
 
     # --- the shared tables ------------------------------------------------------------
     def sync_ports(self) -> int | None:
@@ -246,15 +282,64 @@ class Broker:
         return room
 
     # --- the loop ---------------------------------------------------------------------
-    def run(self, stop: StopSignal, bell: rings.Bell) -> None:
+    # --- the session ------------------------------------------------------------------
+    def serve_session(self, sock: zmq.Socket[bytes]) -> None:
+        """Answer every session message waiting on the ROUTER."""
+        for _ in range(MAX_SESSION_MESSAGES):
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            reply = self.on_session(parts)
+            if reply is not None:
+                try:
+                    sock.send_multipart([parts[0], reply], zmq.NOBLOCK)
+                except zmq.ZMQError:  # gone again, or not reading: it asks again
+                    pass
+
+    def on_session(self, parts: list[bytes]) -> bytes | None:
+        """The answer to one message ``[routing id, message]``, or None."""
+        try:
+            if len(parts) != 2:
+                raise session.SessionError(f"message of {len(parts)} parts")
+            m = session.decode(parts[1])
+        except session.SessionError:
+            self.view.count_malformed()
+            return None
+        if m.kind == session.DETACH:
+            if self.attached.get(m.port) == m.pid:
+                del self.attached[m.port]
+                log.info("port %d: worker %d detached", m.port, m.pid)
+            return None
+        if m.kind != session.ATTACH:
+            self.view.count_malformed()
+            return None
+        pr = self.rings.get(m.port)
+        old = self.attached.get(m.port)
+        why = session.check_attach(m, None if pr is None else pr.generation, old,
+                                   old is not None and _alive(old))
+        if why:
+            log.warning("port %d: worker %d refused: %s", m.port, m.pid, why)
+            return session.encode(session.Message(session.REFUSED, m.port, reason=why))
+        if old != m.pid:
+            log.info("port %d: worker %d attached%s", m.port, m.pid,
+                     f" (after {old})" if old is not None else "")
+        self.attached[m.port] = m.pid
+        return session.encode(session.Message(session.ATTACHED, m.port, m.generation,
+                                              os.getpid()))
+
+    # --- the loop ---------------------------------------------------------------------
+    def run(self, stop: StopSignal, bell: rings.Bell, sock: zmq.Socket[bytes]) -> None:
         """Serve until ``stop`` is requested (a signal also wakes the poll at once)."""
-        poller = select.poll()
-        poller.register(bell.fileno(), select.POLLIN)
-        poller.register(stop.fileno(), select.POLLIN)
+        poller = zmq.Poller()
+        poller.register(bell.fileno(), zmq.POLLIN)
+        poller.register(stop.fileno(), zmq.POLLIN)
+        poller.register(sock, zmq.POLLIN)
         timeout_ms = int(POLL_TIMEOUT_S * 1000)
         while not stop.requested:
             self.sync_ports()
             self.serve_flush()
+            self.serve_session(sock)
             moved = 0
             for _ in range(PASSES_PER_LOOK):
                 n = self.switch(time.monotonic())
@@ -322,14 +407,26 @@ def _serve(rundir: RunDir, args: argparse.Namespace, stop: StopSignal) -> int:
     except (OSError, TableError) as e:
         log.error("cannot open the shared tables in %s: %s", rundir.root, e)
         return procargs.EXIT_CONFIG
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     broker = Broker(rundir, ports, fdb, port_security=not args.no_port_security)
     try:
-        broker.sync_ports()  # forgets the addresses of ports deleted while we were away
-        broker.housekeeping(time.monotonic())
-        log.info("started: %d ports, %d of %d addresses kept, ageout %gs",
-                 len(broker.forwarder.ports), len(fdb), fdb.table.capacity, fdb.ageout_s)
-        broker.run(stop, bell)
+        try:
+            sock = bind_session(ctx, rundir.session_endpoint)
+        except zmq.ZMQError as e:
+            log.error("cannot bind %s: %s", rundir.session_endpoint, e)
+            return procargs.EXIT_CONFIG
+        try:
+            broker.sync_ports()  # forgets the addresses of ports deleted while we were away
+            broker.housekeeping(time.monotonic())
+            broker.view.started(os.getpid())  # the workers attach to us now
+            log.info("started: %d ports, %d of %d addresses kept, ageout %gs",
+                     len(broker.forwarder.ports), len(fdb), fdb.table.capacity,
+                     fdb.ageout_s)
+            broker.run(stop, bell, sock)
+        finally:
+            sock.close(linger=0)
     finally:
         broker.close()
         bell.close()
+        ctx.term()
     return 0

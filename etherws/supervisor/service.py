@@ -388,7 +388,7 @@ class Supervisor:
             self._ctx.term()
         self.stop.close()
         verify_locks = [self.rundir.verify_lock(i) for i in range(authfile.slot_count())]
-        for path in (self.rundir.ctl_sock, self.rundir.port_table,
+        for path in (self.rundir.ctl_sock, self.rundir.session_sock, self.rundir.port_table,
                      self.rundir.fdb_table, self.rundir.broker_bell, self.rundir.pidfile,
                      *verify_locks):
             with contextlib.suppress(FileNotFoundError):

@@ -45,6 +45,7 @@ from etherws.keepalive import Keepalive
 from etherws.runtime import portstatus, procargs
 from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
+from etherws.workers.attach import PortRefused
 from etherws.workers.link import (
     MediumClosed,
     PortLoop,
@@ -194,6 +195,7 @@ class ClientWorker:
         bell.register(link.bell.fileno(), select.POLLIN)
 
         def broker_sent(timeout_ms: int) -> object:
+            link.tick()  # the session's turn (attach.PortRefused ends the worker)
             if not link.sleep_ready(down=True, room=False):
                 bell.poll(timeout_ms)
             link.woken()
@@ -253,7 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     if counters is None or link is None:
         return procargs.EXIT_CONFIG
     try:
-        return ClientWorker(args, connector, counters, link, stop).run()
+        status = ClientWorker(args, connector, counters, link, stop).run()
+        link.detach = True
+        return status
+    except PortRefused as e:
+        log.error("%s", e)
+        return procargs.EXIT_CONFIG
     finally:
         link.close()
 

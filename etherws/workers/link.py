@@ -42,6 +42,7 @@ from etherws.runtime import lifeline, logsetup, malloctune, procargs, rings
 from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
 from etherws.workers import pollplan
+from etherws.workers.attach import BrokerSession, PortRefused
 from etherws.workers.coalesce import Coalescer
 from etherws.workers.slot import claim_slot
 
@@ -163,13 +164,22 @@ class RingLink:
     (``bell``, rung by the broker) and the broker's."""
 
     def __init__(self, ring: RingFile, bell: Bell, broker_bell: Bell,
-                 unmap: Callable[[], None] = lambda: None, path: str = "") -> None:
+                 unmap: Callable[[], None] = lambda: None, path: str = "",
+                 session: BrokerSession | None = None) -> None:
         self.up: Ring = ring.up
         self.down: Ring = ring.down
         self.bell = bell
         self.broker_bell = broker_bell
         self._unmap = unmap
         self.path = path
+        self.session = session
+        self.detach = False
+        """Say goodbye to the broker on close (a clean stop)."""
+
+    def tick(self) -> None:
+        """The session's turn (attach to a new broker, read its answers); PortRefused."""
+        if self.session is not None:
+            self.session.tick()
 
     def can_send(self) -> bool:
         """The up ring has room for the largest frame a medium reads."""
@@ -217,8 +227,10 @@ class RingLink:
         self.bell.drain()
 
     def close(self) -> None:
-        """Close the doorbells and unmap the rings."""
+        """End the session, close the doorbells and unmap the rings."""
         self.down.arm(False)
+        if self.session is not None:
+            self.session.close(self.detach)
         self.bell.close()
         self.broker_bell.close()
         self._unmap()
@@ -244,12 +256,15 @@ def map_link(rundir: str, port: int, generation: int) -> RingLink:
 
 
 def open_link(args: argparse.Namespace, counters: SlotView) -> RingLink | None:
-    """The worker's rings, from the slot; None (logged) when they cannot be used."""
+    """The worker's rings, from the slot, and its session with the broker (attached at
+    the first tick); None (logged) when the rings cannot be used."""
     try:
-        return map_link(args.rundir, args.port, counters.ring)
+        link = map_link(args.rundir, args.port, counters.ring)
     except (OSError, RingError) as e:
         log.error("cannot use the rings of port %d: %s", args.port, e)
         return None
+    link.session = BrokerSession(args.rundir, args.port, counters.ring, counters.table)
+    return link
 
 
 class PortLoop:
@@ -309,8 +324,10 @@ class PortLoop:
                 self.downstream()
 
     def tick(self, now_ns: int) -> None:
-        """Heartbeat, fold in what the medium counted on its own, run the medium's timers."""
+        """Heartbeat, fold in what the medium counted on its own, run the medium's timers,
+        the session's turn (``attach.PortRefused`` ends the loop)."""
         self.counters.heartbeat(now_ns)
+        self.link.tick()
         errors, drops = self.medium.take_counts()
         self.counters.add_errors(errors)
         self.counters.add_drops(drops)
@@ -410,8 +427,9 @@ def worker_main(argv: list[str] | None, prog: str, kind_label: str,
                 ) -> int:
     """Parse, open the medium, connect to the broker, run; the exit status.
 
-    0 after SIGTERM/SIGINT; procargs.EXIT_CONFIG when the medium or the port table
-    cannot be opened (one clear log line); MediumClosed's status when the medium ends.
+    0 after SIGTERM/SIGINT; procargs.EXIT_CONFIG when the medium, the port table or the
+    rings cannot be opened or the broker refused the port (one clear log line);
+    MediumClosed's status when the medium ends.
     Any other exception is a bug and ends the process (the supervisor restarts it).
     """
     parser = procargs.port_parser(prog, f"etherws {kind_label} port worker")
@@ -432,9 +450,13 @@ def worker_main(argv: list[str] | None, prog: str, kind_label: str,
     log.info("%s %s open; rings %s", kind_label, args.target, link.path)
     try:
         PortLoop(medium, link, counters, stop).run()
+        link.detach = True
     except MediumClosed as e:
         log.error("%s %s: %s", kind_label, args.target, e.reason)
         return e.exit_status
+    except PortRefused as e:
+        log.error("%s", e)
+        return procargs.EXIT_CONFIG
     finally:
         link.close()
         medium.close()

@@ -50,6 +50,7 @@ from etherws.runtime import portstatus, procargs
 from etherws.runtime.authfile import AuthFile, VerifySlots
 from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
+from etherws.workers.attach import PortRefused
 from etherws.workers.link import (
     MediumClosed,
     PortLoop,
@@ -313,11 +314,18 @@ class Peer:
             return procargs.EXIT_CONFIG
         try:
             PortLoop(medium, link, self.counters, self.stop).run()
+            link.detach = True
         except MediumClosed as e:
+            link.detach = True
             self._after_peer_went(medium)
             log.info("peer gone: %s", e.reason)
             self._status("failed", e.reason)
             return 0
+        except PortRefused as e:
+            log.error("%s", e)
+            self._status("failed", str(e))
+            medium.close()
+            return procargs.EXIT_CONFIG
         finally:
             link.close()
         discard_input(sock)

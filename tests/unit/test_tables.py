@@ -341,6 +341,7 @@ BROKER_WRITES: dict[str, Callable[[BrokerView], object]] = {
     "heartbeat": lambda v: v.heartbeat(123), "count_malformed": lambda v: v.count_malformed(),
     "flush_served": lambda v: v.flush_served(5), "add_errors": lambda v: v.add_errors(1, 2),
     "add_drops": lambda v: v.add_drops(1, 3), "hold": lambda v: v.hold(1, 99),
+    "started": lambda v: v.started(4242),
 }
 BROKER_READS: dict[str, Callable[[BrokerView], object]] = {
     "pending_flush": lambda v: v.pending_flush(),
@@ -368,6 +369,7 @@ PORT_READS: dict[str, Callable[[PortTable], object]] = {
     "heartbeat_ns": lambda t: t.heartbeat_ns(1), "ring": lambda t: t.ring(1),
     "broker_heartbeat_ns": lambda t: t.broker_heartbeat_ns(),
     "listener_heartbeat_ns": lambda t: t.listener_heartbeat_ns(),
+    "broker_pid": lambda t: t.broker_pid(),
     "ports": lambda t: list(t.ports()),
 }
 FDB_WRITES: dict[str, Callable[[FdbTable], object]] = {

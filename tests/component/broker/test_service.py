@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import zmq
 
 import etherws
-from etherws import ring
+from etherws import ring, session
 from etherws.broker.service import HOLD_NS
 from etherws.paths import RunDir
 from etherws.runtime import rings, shm
@@ -436,3 +437,66 @@ def test_sigterm_exits_0(switch: Switch) -> None:
     assert switch.proc is not None
     switch.proc.send_signal(signal.SIGTERM)
     assert switch.proc.wait(timeout=WAIT_S * support.SCALE) == 0
+
+
+# --- the session ------------------------------------------------------------------------------
+@pytest.fixture
+def dealer(switch: Switch) -> Iterator[zmq.Socket[bytes]]:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(switch.rd.session_endpoint)
+    try:
+        yield s
+    finally:
+        s.close(linger=0)
+        support.term_context(ctx, "the session test's context")
+
+
+def ask(sock: zmq.Socket[bytes], m: session.Message) -> session.Message:
+    sock.send(session.encode(m))
+    assert sock.poll(int(WAIT_S * support.SCALE * 1000)), "no answer from the broker"
+    return session.decode(sock.recv())
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_worker_attaches_with_its_ports_ring_generation(
+        switch: Switch, dealer: zmq.Socket[bytes]) -> None:
+    assert switch.proc is not None and switch.ports.broker_pid() == switch.proc.pid
+    me = os.getpid()
+    assert ask(dealer, session.Message(session.ATTACH, 1, 1, me)) == \
+        session.Message(session.ATTACHED, 1, 1, switch.proc.pid)
+    refused = ask(dealer, session.Message(session.ATTACH, 2, 99, me))
+    assert refused.kind == session.REFUSED and "generation 63 is not port 2's" in refused.reason
+    refused = ask(dealer, session.Message(session.ATTACH, 9, 1, me))
+    assert refused.kind == session.REFUSED and "does not exist" in refused.reason
+
+
+def test_a_second_live_worker_is_refused_and_a_dead_ones_port_handed_over(
+        switch: Switch, dealer: zmq.Socket[bytes]) -> None:
+    me, gone = os.getpid(), dead_pid()
+    assert ask(dealer, session.Message(session.ATTACH, 3, 3, me)).kind == session.ATTACHED
+    refused = ask(dealer, session.Message(session.ATTACH, 3, 3, gone))
+    assert refused.kind == session.REFUSED and f"live worker already (pid {me})" in \
+        refused.reason
+    # A clean stop detaches; then another worker may have the port.
+    dealer.send(session.encode(session.Message(session.DETACH, 3, 3, me)))
+    assert ask(dealer, session.Message(session.ATTACH, 3, 3, gone)).kind == session.ATTACHED
+    # The attached worker is dead (kill -9, no detach): its successor takes over.
+    assert ask(dealer, session.Message(session.ATTACH, 3, 3, me)).kind == session.ATTACHED
+
+
+def test_malformed_session_messages_are_counted_and_switching_goes_on(
+        switch: Switch, dealer: zmq.Socket[bytes]) -> None:
+    before = switch.ports.header().broker_malformed
+    for bad in (b"", b"A" + bytes(3), b"K" + bytes(16)):  # K: a broker's message
+        dealer.send(bad)
+    dealer.send_multipart([b"two", b"parts"])
+    support.wait_until(lambda: switch.ports.header().broker_malformed == before + 4,
+                       WAIT_S, "four malformed messages counted")
+    switch.deliver(1, eth(BCAST, A, "still switching"), 2, 3)

@@ -15,12 +15,17 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+import zmq
 
+from etherws import session
+from etherws.paths import RunDir
 from etherws.runtime import procargs, tuntap
 from etherws.tables import BrokerView, PortKind, PortTable
 from etherws.workers.link import SEND_FRAMES_PER_WAKEUP
 from tests import support
 from tests.component.fakes import (
+    PORT,
+    RING_GENERATION,
     ROOT,
     SLOT,
     WORKER_MODULES,
@@ -264,3 +269,50 @@ def test_sigterm_while_stalled_exits_promptly(tap: str, table: PortTable, broker
     support.wait_until(lambda: slot(table).drops > 0, 10, "the worker to be stalled")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=2 * support.SCALE) == 0
+
+
+# --- the session with the broker -------------------------------------------------------
+@pytest.fixture
+def session_router(rundir: str) -> Iterator[zmq.Socket[bytes]]:
+    """This test as the broker's session ROUTER."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    s = ctx.socket(zmq.ROUTER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.bind(RunDir(rundir).session_endpoint)
+    try:
+        yield s
+    finally:
+        s.close(linger=0)
+        support.term_context(ctx, "the session router's context")
+
+
+def next_message(router: zmq.Socket[bytes]) -> tuple[bytes, session.Message]:
+    assert router.poll(int(10 * support.SCALE * 1000)), "the worker said nothing"
+    rid, data = router.recv_multipart()
+    return rid, session.decode(data)
+
+
+def test_the_worker_attaches_again_to_a_new_broker_and_detaches_on_stop(
+        tap: str, table: PortTable, broker: FakeBroker, spawn: Spawner,
+        session_router: zmq.Socket[bytes]) -> None:
+    proc = spawn.running(tap)
+    _, first = next_message(session_router)
+    assert first == session.Message(session.ATTACH, PORT, RING_GENERATION, proc.pid)
+    BrokerView(table).started(4242)  # a restarted broker
+    _, again = next_message(session_router)
+    assert again == first
+    proc.send_signal(signal.SIGTERM)
+    _, bye = next_message(session_router)
+    assert bye == session.Message(session.DETACH, PORT, RING_GENERATION, proc.pid)
+    assert proc.wait(timeout=5 * support.SCALE) == 0
+
+
+def test_a_worker_the_broker_refuses_exits_with_the_reason(
+        tap: str, table: PortTable, broker: FakeBroker, spawn: Spawner,
+        session_router: zmq.Socket[bytes]) -> None:
+    proc = spawn(tap)
+    rid, _ = next_message(session_router)
+    no = session.Message(session.REFUSED, PORT, reason="port 1 has a live worker already")
+    session_router.send_multipart([rid, session.encode(no)])
+    assert proc.wait(timeout=5 * support.SCALE) == procargs.EXIT_CONFIG
+    assert "the broker refused port 1: port 1 has a live worker already" in proc.stderr_text()
