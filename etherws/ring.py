@@ -173,6 +173,29 @@ class Ring:
         self._head = head + need
         return True
 
+    def reserve(self, payload: int) -> memoryview | None:
+        """Room for a record of up to ``payload`` bytes at the head, to read into (a TAP
+        read straight into the ring); None when there is none now. ``put_reserved``
+        completes it; another ``reserve`` or ``put`` before that forgets it."""
+        need = (HDR + payload + ALIGN - 1) & -ALIGN
+        head, cap = self._head, self.capacity
+        pos = head & self._mask
+        pad = cap - pos if pos + need > cap else 0
+        if payload > MAX_PAYLOAD or (head + pad + need - self._seen_tail > cap
+                                     and pad + need > self.room()):
+            return None
+        if pad:
+            REC.pack_into(self.data, pos, pad - HDR, PAD, 0)
+            self._head = head + pad
+            pos = 0
+        return self.data[pos + HDR:pos + HDR + payload]
+
+    def put_reserved(self, n: int, flags: int = 0) -> None:
+        """The reserved record holds ``n`` bytes (at most what was reserved): it is put."""
+        pos = self._head & self._mask
+        REC.pack_into(self.data, pos, n, flags, 0)
+        self._head += (HDR + n + ALIGN - 1) & -ALIGN
+
     def pending(self) -> bool:
         """Records were put since the last commit."""
         return self._head != self._get(HEAD)

@@ -110,6 +110,13 @@ class Medium(Protocol):
         """Release the medium (a persistent TAP stays)."""
         ...
 
+    def read_into(self, ring: Ring, max_frames: int) -> tuple[int, int, int] | None:
+        """Read up to ``max_frames`` frames straight into ``ring`` (put, not committed):
+        ``(frames, bytes, unusable frames)``; None when this medium cannot (the loop
+        then uses read_batch). Raises MediumClosed when the medium has ended, after
+        putting what it read before."""
+        return None
+
     def pending_input(self) -> bool:
         """Input held that polling the fd would not announce."""
         return False
@@ -195,11 +202,15 @@ class RingLink:
                 sent += 1
                 nbytes += len(f)
         if sent:
-            self.up.commit()
-            rings.fence()
-            if self.up.armed:
-                self.broker_bell.ring()
+            self.publish()
         return sent, nbytes
+
+    def publish(self) -> None:
+        """Publish what was put into the up ring; ring the broker if it sleeps."""
+        self.up.commit()
+        rings.fence()
+        if self.up.armed:
+            self.broker_bell.ring()
 
     def discard(self) -> int:
         """Drop what the broker queued for us (no medium to send it to); how many."""
@@ -284,6 +295,7 @@ class PortLoop:
         self.coalescer = Coalescer()
         self.clock = clock
         self.sleep = sleep
+        self._in_place = medium.read_into(link.up, 0) is not None  # asks, reads nothing
 
     def run(self) -> None:
         """Loop until the stop flag is set; MediumClosed propagates."""
@@ -336,6 +348,9 @@ class PortLoop:
     def upstream(self) -> None:
         """One bounded batch from the medium to the up ring; a partial batch of a flowing
         stream first waits a little for more (``coalesce``)."""
+        if self._in_place:
+            self._upstream_in_place()
+            return
         read = self.medium.read_batch
         frames = read(SEND_FRAMES_PER_WAKEUP)
         hold = self.coalescer.hold_s(len(frames), self.clock() / 1e9)
@@ -347,6 +362,24 @@ class PortLoop:
                 self._send_up(frames)  # what was read before the end still goes
                 raise
         self._send_up(frames)
+
+    def _upstream_in_place(self) -> None:
+        """upstream for a medium that reads straight into the up ring."""
+        up, read, counters = self.link.up, self.medium.read_into, self.counters
+        frames = nbytes = errors = 0
+        try:
+            frames, nbytes, errors = read(up, SEND_FRAMES_PER_WAKEUP) or (0, 0, 0)
+            hold = self.coalescer.hold_s(frames, self.clock() / 1e9)
+            if hold:
+                self.sleep(hold)
+                more = read(up, SEND_FRAMES_PER_WAKEUP - frames) or (0, 0, 0)
+                frames, nbytes, errors = frames + more[0], nbytes + more[1], errors + more[2]
+        finally:  # what was read before the medium ended still goes
+            counters.add_errors(errors)
+            if up.pending():
+                self.link.publish()
+                counters.received(frames, nbytes)
+                self.coalescer.sent(self.clock() / 1e9)
 
     def _send_up(self, frames: list[bytes]) -> None:
         good, bad = split_valid(frames)

@@ -256,6 +256,18 @@ class ProducerConsumer(RuleBasedStateMachine):
             self.put_uncommitted.append(f)
             self.next += 1
 
+    @rule(size=st.integers(4, 20000), reserve=st.integers(0, 40000))
+    def put_in_place(self, size: int, reserve: int) -> None:
+        # a read straight into the ring: reserve the most a read may bring, fill less
+        view = self.producer.reserve(max(size, reserve))
+        if view is None:
+            return
+        f = frame(self.next, size)
+        view[:size] = f
+        self.producer.put_reserved(size)
+        self.put_uncommitted.append(f)
+        self.next += 1
+
     @rule()
     def commit(self) -> None:
         self.producer.commit()
@@ -329,3 +341,34 @@ def test_take_stops_at_its_byte_budget_but_always_takes_one() -> None:
     assert len(consumer.take(10, max_bytes=2500)) == 2
     assert len(consumer.take(10, max_bytes=10)) == 1
     assert len(consumer.take(10)) == 2
+
+
+def test_a_record_read_in_place_is_put_with_the_length_read() -> None:
+    buf = new_file()
+    producer, consumer = RingFile(buf).up, RingFile(buf).up
+    view = producer.reserve(65536)
+    assert view is not None and len(view) == 65536
+    view[:100] = b"p" * 100
+    producer.put_reserved(100)
+    producer.commit()
+    assert [bytes(m) for m in consumer.take(5)] == [b"p" * 100]
+    assert producer.head == ring.record_size(100)
+
+
+def test_reserve_pads_to_the_start_and_refuses_when_full() -> None:
+    buf = new_file()
+    producer, consumer = RingFile(buf).up, RingFile(buf).up
+    for _ in range((CAP - 4096) // 1024):
+        assert producer.put(b"q" * (1024 - ring.HDR))
+    producer.commit()
+    assert producer.reserve(65536) is None  # 4096 at the end, nothing released
+    consumer.take(1000)
+    consumer.release()
+    view = producer.reserve(65536)  # the end padded, the record at offset 0
+    assert view is not None
+    view[:14] = b"w" * 14
+    producer.put_reserved(14)
+    producer.commit()
+    assert [bytes(m) for m in consumer.take(5)] == [b"w" * 14]
+    assert producer.head == CAP + ring.record_size(14)
+    assert producer.reserve(ring.MAX_PAYLOAD + 1) is None
