@@ -97,7 +97,8 @@ def violations(module: str) -> list[str]:
             top = imported.split(".")[0]
             ours_io = (imported.startswith(FORBIDDEN_OURS)
                        and imported.split(".")[:3] not in _PURE_CORES)
-            if (top in FORBIDDEN and imported not in ALLOWED) or imported in ("__import__", "importlib") or ours_io:
+            dynamic = imported in ("__import__", "importlib")
+            if (top in FORBIDDEN and imported not in ALLOWED) or dynamic or ours_io:
                 found.append(" -> ".join(chain + (imported,)))
             elif top == "etherws" and is_module(imported):
                 todo.append((imported, chain + (imported,)))
@@ -155,7 +156,8 @@ def import_violations(package: str) -> list[str]:
     """Imports of another process package by any module of ``package``."""
     found = []
     for path in sorted((PACKAGE_ROOT / "etherws" / package).glob("*.py")):
-        module = f"etherws.{package}.{path.stem}" if path.stem != "__init__" else f"etherws.{package}"
+        module = (f"etherws.{package}.{path.stem}" if path.stem != "__init__"
+                  else f"etherws.{package}")
         tree = ast.parse(path.read_text(), filename=str(path))
         for imported in sorted(imported_names(module, tree)):
             other = _package_of(imported) or (
