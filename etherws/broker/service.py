@@ -51,6 +51,8 @@ EXPIRE_INTERVAL_S = 1.0
 FRAMES_PER_PORT = 64
 """Frames taken from one port's up ring per pass: ports are served in turn, a busy port
 cannot starve the others."""
+WARN_INTERVAL_S = 60.0
+"""A port's broken ring is logged at most this often (each one is counted)."""
 MAX_SESSION_MESSAGES = 64
 """Session messages answered per look (bounded work: a worker cannot stall switching)."""
 PASSES_PER_LOOK = 64
@@ -146,6 +148,7 @@ class Broker:
         self._next_expire = 0.0
         self._broken: set[int] = set()  # ports whose rings could not be opened (logged)
         self.attached: dict[int, int] = {}  # port -> the pid of its attached worker
+        self._warned: dict[int, float] = {}  # port -> when its broken ring may be logged
 
     # --- the shared tables ------------------------------------------------------------
     def sync_ports(self) -> int | None:
@@ -218,8 +221,10 @@ class Broker:
             except RingError as e:
                 dropped = up.resync()
                 self.view.add_errors(pr.slot, 1)
-                log.warning("port %d: invalid up ring, %d bytes dropped: %s", pr.port,
-                            dropped, e)
+                if now >= self._warned.get(pr.port, 0.0):  # a hostile worker: no log flood
+                    self._warned[pr.port] = now + WARN_INTERVAL_S
+                    log.warning("port %d: invalid up ring, %d bytes dropped: %s (counted "
+                                "as errors; said once a minute)", pr.port, dropped, e)
                 freed.append(pr)
                 continue
             moved += len(frames)

@@ -78,8 +78,13 @@ class WorkerEnd:
 
     def send(self, frames: list[bytes]) -> None:
         """Put and publish frames, and ring the broker if it sleeps."""
+        end = support.deadline(WAIT_S)
         for f in frames:
-            assert self.up.put(f), "the up ring is full"
+            while not self.up.put(f):  # full: publish, and wait for the broker like a worker
+                assert time.monotonic() < end, "the broker never made room in the up ring"
+                self.up.commit()
+                self.broker_bell.ring()
+                select.select([], [], [], 0.001)
         self.up.commit()
         rings.fence()
         if self.up.armed:
@@ -500,3 +505,13 @@ def test_malformed_session_messages_are_counted_and_switching_goes_on(
     support.wait_until(lambda: switch.ports.header().broker_malformed == before + 4,
                        WAIT_S, "four malformed messages counted")
     switch.deliver(1, eth(BCAST, A, "still switching"), 2, 3)
+
+
+def test_frames_queued_in_the_rings_while_the_broker_is_down_are_switched_after(
+        switch: Switch) -> None:
+    _learn_a_b_c(switch)
+    _kill_9(switch)
+    queued = [eth(B, A, f"queued {i}") for i in range(50)]
+    switch.send(1, *queued)  # into port 1's up ring; no broker runs
+    switch.start_broker()
+    switch.expect(2, *queued)

@@ -316,3 +316,16 @@ def test_a_worker_the_broker_refuses_exits_with_the_reason(
     session_router.send_multipart([rid, session.encode(no)])
     assert proc.wait(timeout=5 * support.SCALE) == procargs.EXIT_CONFIG
     assert "the broker refused port 1: port 1 has a live worker already" in proc.stderr_text()
+
+
+def test_frames_queued_in_the_down_ring_while_the_worker_is_down_are_delivered_after(
+        tap: str, table: PortTable, broker: FakeBroker, spawn: Spawner,
+        kernel_end: OpenKernelEnd) -> None:
+    kernel = kernel_end(tap)
+    first = spawn.running(tap)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=5 * support.SCALE)
+    queued = [make_frame(i) for i in range(20)]
+    broker.send(queued)  # into the down ring; no worker runs
+    spawn.running(tap, after_ns=time.monotonic_ns())
+    assert kernel.collect(len(queued)) == queued
