@@ -1,10 +1,14 @@
-"""Failed logins per source address, and when a source must wait (pure: ``now`` comes in).
+"""Rate limits (pure: ``now`` comes in): failed logins per source address, and when a
+source must wait; token buckets.
 
 A source that failed ``limit`` times within ``window_s`` is refused without any hashing
 until its oldest failure in the window is ``window_s`` old: a password flood costs the
 switch a canned answer per connection, not a bcrypt verification. At most ``max_keys``
 sources are remembered (the least recently failed are forgotten first), so a flood from
 many addresses cannot grow the table without bound.
+
+``TokenBucket`` is the switch's policer: storm control (frames a second) and a port's rate
+limit (bytes a second) in the broker.
 """
 
 from __future__ import annotations
@@ -63,3 +67,38 @@ class FailureLimiter:
 
     def __len__(self) -> int:
         return len(self._failures)
+
+
+class TokenBucket:
+    """A token bucket: ``rate`` tokens a second, at most ``burst`` saved (pure: ``now`` in).
+
+    Tokens are frames for storm control and bytes for a rate limit. ``take`` spends
+    ``n`` tokens when the bucket holds them and says whether it did: a policer (the
+    excess is dropped by the caller), not a shaper (nothing waits). A new bucket is full.
+    ``now`` is float seconds of a monotonic clock; a clock that goes back adds nothing.
+    """
+
+    __slots__ = ("rate", "burst", "_tokens", "_at")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate and burst must be positive")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self._tokens = self.burst
+        self._at = now
+
+    def take(self, n: float, now: float) -> bool:
+        """Spend ``n`` tokens at ``now`` if there are that many; True when spent."""
+        if now > self._at:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+        if self._tokens >= n:
+            self._tokens -= n
+            return True
+        return False
+
+    @property
+    def tokens(self) -> float:
+        """Tokens held after the last ``take``."""
+        return self._tokens

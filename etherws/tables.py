@@ -26,6 +26,18 @@ Port table (file ``ports.tbl``)::
       12 hold ns: read nothing from the medium before this time; the port's frames
          all went to a port whose queue was full (backpressure)              (broker)
       13 ring generation: names the port's ring file (``RunDir.ring``)   (supervisor)
+      14 VLAN drops: frames in a VLAN the port may not send (``etherws.vlan``)
+      15 storm drops: broadcast, multicast and unknown unicast over the port's limit
+      16 rate drops: frames over the port's rate limit                         (broker)
+      17 VLAN mode: ``vid << 2 | mode`` (``vlan.PortVlan.word``)
+      18 storm limit, frames a second (0: the default, STORM_OFF: none)
+      19 rate limit, bits a second of what the port sends into the switch (0: none)
+      20-31 free
+      32-95 a trunk's VIDs, one bit each (``vlan.vids_to_bitmap``)            (supervisor)
+
+The supervisor writes words 17-19 and 32-95 together (``set_rules``), then bumps the
+generation: a broker that read them half-written sees the generation move and reads them
+again, as it does for the shut flag.
 
 "rx" counts frames the port received from its medium (into the switch), "tx" frames it
 sent out. A restarted worker continues its slot's counters.
@@ -52,10 +64,12 @@ from etherws.errors import EtherwsError
 from etherws.frame import is_learnable
 
 HEADER_WORDS = 16
-SLOT_WORDS = 16
+SLOT_WORDS = 96
 ENTRY_WORDS = 4
 WORD = 8
 VERSION = 1
+PORT_VERSION = 2
+"""The port table's layout version (2: VLANs, storm control and rate limits)."""
 
 PORT_MAGIC = int.from_bytes(b"ETWPORTS", "little")
 FDB_MAGIC = int.from_bytes(b"ETWFDB01", "little")
@@ -85,6 +99,18 @@ S_BROKER_DROPS = 10
 S_BROKER_ERRORS = 11
 S_HOLD_UNTIL = 12
 S_RING = 13
+S_VLAN_DROPS = 14
+S_STORM_DROPS = 15
+S_RATE_DROPS = 16
+S_VLAN = 17
+S_STORM = 18
+S_RATE = 19
+S_TRUNK = 32
+TRUNK_WORDS = 64
+TRUNK_SLOT = frozenset(range(S_TRUNK, S_TRUNK + TRUNK_WORDS))
+"""The trunk bitmap's words (only its first has a name)."""
+STORM_DEFAULT = 0
+STORM_OFF = (1 << 64) - 1
 
 FLAG_SHUT = 1
 _ALL_BITS = (1 << 64) - 1
@@ -154,9 +180,9 @@ def _words(buf: memoryview | bytearray) -> memoryview:
     return mv.cast("B").cast("Q")
 
 
-def _check(words: memoryview, magic: int, what: str) -> None:
-    if len(words) < HEADER_WORDS or words[0] != magic or words[1] != VERSION:
-        raise TableError(f"not an etherws {what} table of version {VERSION}")
+def _check(words: memoryview, magic: int, what: str, version: int = VERSION) -> None:
+    if len(words) < HEADER_WORDS or words[0] != magic or words[1] != version:
+        raise TableError(f"not an etherws {what} table of version {version}")
 
 
 @dataclass(frozen=True)
@@ -177,6 +203,19 @@ class PortSlot:
     broker_errors: int = 0
     broker_drops: int = 0
     hold_until_ns: int = 0
+    vlan_drops: int = 0
+    storm_drops: int = 0
+    rate_drops: int = 0
+
+
+@dataclass(frozen=True)
+class PortRules:
+    """What the supervisor told the broker about a port besides shut (words 17-19, 32-95)."""
+
+    vlan: int
+    trunk: tuple[int, ...]
+    storm: int
+    rate_bps: int
 
 
 @dataclass(frozen=True)
@@ -193,11 +232,13 @@ class PortHeader:
 
 # Who writes which words: the single-writer rule, checked by tests/unit/test_tables.py.
 SUPERVISOR_HEADER = frozenset({H_GENERATION, H_FLUSH_REQUEST, H_FLUSH_PORT})
-SUPERVISOR_SLOT = frozenset({S_PORT, S_FLAGS, S_KIND, S_RING})
+SUPERVISOR_SLOT = frozenset({S_PORT, S_FLAGS, S_KIND, S_RING, S_VLAN, S_STORM, S_RATE}
+                            ) | TRUNK_SLOT
 """(``claim`` also zeroes a free slot's other words before anyone else uses it.)"""
 BROKER_HEADER = frozenset({H_BROKER_HEARTBEAT, H_FLUSH_DONE, H_BROKER_MALFORMED,
                            H_BROKER_PID})
-BROKER_SLOT = frozenset({S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL})
+BROKER_SLOT = frozenset({S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL, S_VLAN_DROPS,
+                         S_STORM_DROPS, S_RATE_DROPS})
 LISTENER_HEADER = frozenset({H_LISTENER_HEARTBEAT})
 WORKER_SLOT = frozenset({S_HEARTBEAT, S_RX, S_RX_BYTES, S_TX, S_TX_BYTES, S_ERRORS, S_DROPS})
 BROKER_FDB_HEADER = frozenset({F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT})
@@ -209,7 +250,7 @@ class PortTable:
 
     def __init__(self, buf: memoryview | bytearray) -> None:
         self.words = _words(buf)
-        _check(self.words, PORT_MAGIC, "port")
+        _check(self.words, PORT_MAGIC, "port", PORT_VERSION)
         self.nslots = self.words[2]
         if len(self.words) < HEADER_WORDS + self.nslots * SLOT_WORDS:
             raise TableError("port table is shorter than its slot count")
@@ -223,7 +264,7 @@ class PortTable:
     def format(buf: memoryview | bytearray, nslots: int) -> PortTable:
         """Write an empty table into a zeroed buffer and return it."""
         words = _words(buf)
-        words[0], words[1], words[2] = PORT_MAGIC, VERSION, nslots
+        words[0], words[1], words[2] = PORT_MAGIC, PORT_VERSION, nslots
         return PortTable(buf)
 
     def base(self, slot: int) -> int:
@@ -265,6 +306,17 @@ class PortTable:
         self.words[b + S_FLAGS] = (flags | FLAG_SHUT) if shut else (flags & ~FLAG_SHUT & _ALL_BITS)
         self.words[H_GENERATION] += 1
 
+    def set_rules(self, slot: int, rules: PortRules) -> None:
+        """Set a port's VLAN mode, trunk VIDs, storm and rate limits (supervisor)."""
+        b = self.base(slot)
+        w = self.words
+        if len(rules.trunk) != TRUNK_WORDS:
+            raise ValueError(f"a trunk bitmap has {TRUNK_WORDS} words")
+        w[b + S_VLAN], w[b + S_STORM], w[b + S_RATE] = rules.vlan, rules.storm, rules.rate_bps
+        for i, word in enumerate(rules.trunk):
+            w[b + S_TRUNK + i] = word
+        w[H_GENERATION] += 1
+
     def free_slot(self, start: int = 0) -> int | None:
         """The first free slot at or after ``start`` (wrapping), or None when full.
 
@@ -303,11 +355,22 @@ class PortTable:
             tx=w[b + S_TX],
             tx_bytes=w[b + S_TX_BYTES],
             errors=w[b + S_ERRORS] + w[b + S_BROKER_ERRORS],
-            drops=w[b + S_DROPS] + w[b + S_BROKER_DROPS],
+            drops=(w[b + S_DROPS] + w[b + S_BROKER_DROPS] + w[b + S_VLAN_DROPS]
+                   + w[b + S_STORM_DROPS] + w[b + S_RATE_DROPS]),
             broker_errors=w[b + S_BROKER_ERRORS],
             broker_drops=w[b + S_BROKER_DROPS],
             hold_until_ns=w[b + S_HOLD_UNTIL],
+            vlan_drops=w[b + S_VLAN_DROPS],
+            storm_drops=w[b + S_STORM_DROPS],
+            rate_drops=w[b + S_RATE_DROPS],
         )
+
+    def rules(self, slot: int) -> PortRules:
+        """``slot``'s VLAN mode, trunk VIDs, storm and rate limits."""
+        b = self.base(slot)
+        w = self.words
+        return PortRules(w[b + S_VLAN], tuple(w[b + S_TRUNK:b + S_TRUNK + TRUNK_WORDS]),
+                         w[b + S_STORM], w[b + S_RATE])
 
     def header(self) -> PortHeader:
         """A snapshot of the header."""
@@ -384,6 +447,17 @@ class BrokerView:
     def add_drops(self, slot: int, n: int) -> None:
         """Frames for ``slot``'s port that its full queue could not take."""
         self.words[self.table.base(slot) + S_BROKER_DROPS] += n
+
+    def add_policed(self, slot: int, vlan: int, storm: int, rate: int) -> None:
+        """Frames from ``slot``'s port dropped by its VLAN, storm and rate rules."""
+        b = self.table.base(slot)
+        w = self.words
+        if vlan:
+            w[b + S_VLAN_DROPS] += vlan
+        if storm:
+            w[b + S_STORM_DROPS] += storm
+        if rate:
+            w[b + S_RATE_DROPS] += rate
 
     def hold(self, slot: int, until_ns: int) -> None:
         """Ask ``slot``'s worker to read nothing from its medium before ``until_ns``."""

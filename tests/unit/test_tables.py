@@ -195,8 +195,9 @@ def _header(magic: int, version: int, count: int, words: int) -> bytearray:
     (PortTable, bytearray(8 * (HEADER_WORDS - 1))),
     (PortTable, bytearray(PortTable.size(2))),                          # zeroed: no magic
     (PortTable, _header(FDB_MAGIC, 1, 2, 100)),                         # an FDB
-    (PortTable, _header(PORT_MAGIC, 2, 2, 100)),                        # a newer version
-    (PortTable, _header(PORT_MAGIC, 1, 2, HEADER_WORDS + SLOT_WORDS)),  # short of slot 1
+    (PortTable, _header(PORT_MAGIC, 3, 2, 400)),                        # a newer version
+    (PortTable, _header(PORT_MAGIC, 1, 2, 400)),                        # an older layout
+    (PortTable, _header(PORT_MAGIC, 2, 2, HEADER_WORDS + SLOT_WORDS)),  # short of slot 1
     (FdbTable, bytearray()),
     (FdbTable, _header(PORT_MAGIC, 1, 2, 100)),
     (FdbTable, _header(FDB_MAGIC, 0, 2, 100)),
@@ -342,6 +343,7 @@ BROKER_WRITES: dict[str, Callable[[BrokerView], object]] = {
     "flush_served": lambda v: v.flush_served(5), "add_errors": lambda v: v.add_errors(1, 2),
     "add_drops": lambda v: v.add_drops(1, 3), "hold": lambda v: v.hold(1, 99),
     "started": lambda v: v.started(4242),
+    "add_policed": lambda v: v.add_policed(1, 1, 2, 3),
 }
 BROKER_READS: dict[str, Callable[[BrokerView], object]] = {
     "pending_flush": lambda v: v.pending_flush(),
@@ -360,6 +362,8 @@ WORKER_READS: dict[str, Callable[[SlotView], object]] = {
 SUPERVISOR_WRITES: dict[str, Callable[[PortTable], object]] = {
     "set_shut": lambda t: t.set_shut(1, True), "request_flush": lambda t: t.request_flush(7),
     "release": lambda t: t.release(1),
+    "set_rules": lambda t: t.set_rules(1, tables.PortRules(
+        6 << 2 | 2, tuple(range(1, 65)), 100, 10**6)),
     "claim": lambda t: t.claim(2, 8, PortKind.CLIENT, ring=77),  # on a free slot below
 }
 PORT_READS: dict[str, Callable[[PortTable], object]] = {
@@ -371,6 +375,7 @@ PORT_READS: dict[str, Callable[[PortTable], object]] = {
     "listener_heartbeat_ns": lambda t: t.listener_heartbeat_ns(),
     "broker_pid": lambda t: t.broker_pid(),
     "ports": lambda t: list(t.ports()),
+    "rules": lambda t: t.rules(1),
 }
 FDB_WRITES: dict[str, Callable[[FdbTable], object]] = {
     "write": lambda t: t.write(1, KEY, 3, 99), "touch": lambda t: t.touch(1, 99),
@@ -468,7 +473,7 @@ def test_writers_own_disjoint_words_inside_the_header_and_the_slot() -> None:
     assert sum(map(len, headers)) == len(set().union(*headers))
     assert sum(map(len, slots)) == len(set().union(*slots))
     named = {v for k, v in vars(tables).items() if k.startswith("S_")}
-    assert named == set().union(*slots)  # every slot word has its writer
+    assert named | tables.TRUNK_SLOT == set().union(*slots)  # every slot word has its writer
 
 
 def _named(prefix: str) -> set[int]:
@@ -528,3 +533,30 @@ def test_a_claimed_slot_names_its_ring_generation_for_its_worker() -> None:
     t.release(1)
     t.claim(1, 8, PortKind.TAP)  # a new port in the slot: never the old ring
     assert t.ring(1) == 0
+
+
+# --- VLAN, storm and rate rules ---------------------------------------------------------------
+def test_rules_round_trip_and_bump_the_generation() -> None:
+    t = port_table()
+    t.claim(1, 7, PortKind.TAP)
+    assert t.rules(1) == tables.PortRules(0, (0,) * tables.TRUNK_WORDS, 0, 0)
+    rules = tables.PortRules(10 << 2 | 2, tuple(range(tables.TRUNK_WORDS)), 500, 8_000_000)
+    g = t.generation
+    t.set_rules(1, rules)
+    assert t.rules(1) == rules and t.generation == g + 1
+    with pytest.raises(ValueError):
+        t.set_rules(1, tables.PortRules(0, (0,), 0, 0))
+    t.release(1)
+    t.claim(1, 8, PortKind.TAP)  # a new port starts with no rules
+    assert t.rules(1) == tables.PortRules(0, (0,) * tables.TRUNK_WORDS, 0, 0)
+
+
+def test_policed_drops_are_counted_apart_and_in_the_drops() -> None:
+    t = port_table()
+    t.claim(1, 7, PortKind.TAP)
+    v = BrokerView(t)
+    v.add_drops(1, 1)
+    v.add_policed(1, 2, 3, 4)
+    v.add_policed(1, 0, 0, 0)
+    s = t.read(1)
+    assert (s.vlan_drops, s.storm_drops, s.rate_drops, s.drops) == (2, 3, 4, 10)
