@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 
+from etherws.tables import STORM_DEFAULT, STORM_OFF
+
 DEFAULT_LIMIT = 5
 DEFAULT_WINDOW_S = 60.0
 MAX_KEYS = 4096
@@ -78,7 +80,7 @@ class TokenBucket:
     ``now`` is float seconds of a monotonic clock; a clock that goes back adds nothing.
     """
 
-    __slots__ = ("rate", "burst", "_tokens", "_at")
+    __slots__ = ("_at", "_tokens", "burst", "rate")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         if rate <= 0 or burst <= 0:
@@ -102,3 +104,41 @@ class TokenBucket:
     def tokens(self) -> float:
         """Tokens held after the last ``take``."""
         return self._tokens
+
+
+STORM_DEFAULT_PPS = 10_000
+"""Storm control's default on tunnel ports (client and server), in broadcast, multicast
+and unknown-unicast frames a second. A busy LAN's ARP, ND, mDNS and DHCP are some
+hundreds a second; a loop through two tunnels circulates as many as the broker can
+switch (some hundred thousand). TAP and netdev ports have no default limit: they carry
+the host's own traffic, and Linux's bridge limits none either."""
+STORM_BURST_S = 0.1
+"""A storm bucket holds this many seconds of its rate (at least ``MIN_STORM_BURST``)."""
+MIN_STORM_BURST = 64
+"""One batch of the broker's, so a limit far below it still lets a burst of ARP through."""
+RATE_BURST_S = 0.1
+"""A rate bucket holds this many seconds of its rate (at least ``MIN_RATE_BURST``):
+enough for TCP's bursts at the limit without letting much more through."""
+MIN_RATE_BURST = 128 * 1024
+"""Bytes: the longest frame (``frame.MAX_FRAME``) twice, so any frame can pass."""
+
+
+def storm_bucket(pps: int, now: float) -> TokenBucket:
+    """Storm control's bucket for a limit of ``pps`` frames a second."""
+    return TokenBucket(pps, max(pps * STORM_BURST_S, MIN_STORM_BURST), now)
+
+
+def rate_bucket(bits_per_s: int, now: float) -> TokenBucket:
+    """A rate limit's bucket, in bytes, for ``bits_per_s``."""
+    rate = bits_per_s / 8
+    return TokenBucket(rate, max(rate * RATE_BURST_S, MIN_RATE_BURST), now)
+
+
+def storm_limit(word: int, tunnel: bool) -> int:
+    """The storm limit a port's table word means, frames a second (0: none): the word
+    itself, or ``STORM_DEFAULT_PPS`` on a tunnel port that was given none."""
+    if word == STORM_OFF:
+        return 0
+    if word == STORM_DEFAULT:
+        return STORM_DEFAULT_PPS if tunnel else 0
+    return word

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+from typing import TypeVar
 
 from etherws.errors import EtherwsError
 from etherws.frame import ETH_HLEN, TPID_8021Q, Frame
@@ -36,6 +37,7 @@ from etherws.frame import ETH_HLEN, TPID_8021Q, Frame
 MIN_VID, MAX_VID = 1, 4094
 ALL_VIDS = frozenset(range(MIN_VID, MAX_VID + 1))
 TAG_LEN = 4
+T = TypeVar("T", bytes, memoryview)
 BITMAP_WORDS = 64
 """Words of a VID bitmap: 4096 bits, one per VID (VID v is bit v % 64 of word v // 64)."""
 
@@ -167,7 +169,7 @@ def tag_of(frame: Frame) -> int | None:
     return None
 
 
-def rewrite(frame: Frame, out: Out, vid: int) -> Frame:
+def rewrite(frame: T, out: Out, vid: int) -> T | bytes:
     """The bytes of ``frame`` leaving as ``out`` in VLAN ``vid`` (``frame`` itself when
     nothing changes)."""
     tag = tag_of(frame)

@@ -14,6 +14,18 @@ The rules of a learning bridge (IEEE 802.1D, as Linux's bridge applies them):
   port and the shut ones.
 
 A frame never goes back out of its ingress port.
+
+Each port may also have (``PortPolicy``):
+
+- a VLAN setting (``etherws.vlan``): a frame is in the VLAN its ingress port's rules give it
+  (or dropped, counted in ``vlan``); it is learned, looked up and flooded in that VLAN only,
+  goes out only of ports that are members, and leaves each with the bytes that port's rules
+  give it (a tag added, stripped or kept). With every port transparent (the default) frames
+  are switched as they came, in the VLAN their tag names, without looking at the rules;
+- a rate limit on what it sends into the switch (its ingress, ``rate``): frames over a
+  token bucket of bytes are dropped, counted in ``rate``, before anything is learned;
+- storm control: frames it sends that would flood (broadcast, multicast, unknown unicast)
+  over a token bucket of frames are dropped, counted in ``storm``.
 """
 
 from __future__ import annotations
@@ -24,10 +36,25 @@ from typing import Generic, TypeVar
 
 from etherws.broker.fdb import Fdb, LearnResult
 from etherws.frame import FrameError, header
+from etherws.ratelimit import TokenBucket, rate_bucket, storm_bucket
+from etherws.vlan import TRANSPARENT, Out, PortVlan, rewrite
 
 REFUSED = LearnResult.REFUSED_PORT_FULL
 F = TypeVar("F", bytes, memoryview)
 """A frame: bytes, or a view into the ring it arrived in."""
+MAX_VLAN_FLOOD_CACHE = 4096
+"""Flood lists kept per (ingress port, VLAN) before the cache starts again: a port sending
+every VID cannot grow it without bound."""
+
+
+@dataclass(frozen=True)
+class PortPolicy:
+    """A port's state and rules: shut, VLAN setting, storm and rate limits (0: none)."""
+
+    shut: bool = False
+    vlan: PortVlan = TRANSPARENT
+    storm_pps: int = 0
+    rate_bps: int = 0
 
 
 @dataclass(slots=True)
@@ -39,13 +66,18 @@ class ForwardResult(Generic[F]):
     ``malformed`` frames could not be parsed; ``filtered`` frames were dropped by the rules;
     ``secured`` frames were dropped by port security; ``shut`` counts, per shut port,
     the frames dropped because it is shut (coming in, or sent to it as a unicast).
+    ``vlan``, ``storm`` and ``rate`` frames of the ingress port were dropped by its VLAN
+    rules, its storm control and its rate limit. A frame a VLAN rule rewrote is bytes.
     """
 
-    egress: dict[int, list[F]] = field(default_factory=dict)
+    egress: dict[int, list[F | bytes]] = field(default_factory=dict)
     malformed: int = 0
     filtered: int = 0
     secured: int = 0
     shut: dict[int, int] = field(default_factory=dict)
+    vlan: int = 0
+    storm: int = 0
+    rate: int = 0
 
 
 class Forwarder:
@@ -56,11 +88,34 @@ class Forwarder:
         self.port_security = port_security
         self._shut: dict[int, bool] = {}
         self._flood_cache: dict[int, tuple[int, ...]] = {}
+        self._policy: dict[int, PortPolicy] = {}
+        self._vlan: dict[int, PortVlan] = {}  # the ports that are not transparent
+        self._vlan_flood: dict[tuple[int, int], tuple[tuple[int, Out], ...]] = {}
+        self._storm: dict[int, TokenBucket] = {}
+        self._rate: dict[int, TokenBucket] = {}
 
-    def set_ports(self, ports: Mapping[int, bool]) -> None:
-        """Replace the set of ports: port number -> shut."""
-        self._shut = dict(ports)
+    def set_ports(self, ports: Mapping[int, bool | PortPolicy], now: float = 0.0) -> None:
+        """Replace the set of ports: port number -> shut, or its ``PortPolicy``.
+
+        A port whose limit did not change keeps its bucket (a new one starts full)."""
+        policies = {p: v if isinstance(v, PortPolicy) else PortPolicy(shut=v)
+                    for p, v in ports.items()}
+        old = self._policy
+        self._policy = policies
+        self._shut = {p: v.shut for p, v in policies.items()}
+        self._vlan = {p: v.vlan for p, v in policies.items() if not v.vlan.transparent}
+        self._storm = {p: self._storm[p] if p in self._storm and old[p].storm_pps == v.storm_pps
+                       else storm_bucket(v.storm_pps, now)
+                       for p, v in policies.items() if v.storm_pps}
+        self._rate = {p: self._rate[p] if p in self._rate and old[p].rate_bps == v.rate_bps
+                      else rate_bucket(v.rate_bps, now)
+                      for p, v in policies.items() if v.rate_bps}
         self._flood_cache.clear()
+        self._vlan_flood.clear()
+
+    def policy(self, port: int) -> PortPolicy | None:
+        """A port's state and rules, or None for no such port."""
+        return self._policy.get(port)
 
     @property
     def ports(self) -> dict[int, bool]:
@@ -90,11 +145,20 @@ class Forwarder:
             if state:
                 result.shut[in_port] = len(frames)
             return result
+        bucket = self._rate.get(in_port)
+        if bucket is not None:
+            kept = [f for f in frames if bucket.take(len(f), now)]
+            result.rate = len(frames) - len(kept)
+            frames = kept
+        if self._vlan:
+            self._forward_vlan(in_port, frames, now, result)
+            return result
+        storm = self._storm.get(in_port)
         shut_of = self._shut
         learn, lookup = self.fdb.learn, self.fdb.lookup
-        unicast: dict[int, list[F]] = {}
-        flood: list[F] = []
-        malformed = filtered = secured = 0
+        unicast: dict[int, list[F | bytes]] = {}
+        flood: list[F | bytes] = []
+        malformed = filtered = secured = stormed = 0
         secure = self.port_security
         for f in frames:
             try:
@@ -105,18 +169,21 @@ class Forwarder:
             if learn(vid, src, in_port, now) is REFUSED and secure:
                 secured += 1
                 continue
-            if dst[0] & 1:
-                flood.append(f)
-                continue
-            out = lookup(vid, dst, now)
+            out = None if dst[0] & 1 else lookup(vid, dst, now)
             if out is None:
-                flood.append(f)
+                if storm is None or storm.take(1, now):
+                    flood.append(f)
+                else:
+                    stormed += 1
             elif out == in_port:
                 filtered += 1
             else:
                 shut = shut_of.get(out)
                 if shut is None:  # learned on a port since deleted: as good as unknown
-                    flood.append(f)
+                    if storm is None or storm.take(1, now):
+                        flood.append(f)
+                    else:
+                        stormed += 1
                 elif shut:
                     filtered += 1
                     result.shut[out] = result.shut.get(out, 0) + 1
@@ -127,11 +194,12 @@ class Forwarder:
                     else:
                         to.append(f)
         result.malformed, result.filtered, result.secured = malformed, filtered, secured
+        result.storm = stormed
         result.egress = self._merge(in_port, unicast, flood)
         return result
 
-    def _merge(self, in_port: int, unicast: dict[int, list[F]],
-               flood: list[F]) -> dict[int, list[F]]:
+    def _merge(self, in_port: int, unicast: dict[int, list[F | bytes]],
+               flood: list[F | bytes]) -> dict[int, list[F | bytes]]:
         if not flood:
             return unicast
         egress = unicast
@@ -139,3 +207,71 @@ class Forwarder:
             to = egress.get(p)
             egress[p] = flood if to is None else to + flood
         return egress
+
+    # --- with VLANs -----------------------------------------------------------------------
+    def vlan_flood_targets(self, in_port: int, vid: int) -> tuple[tuple[int, Out], ...]:
+        """The ports a frame of VLAN ``vid`` from ``in_port`` floods to, each with how it
+        leaves there: live members but ``in_port``, sorted."""
+        key = (in_port, vid)
+        targets = self._vlan_flood.get(key)
+        if targets is None:
+            found = []
+            for p in self.flood_targets(in_port):
+                out = self._vlan.get(p, TRANSPARENT).egress(vid)
+                if out is not None:
+                    found.append((p, out))
+            targets = tuple(found)
+            if len(self._vlan_flood) >= MAX_VLAN_FLOOD_CACHE:
+                self._vlan_flood.clear()
+            self._vlan_flood[key] = targets
+        return targets
+
+    def _forward_vlan(self, in_port: int, frames: list[F], now: float,
+                      result: ForwardResult[F]) -> None:
+        """``forward`` when some port is not transparent: frames keep their batch order
+        on every egress port."""
+        rules = self._vlan.get(in_port, TRANSPARENT)
+        storm = self._storm.get(in_port)
+        shut_of, vlan_of = self._shut, self._vlan
+        learn, lookup = self.fdb.learn, self.fdb.lookup
+        egress = result.egress
+        secure = self.port_security
+        for f in frames:
+            try:
+                _, dst, src = header(f)
+            except FrameError:
+                result.malformed += 1
+                continue
+            vid = rules.classify(f)
+            if vid is None:
+                result.vlan += 1
+                continue
+            if learn(vid, src, in_port, now) is REFUSED and secure:
+                result.secured += 1
+                continue
+            out = None if dst[0] & 1 else lookup(vid, dst, now)
+            if out is not None and out != in_port:
+                shut = shut_of.get(out)
+                if shut is None:
+                    out = None  # learned on a port since deleted: as good as unknown
+                elif shut:
+                    result.filtered += 1
+                    result.shut[out] = result.shut.get(out, 0) + 1
+                    continue
+            if out == in_port:
+                result.filtered += 1
+            elif out is not None:
+                how = vlan_of.get(out, TRANSPARENT).egress(vid)
+                if how is None:  # its VLAN setting changed since: not a member now
+                    result.filtered += 1
+                else:
+                    egress.setdefault(out, []).append(rewrite(f, how, vid))
+            elif storm is not None and not storm.take(1, now):
+                result.storm += 1
+            else:
+                forms: dict[Out, F | bytes] = {}
+                for p, how in self.vlan_flood_targets(in_port, vid):
+                    g = forms.get(how)
+                    if g is None:
+                        g = forms[how] = rewrite(f, how, vid)
+                    egress.setdefault(p, []).append(g)
