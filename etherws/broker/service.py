@@ -6,7 +6,10 @@ moves). Each pass takes a bounded batch from every port's up ring, learns and de
 with ``Forwarder`` exactly as a learning bridge does, and copies each frame once into
 each egress port's down ring. What a down ring cannot take is dropped and counted in
 that port's slot; the broker never waits for a port. A sender whose frames all went to
-one full ring is asked to pause (the slot's hold word).
+one full ring is asked to pause (the slot's hold word). Each port's VLAN setting, storm
+and rate limits come from its slot as well, re-read with the rest (``Forwarder`` applies
+them; a frame a VLAN rule rewrites is copied from its new bytes); a port whose VLAN setting
+changes forgets the addresses it had learned.
 
 Nothing in a ring is trusted: a worker parses network input and may be compromised.
 A ring whose indices or records are invalid is counted as one error of its port, its
@@ -35,12 +38,15 @@ import zmq
 
 from etherws import config, session
 from etherws.broker.fdb import Fdb
-from etherws.broker.forwarding import Forwarder
+from etherws.broker.forwarding import Forwarder, PortPolicy
 from etherws.paths import RunDir
 from etherws.ring import Ring, RingError
 from etherws.runtime import lifeline, logsetup, malloctune, procargs, rings, shm
 from etherws.runtime.signals import StopSignal
-from etherws.tables import BrokerView, PortTable, TableError
+from etherws.frame import Frame
+from etherws.ratelimit import storm_limit
+from etherws.tables import BrokerView, PortKind, PortTable, TableError
+from etherws.vlan import PortVlan
 
 log = logging.getLogger("etherws.broker")
 
@@ -159,11 +165,11 @@ class Broker:
             return None
         self._generation = generation
         current: dict[int, tuple[int, int]] = {}
-        shut: dict[int, bool] = {}
+        policies: dict[int, PortPolicy] = {}
         for slot, port, is_shut in self.ports.ports():
             if port not in current:
                 current[port] = (slot, self.ports.ring(slot))
-                shut[port] = is_shut
+                policies[port] = self._policy(slot, is_shut)
         for port, pr in list(self.rings.items()):
             if current.get(port) != (pr.slot, pr.generation):
                 pr.close()
@@ -171,11 +177,24 @@ class Broker:
         for port, (slot, ring) in current.items():
             if port not in self.rings and ring:
                 self._open(port, slot, ring)
-        self.forwarder.set_ports({p: s for p, s in shut.items() if p in self.rings})
-        forgotten = self.fdb.retain_ports(current)
+        forgotten = 0
+        for port, policy in policies.items():
+            old = self.forwarder.policy(port)
+            if old is not None and old.vlan != policy.vlan:  # learned in VLANs it left
+                forgotten += self.fdb.flush_port(port)
+        self.forwarder.set_ports({p: v for p, v in policies.items() if p in self.rings},
+                                 time.monotonic())
+        forgotten += self.fdb.retain_ports(current)
         log.debug("port table generation %d: %d ports, %d addresses forgotten",
                   generation, len(current), forgotten)
         return forgotten
+
+    def _policy(self, slot: int, shut: bool) -> PortPolicy:
+        """A slot's shut flag, VLAN setting, storm and rate limits."""
+        rules = self.ports.rules(slot)
+        tunnel = self.ports.read(slot).kind in (PortKind.CLIENT, PortKind.SERVER)
+        return PortPolicy(shut, PortVlan.from_words(rules.vlan, rules.trunk),
+                          storm_limit(rules.storm, tunnel), rules.rate_bps)
 
     def _open(self, port: int, slot: int, generation: int) -> None:
         try:
@@ -253,6 +272,8 @@ class Broker:
             view.add_errors(slot, result.malformed)
         if result.secured:
             view.add_drops(slot, result.secured)
+        if result.vlan or result.storm or result.rate:
+            view.add_policed(slot, result.vlan, result.storm, result.rate)
         for shut_port, n in result.shut.items():  # a shut port's drops: listport shows them
             shut = self.rings.get(shut_port)
             if shut is not None:
@@ -265,7 +286,7 @@ class Broker:
             # slow port throttle a sender for all the others.
             view.hold(slot, int(now * 1e9) + HOLD_NS)
 
-    def deliver(self, egress: dict[int, list[memoryview]], filled: set[PortRings]) -> bool:
+    def deliver(self, egress: dict[int, list[Frame]], filled: set[PortRings]) -> bool:
         """Copy every port's frames into its down ring; what a ring cannot take is dropped
         and counted. False when a ring was full."""
         room = True
