@@ -39,12 +39,12 @@ import zmq
 from etherws import config, session
 from etherws.broker.fdb import Fdb
 from etherws.broker.forwarding import Forwarder, PortPolicy
+from etherws.frame import Frame
 from etherws.paths import RunDir
+from etherws.ratelimit import storm_limit
 from etherws.ring import Ring, RingError
 from etherws.runtime import lifeline, logsetup, malloctune, procargs, rings, shm
 from etherws.runtime.signals import StopSignal
-from etherws.frame import Frame
-from etherws.ratelimit import storm_limit
 from etherws.tables import BrokerView, PortKind, PortTable, TableError
 from etherws.vlan import PortVlan
 

@@ -4,14 +4,22 @@ workers on their rings; see test_service for the technique)."""
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from etherws import vlan
 from etherws.ratelimit import MIN_STORM_BURST
-from etherws.tables import TRUNK_WORDS, PortRules
-from tests.component.broker.test_service import BCAST, A, B, C, Switch, eth, running_switch
+from etherws.tables import PortRules
+from tests.component.broker.test_service import (
+    BCAST,
+    A,
+    B,
+    C,
+    Switch,
+    eth,
+    running_switch,
+)
 
 
 def tag(frame: bytes, vid: int) -> bytes:
