@@ -111,7 +111,17 @@ COMMANDS: tuple[Command, ...] = (
         "name": (str, False),
         "bridge": (str, False),
     }, "addport", "ports"),
-    Command("setPort", {"port": (PortRef, True), "shut": (bool, True)}, "setport", None),
+    Command("setPort", {
+        "port": (PortRef, True),
+        "shut": (bool, False),
+        # etherws.portrules: VLAN (0: none), trunk VIDs ("10,20-29" or "all") and its
+        # native VLAN, storm control in frames/s and a rate limit in Mbit/s (0: none)
+        "vlan": (int, False),
+        "trunk": (str, False),
+        "native": (int, False),
+        "storm": (int, False),
+        "rate": (float, False),
+    }, "setport", None),
     Command("delPort", _PORT, "delport", None),
     Command("restartPort", _PORT, "restartport", None),
     Command("listPort", {}, "listport", "ports", changes=False),
@@ -175,6 +185,9 @@ def _check_params(method: str, params: Any) -> dict[str, Any]:
         if typ is PortRef:
             ok = isinstance(value, (int, str)) and not isinstance(value, bool)
             what = "a port number or name"
+        elif typ is float:  # JSON has one kind of number: 50 is a float too
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            what = "a number"
         else:
             ok = isinstance(value, bool) if typ is bool else (
                 isinstance(value, typ) and not isinstance(value, bool))

@@ -8,6 +8,8 @@ bug's ValueError (or TypeError) stays a bug with a traceback instead of turning 
     EtherwsError
     ├── ConfigError            config          an option or the configuration file
     ├── PortConfigError        portconfig      a [[ports]] table
+    ├── RulesError             portrules       a port's VLAN, storm or rate rules
+    ├── VlanError              vlan            a VLAN id or list
     ├── UrlError               wsurl           a tunnel URL, proxy or secrets record
     ├── AddressError           ifaddr          an address, netmask, MTU
     ├── FrameError             frame           an Ethernet frame or MAC address

@@ -11,6 +11,8 @@ The file's ``[[ports]]`` tables use the option names of ``addport``, ``setport``
     mtu = 1500
     bridge = "br0"                 # a TAP joins this bridge
     shut = false
+    vlan = 10                      # or trunk = "10,20" (and native = 1); storm, rate:
+                                   # see etherws.portrules
 
     [[ports]]
     client = "wss://hostB.example/"
@@ -23,7 +25,8 @@ The file's ``[[ports]]`` tables use the option names of ``addport``, ``setport``
 
 A port's *identity* (kind, target and, for a client, everything its worker is started
 with) decides whether a reload may change it in place; its *settings* (name, addresses,
-MTU, bridge, shut) are applied to the running port. Ports are matched by number.
+MTU, bridge, shut, VLAN, storm and rate) are applied to the running port. Ports are matched
+by number.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from typing import Any
 
 from etherws.errors import EtherwsError
 from etherws.ifaddr import AddressError, check_mtu, parse_address, valid_ifname
+from etherws.portrules import KEYS as RULE_KEYS
+from etherws.portrules import Rules, RulesError, from_keys
 from etherws.wsurl import Target, UrlError, parse_proxy
 
 KINDS = ("tap", "netdev", "client")
@@ -73,6 +78,7 @@ class PortSpec:
     insecure: bool = False
     proxy: str | None = None
     proxy_auth_file: str | None = None
+    rules: Rules = field(default_factory=Rules)
 
     @property
     def label(self) -> str:
@@ -86,7 +92,7 @@ class PortSpec:
 
     def settings(self) -> tuple[Any, ...]:
         """What is applied to a running port in place."""
-        return (self.name, self.address, self.mtu, self.bridge, self.shut)
+        return (self.name, self.address, self.mtu, self.bridge, self.shut, self.rules)
 
     def to_table(self) -> dict[str, Any]:
         """The ``[[ports]]`` table of this port (defaults left out), in a stable order."""
@@ -102,6 +108,7 @@ class PortSpec:
                 out[key] = getattr(self, key)
         if self.shut:
             out["shut"] = True
+        out.update(self.rules.keys())
         for key in _CLIENT_KEYS:
             value = getattr(self, key.replace("-", "_"))
             if value is not None and value is not False:
@@ -141,7 +148,7 @@ def parse_table(table: Mapping[str, Any], base_dir: str, where: str) -> PortSpec
         if key in _SECRET_KEYS:
             raise PortConfigError(f"{where}: {key!r}: passwords are never written inline; "
                                   f"give {_SECRET_KEYS[key]!r} (a file holding it)")
-        if key == "address":
+        if key == "address" or key in RULE_KEYS:
             continue
         if key not in _TYPES:
             raise PortConfigError(f"{where}: unknown key {key!r}")
@@ -154,7 +161,11 @@ def parse_table(table: Mapping[str, Any], base_dir: str, where: str) -> PortSpec
     kind = kinds[0]
     target = table[kind]
     values: dict[str, Any] = {k.replace("-", "_"): v for k, v in table.items()
-                              if k not in KINDS}
+                              if k not in KINDS and k not in RULE_KEYS}
+    try:
+        values["rules"] = from_keys(table)
+    except RulesError as exc:
+        raise PortConfigError(f"{where}: {exc}") from None
     if kind != "tap" and "bridge" in table:
         raise PortConfigError(f"{where}: 'bridge' is an option of tap ports")
     if kind == "client":
@@ -297,8 +308,10 @@ class Change:
     def what(self) -> list[str]:
         """The setting names that change."""
         keys = ("name", "address", "mtu", "bridge", "shut")
-        return [k for k, a, b in zip(keys, self.old.settings(), self.new.settings(),
-                                     strict=True) if a != b]
+        what = [k for k, a, b in zip(keys, self.old.settings(), self.new.settings(),
+                                     strict=False) if a != b]
+        old, new = self.old.rules.keys(), self.new.rules.keys()
+        return what + [k for k in RULE_KEYS if old.get(k) != new.get(k)]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from etherws import __version__, paths
 from etherws.control import BY_VERB, Command, RpcError
-from etherws.ctl import render, secrets
+from etherws.ctl import render, secrets, setport
 from etherws.portconfig import valid_port_name
 from etherws.runtime import curvekeys
 from etherws.runtime.ctlclient import (
@@ -192,11 +192,12 @@ _KEYGEN_HELP = ("write a CURVE key pair for remote control: FILE.key (public) an
 
 def _add_commands(sub: "argparse._SubParsersAction[Any]") -> None:
     _add_addport(sub)
-    p = _command(sub, "setport", "shut (1) or open (0) a port",
-                 lambda a: {"port": a.port, "shut": a.shut})
+    p = _command(sub, "setport", "shut or open a port; set its VLANs, storm control and "
+                 "rate limit", setport.params)
     p.add_argument("port", metavar="PORT", type=port_ref)
-    p.add_argument("--shut", metavar="0|1", type=shut_flag, required=True,
+    p.add_argument("--shut", metavar="0|1", type=shut_flag,
                    help="1: drop the port's traffic, 0: forward it again")
+    setport.add_options(p)
     p = _command(sub, "delport", "delete a port", _port_only)
     p.add_argument("port", metavar="PORT", type=port_ref)
     p = _command(sub, "restartport", "restart a port's worker (also clears FATAL)",

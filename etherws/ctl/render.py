@@ -104,6 +104,18 @@ PORT_COLUMNS = (
 )
 REASON = Column("REASON")
 NAME = Column("NAME")
+VLAN = Column("VLAN")
+
+
+def port_vlan(entry: Mapping[str, Any]) -> str:
+    """A port's VLAN setting: ``10`` (access), ``trunk 10,20``, ``trunk 10,20 native 1``,
+    or ``-`` (every frame as it comes)."""
+    if entry.get("vlan"):
+        return str(entry["vlan"])
+    if entry.get("trunk") or entry.get("native"):
+        native = f" native {entry['native']}" if entry.get("native") else ""
+        return f"trunk {entry.get('trunk') or '-'}{native}"
+    return NONE
 
 
 def port_state(entry: Mapping[str, Any]) -> str:
@@ -124,8 +136,8 @@ def port_reason(entry: Mapping[str, Any]) -> str:
 
 
 def ports(result: Mapping[str, Any]) -> str:
-    """The listport table; a NAME column is added when any port has a name, a REASON
-    column when any port has a reason."""
+    """The listport table; a NAME column is added when any port has a name, a VLAN column
+    when any port has a VLAN setting, a REASON column when any port has a reason."""
     entries = _entries(result)
     columns: tuple[Column, ...] = PORT_COLUMNS
     rows = [[
@@ -138,6 +150,11 @@ def ports(result: Mapping[str, Any]) -> str:
     if any(e.get("name") for e in entries):
         columns = (columns[0], NAME, *columns[1:])
         rows = [r[:1] + [n] + r[1:] for r, n in zip(rows, names, strict=True)]
+    vlans = [port_vlan(e) for e in entries]
+    if any(v != NONE for v in vlans):
+        at = columns.index(PORT_COLUMNS[3]) + 1  # after STATE
+        columns = (*columns[:at], VLAN, *columns[at:])
+        rows = [r[:at] + [v] + r[at:] for r, v in zip(rows, vlans, strict=True)]
     reasons = [port_reason(e) for e in entries]
     if any(reasons):
         return table((*columns, REASON), [r + [why] for r, why in zip(rows, reasons)])

@@ -19,12 +19,14 @@ from etherws.control import BY_METHOD, Handler, Later, Refused, loggable
 from etherws.frame import mac_to_text
 from etherws.ifaddr import AddressError, check_mtu, parse_address, valid_ifname
 from etherws.portconfig import NAME_RULE, PortSpec, valid_port_name
+from etherws.portrules import KEYS as RULE_KEYS
+from etherws.portrules import RulesError
 from etherws.supervisor import netif, portops
 from etherws.supervisor.children import Child
 from etherws.supervisor.declared import Declared
 from etherws.supervisor.policy import State
 from etherws.supervisor.portops import PortError
-from etherws.supervisor.ports import Port, PortManager
+from etherws.supervisor.ports import TUNNELS, Port, PortManager
 from etherws.tables import (
     FdbTable,
     PortKind,
@@ -101,6 +103,9 @@ def port_entry(sw: Switch, port: Port, now: float) -> dict[str, Any]:
         "restarts": life.restarts, "uptime": child.uptime(now), "cpu": cpu, "rss": rss,
         "rx": slot.rx, "tx": slot.tx, "rx_bytes": slot.rx_bytes, "tx_bytes": slot.tx_bytes,
         "drops": slot.drops, "errors": slot.errors, "reason": reason,
+        **portops.rules(sw.ports, port).entry(port.kind in TUNNELS),
+        "vlan_drops": slot.vlan_drops, "storm_drops": slot.storm_drops,
+        "rate_drops": slot.rate_drops,
         "last_reason": life.reason,
         "last_reason_age": None if life.reason_at is None else now - life.reason_at,
         "next_retry": next_retry,
@@ -190,10 +195,26 @@ def _first_answer(sw: Switch, port: Port, retry: bool,
 
 
 def set_port(sw: Switch, params: Params) -> dict[str, Any]:
-    """setPort: shut or open a port."""
+    """setPort: shut or open a port; its VLAN setting, storm control and rate limit
+    (``etherws.portrules``). The entry holds the port, its shut flag and what was set."""
     port = _port(sw, params)
-    sw.ports.set_shut(port, params["shut"])
-    return {"entries": [{"port": port.number, "shut": port.shut}]}
+    given = [k for k in RULE_KEYS if k in params]
+    if "shut" not in params and not given:
+        raise Refused("nothing-to-set", "give --shut, --vlan, --trunk, --native, --storm "
+                                        "or --rate")
+    if given:
+        try:
+            new = portops.rules(sw.ports, port).changed(params)
+        except RulesError as exc:
+            raise Refused("bad-value", str(exc)) from None
+    if "shut" in params:
+        sw.ports.set_shut(port, params["shut"])
+    entry: dict[str, Any] = {"port": port.number, "shut": port.shut}
+    if given:
+        portops.set_rules(sw.ports, port, new)
+        fields = new.entry(port.kind in TUNNELS)
+        entry.update({k: fields[k] for k in RULE_KEYS})
+    return {"entries": [entry]}
 
 
 def del_port(sw: Switch, params: Params) -> dict[str, Any]:

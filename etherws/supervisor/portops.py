@@ -16,6 +16,7 @@ from dataclasses import replace
 from etherws.errors import EtherwsError
 from etherws.ifaddr import AddressError, parse_address
 from etherws.portconfig import PortSpec
+from etherws.portrules import Rules
 from etherws.runtime import tuntap
 from etherws.runtime.configfile import ConfigFileError, read_secret
 from etherws.supervisor import netif
@@ -171,7 +172,22 @@ def create(ports: PortManager, spec: PortSpec, secrets: Secrets, retry: bool,
     port.declared = declared
     if spec.shut:
         ports.set_shut(port, True)
+    if spec.rules != Rules():
+        set_rules(ports, port, spec.rules)
     return port
+
+
+def rules(ports: PortManager, port: Port) -> Rules:
+    """A port's rules as the broker applies them (an accepted peer has no spec)."""
+    return Rules.from_table(ports.table.rules(port.slot))
+
+
+def set_rules(ports: PortManager, port: Port, new: Rules) -> None:
+    """Give a port new VLAN, storm and rate rules: the broker applies them once it sees
+    the port table's generation move (at once, unless it is busy or down)."""
+    ports.table.set_rules(port.slot, new.table())
+    if port.spec is not None:
+        port.spec = replace(port.spec, rules=new)
 
 
 def apply_interface(name: str, new: PortSpec, old: PortSpec | None) -> None:
@@ -193,7 +209,8 @@ def apply_interface(name: str, new: PortSpec, old: PortSpec | None) -> None:
 
 
 def change(ports: PortManager, port: Port, new: PortSpec) -> None:
-    """Apply ``new``'s settings (name, addresses, MTU, bridge, shut) to a running port."""
+    """Apply ``new``'s settings (name, addresses, MTU, bridge, shut, rules) to a running
+    port."""
     old = port.spec
     assert old is not None
     if new.name is not None and new.name != old.name:
@@ -205,4 +222,6 @@ def change(ports: PortManager, port: Port, new: PortSpec) -> None:
         apply_interface(port.target, new, old)
     if new.shut != port.shut:
         ports.set_shut(port, new.shut)
+    if new.rules != rules(ports, port):
+        set_rules(ports, port, new.rules)
     port.spec = replace(new, number=port.number)

@@ -12,13 +12,14 @@ from hypothesis import strategies as st
 from etherws import control
 from etherws.control import METHODS, PREFIX, Code, PortRef, Refused, RpcError
 
-SAMPLE = {str: "x", int: 1, bool: True, dict: {"no_proxy": "x"}, PortRef: 1}
+SAMPLE = {str: "x", int: 1, bool: True, dict: {"no_proxy": "x"}, PortRef: 1, float: 1.5}
 WRONG: dict[type, list[Any]] = {
     PortRef: [1.5, True, False, [], {}],
     str: [1, 1.5, True, [], {}],
     int: ["1", 1.0, True, False, [], {}],   # True is an int to isinstance, not to us
     bool: [1, 0, "true", 1.0, [], {}],
     dict: [1, "x", True, []],
+    float: ["1", True, False, [], {}],     # 1 is a number to JSON: accepted
 }
 
 
