@@ -230,3 +230,32 @@ def test_saved_tables_without_a_file() -> None:
     assert saved_tables([], running, BASE) == [(None, {"tap": "a"}), (None, {"tap": "b"})]
     assert saved_tables([{"bogus": 1}], running, BASE) == [
         (None, {"tap": "a"}), (None, {"tap": "b"})]
+
+
+# --- VLAN, storm and rate keys -----------------------------------------------------------------
+def test_rule_keys_parse_round_trip_and_change_in_place() -> None:
+    from etherws.portrules import Rules
+
+    specs = ports('[[ports]]\ntap = "a"\nvlan = 10\n'
+                  '[[ports]]\ntap = "b"\ntrunk = [20, 10]\nnative = 1\nstorm = 0\nrate = 2.5\n')
+    assert specs[0].rules == Rules(vlan=10)
+    assert specs[1].rules == Rules(trunk=frozenset({10, 20}), native=1, storm=0, rate=2.5)
+    table = specs[1].to_table()
+    assert {k: table[k] for k in ("trunk", "native", "storm", "rate")} == {
+        "trunk": "10,20", "native": 1, "storm": 0, "rate": 2.5}
+    assert parse_ports([specs[0].to_table(), table], BASE) == specs
+    wanted = ports('[[ports]]\ntap = "a"\nvlan = 20\nrate = 1\n'
+                   '[[ports]]\ntap = "b"\ntrunk = [20, 10]\nnative = 1\nstorm = 0\nrate = 2.5\n')
+    p = plan({s.number or 0: s for s in specs}, wanted)
+    assert not p.add and not p.remove and p.unchanged == (2,)
+    assert p.summary() == ["changed port 1 (a): vlan, rate"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    ("vlan = 4095", "between 1 and 4094"), ('trunk = "x"', "not a VLAN id"),
+    ("native = 3", "'native'"), ("storm = -1", "'storm'"), ('rate = "1M"', "'rate'"),
+    ('vlan = 1\ntrunk = "2"', "not both"),
+])
+def test_bad_rule_keys_are_refused_naming_the_port(extra: str, words: str) -> None:
+    msg = error(tomllib.loads(f'[[ports]]\ntap = "a"\n{extra}\n')["ports"])
+    assert msg.startswith("f.toml: port #1 (a): ") and words in msg

@@ -9,7 +9,11 @@ from etherws.control import Refused
 from etherws.portrules import Rules
 from etherws.supervisor.handlers import Switch
 from etherws.tables import STORM_OFF
-from tests.component.supervisor.test_handlers import call, switch, tap_name  # noqa: F401
+from tests.component.supervisor import test_handlers
+from tests.component.supervisor.test_handlers import call
+
+switch = test_handlers.switch  # the fixtures of the handler tests
+tap_name = test_handlers.tap_name
 
 
 def test_setport_writes_the_rules_into_the_slot(switch: Switch, tap_name: str) -> None:
