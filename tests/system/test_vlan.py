@@ -168,18 +168,19 @@ def test_storm_control_cuts_a_broadcast_flood(sites: tuple[Site, Site]) -> None:
     start = time.monotonic()
     res = ns_python(a.ns, FLOOD, a.host.inner, str(n))
     assert res.returncode == 0, res.stderr
-    wait_until(lambda: entry(a, a.tap_port)["rx"] - before["rx"] >= n, 20,
-               "the flood to come in")
+    # The TAP's queue keeps frames in order: once a ping went through after the flood, the
+    # broker has handled every flood frame the TAP's queue did not drop itself.
+    a.host.wait_ping(OVERLAY_B, 15, "a ping after the storm")
     elapsed = time.monotonic() - start
     after = entry(a, a.tap_port)
+    came = after["rx"] - before["rx"]
     dropped = after["storm_drops"] - before["storm_drops"]
-    passed = after["rx"] - before["rx"] - dropped
-    assert passed <= 200 * 0.1 + 64 + 200 * elapsed + 50, (passed, elapsed)
-    assert dropped >= n - passed and dropped > n // 2
-    assert after["drops"] >= dropped
+    passed = came - dropped
+    assert came > n // 4, came  # a flood came in
+    assert passed <= 64 + 200 * elapsed + 50, (passed, elapsed)  # burst + rate + ARP, ping
+    assert dropped > came // 2 and after["drops"] >= dropped
     b_peer = b.tunnel_ports("server")[0]
-    assert b_peer["rx"] < n // 2  # the far side got the limit, not the flood
-    a.host.wait_ping(OVERLAY_B, 10, "a ping after the storm")
+    assert b_peer["rx"] < n // 4  # the far side got the limit, not the flood
 
 
 def test_a_rate_limited_port_stays_near_its_limit(sites: tuple[Site, Site]) -> None:
