@@ -12,6 +12,7 @@ import contextlib
 import json
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,3 +203,33 @@ def test_a_rate_limited_port_stays_near_its_limit(sites: tuple[Site, Site]) -> N
     mbps = json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
     assert 1 < mbps < 15, mbps  # the limit is 10; without it this path does hundreds
     assert entry(a, a.tap_port)["rate_drops"] > 0
+
+
+def test_rules_from_the_file_save_and_reload(tmp_path: Path, rundir: str) -> None:
+    from tests.system.test_persistence import SUPERVISOR, by_number, start, taps
+
+    tap = unique("etwt")
+    config = tmp_path / "etherws.toml"
+    config.write_text(f'[[ports]]\ntap = "{tap}"\nname = "lan"\nvlan = 10\n')
+    with taps(tap):
+        sw = start(tmp_path, rundir, config)
+        try:
+            sw.wait_port(1, "up")
+            first = by_number(sw)[1]
+            assert (first["vlan"], first["storm"], first["unsaved"]) == (10, None, False)
+            sw.ctl("setport", "lan", "--trunk", "10,20", "--native", "1", "--rate", "50")
+            assert by_number(sw)[1]["unsaved"]
+            sw.ctl("save")
+            saved = tomllib.loads(config.read_text())["ports"][0]
+            assert {k: saved.get(k) for k in ("vlan", "trunk", "native", "rate")} == {
+                "vlan": None, "trunk": "10,20", "native": 1, "rate": 50}
+            config.write_text(f'[[ports]]\ntap = "{tap}"\nname = "lan"\nvlan = 20\n'
+                              'storm = 500\n')
+            out = run(*SUPERVISOR, "reload", "--rundir", rundir)
+            assert out.stdout.splitlines() == [
+                "changed port 1 (lan): vlan, trunk, native, storm, rate"]
+            now = by_number(sw)[1]
+            assert (now["vlan"], now["trunk"], now["storm"], now["rate"]) == (20, None, 500, None)
+            assert now["pid"] == first["pid"] and not now["unsaved"]
+        finally:
+            sw.close()
