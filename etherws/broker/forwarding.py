@@ -26,6 +26,7 @@ from etherws.broker.fdb import Fdb, LearnResult
 from etherws.frame import FrameError, header
 
 REFUSED = LearnResult.REFUSED_PORT_FULL
+REFRESHED = LearnResult.REFRESHED
 F = TypeVar("F", bytes, memoryview)
 """A frame: bytes, or a view into the ring it arrived in."""
 
@@ -96,19 +97,36 @@ class Forwarder:
         flood: list[F] = []
         malformed = filtered = secured = 0
         secure = self.port_security
+        # A batch is mostly one stream: the same source and destination frame after frame.
+        # The verdicts are kept while the keys repeat (a learn that changed the table
+        # forgets the lookup), which took the broker from 2 to 1 lookups' worth per frame.
+        from_bytes = int.from_bytes
+        last_src = last_dst = -1
+        refused = False
+        out: int | None = None
         for f in frames:
             try:
                 vid, dst, src = header(f)
             except FrameError:
                 malformed += 1
                 continue
-            if learn(vid, src, in_port, now) is REFUSED and secure:
+            key = (vid << 48) | from_bytes(src, "big")
+            if key != last_src:
+                last_src = key
+                verdict = learn(vid, src, in_port, now)
+                refused = verdict is REFUSED
+                if verdict is not REFRESHED:
+                    last_dst = -1
+            if refused and secure:
                 secured += 1
                 continue
             if dst[0] & 1:
                 flood.append(f)
                 continue
-            out = lookup(vid, dst, now)
+            key = (vid << 48) | from_bytes(dst, "big")
+            if key != last_dst:
+                last_dst = key
+                out = lookup(vid, dst, now)
             if out is None:
                 flood.append(f)
             elif out == in_port:

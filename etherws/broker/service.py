@@ -273,12 +273,7 @@ class Broker:
             pr = self.rings.get(port)
             if pr is None:
                 continue
-            put = pr.down.put
-            sent = 0
-            for f in frames:
-                if not put(f):
-                    break
-                sent += 1
+            sent = pr.down.put_many(frames)
             if sent:
                 filled.add(pr)
             if sent < len(frames):

@@ -176,7 +176,7 @@ def _run(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> d
          f"{os.cpu_count()} CPUs, {args.repetitions} repetition(s), MTU "
          f"{' and '.join(map(str, mtus))}, iperf3 {args.seconds:g} s (UDP "
          f"{args.overload_seconds:g} s), {args.pings} pings at 10 ms")
-    _say("== the design's RTT floor: one ZeroMQ ipc hop between two processes, idle")
+    _say("== the design's RTT floor: one hop between two processes, idle")
     hop = zmqhop.measure()
     for line in zmqhop.describe(hop):
         _say(f"  {line}")

@@ -295,8 +295,9 @@ def target_lines(found: list[dict[str, Any]]) -> list[str]:
 
 
 def floor_lines(paths: dict[str, dict[str, Any]], hop: dict[str, Any]) -> list[str]:
-    """What the ZeroMQ hops alone cost a ping, against each etherws path's reference,
-    and what the same hops would cost over plain Unix sockets."""
+    """What the hops between processes alone cost a ping (rings, as the data plane
+    crosses them; ZeroMQ, as it did until 2026-12; plain Unix sockets, the kernel's
+    floor), against each etherws path's reference."""
     lines = []
     for name in ("etherws-ws", "etherws-wss"):
         entry = paths.get(name)
@@ -304,9 +305,12 @@ def floor_lines(paths: dict[str, dict[str, Any]], hop: dict[str, Any]) -> list[s
             continue
         ref = paths.get(entry["reference"], {}).get("median", {}).get("rtt_avg_ms")
         if ref:
-            lines.append(f"  {name}: {hop['hops_per_ping']} ZeroMQ hops alone take "
-                         f"{hop['ping_floor_ms']:.2f} ms = {hop['ping_floor_ms'] / ref:.1f}x "
-                         f"{entry['reference']}'s RTT (the design's floor, see README)")
+            lines.append(f"  {name}: {hop['hops_per_ping']} ring hops alone take "
+                         f"{hop['ring_ping_floor_ms']:.2f} ms = "
+                         f"{hop['ring_ping_floor_ms'] / ref:.1f}x {entry['reference']}'s RTT "
+                         f"(the design's floor, see README)")
+            lines.append(f"  {'':<{len(name)}}  as ZeroMQ hops: {hop['ping_floor_ms']:.2f} ms"
+                         f" = {hop['ping_floor_ms'] / ref:.1f}x")
             lines.append(f"  {'':<{len(name)}}  as Unix seqpacket hops (no I/O threads): "
                          f"{hop['unix_ping_floor_ms']:.2f} ms = "
                          f"{hop['unix_ping_floor_ms'] / ref:.1f}x")
