@@ -235,3 +235,27 @@ def rtt(path: BenchPath, ns: str, count: int, interval_s: float) -> Rtt:
         raise BenchError(f"{path.name}: no ping answered: {res.stdout.strip()[-200:]}")
     return Rtt(avg_ms=sum(times) / len(times), p99_ms=percentile(times, 99), sent=count,
                received=len(times))
+
+
+LOAD_RAMP_S = 1.0
+"""How long the bulk stream runs before the pings start (TCP's slow start is over)."""
+
+
+def loaded_rtt(path: BenchPath, ns: str, count: int, interval_s: float) -> Rtt:
+    """``count`` pings at ``interval_s`` while one iperf3 TCP stream fills the path:
+    how long interactive traffic waits behind a bulk transfer (queues in the path)."""
+    seconds = LOAD_RAMP_S + count * interval_s + 2
+    bulk = subprocess.Popen(iperf_client(ns, path, seconds), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(LOAD_RAMP_S)  # not a wait for a condition: the load must be running
+        if bulk.poll() is not None:
+            raise BenchError(f"{path.name}: the bulk stream ended early: "
+                             f"{bulk.stderr.read() if bulk.stderr else ''}")
+        return rtt(path, ns, count, interval_s)
+    finally:
+        try:
+            bulk.communicate(timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            bulk.kill()
+            bulk.communicate()
