@@ -110,6 +110,10 @@ def summarize(results: list[PathResults]) -> dict[str, dict[str, Any]]:
             "label": r.path.label, "reference": r.path.reference, "notes": r.path.notes,
             "median": med, "ratio": None,
             "rss_mib": _rss_mib(t.rss_max for ts in r.transfers.values() for t in ts),
+            "uss_mib": _rss_mib(t.uss for ts in r.transfers.values() for t in ts),
+            "zmq_cpu_share": median(
+                t.zmq_cpu_s / t.cpu_s if t.cpu_s else None
+                for ts in r.transfers.values() for t in ts),
             "rss_mib_overload": _rss_mib(o.at_2x.rss_max for reps in r.overloads.values()
                                          for o in reps),
             "cpu_cores": cores, "overload": summarize_overload(r.overloads),
@@ -192,6 +196,15 @@ def targets(paths: dict[str, dict[str, Any]],
         when = "TCP and 2x UDP" if overload_rss else "TCP"
         largest = {role: max(entry["rss_mib"].get(role, 0.0), overload_rss.get(role, 0.0))
                    for role in sorted({*entry["rss_mib"], *overload_rss})}
+        for role, mib in entry["uss_mib"].items():
+            kind = role.split(":", 1)[1]
+            if kind in WORKER_ROLES or kind == "broker":
+                found.append(_target(f"{name} {role} USS (private memory, TCP)", mib,
+                                     WORKER_RSS_MIB if kind != "broker" else BROKER_RSS_MIB,
+                                     False, "MiB"))
+        share = entry.get("zmq_cpu_share")
+        found.append(_target(f"{name} ZeroMQ I/O threads' share of its CPU (TCP)",
+                             None if share is None else 100 * share, 5.0, False, "%"))
         for role, mib in largest.items():
             kind = role.split(":", 1)[1]
             if kind in WORKER_ROLES:
@@ -296,6 +309,10 @@ def memory_lines(paths: dict[str, dict[str, Any]]) -> list[str]:
             parts.append(f"{role} {mib}" + (f"/{udp[role]:.1f}" if role in udp else ""))
         if parts:
             lines.append(f"  {name}: {', '.join(parts)}")
+        uss = entry.get("uss_mib") or {}
+        if uss:
+            lines.append(f"  {'':<{len(name)}}  USS (private) at the end of a TCP run: "
+                         + ", ".join(f"{role} {mib:.1f}" for role, mib in sorted(uss.items())))
     return lines
 
 
@@ -319,9 +336,10 @@ def target_lines(found: list[dict[str, Any]]) -> list[str]:
     lines = []
     for t in found:
         status = {True: "met    ", False: "NOT MET", None: "-      "}[t["met"]]
+        unit = {"x": "x", "%": " %"}.get(t["unit"], " MiB")
         value = "-" if t["value"] is None else (
-            f"{t['value']:.2f}x" if t["unit"] == "x" else f"{t['value']:.1f} MiB")
-        limit = f"{t['limit']:g}{'x' if t['unit'] == 'x' else ' MiB'}"
+            f"{t['value']:.2f}{unit}" if t["unit"] == "x" else f"{t['value']:.1f}{unit}")
+        limit = f"{t['limit']:g}{unit}"
         lines.append(f"  [{status}] {t['target']}: {value} (target {t['op']} {limit})")
     return lines
 
