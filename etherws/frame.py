@@ -42,7 +42,8 @@ def header(frame: Frame) -> tuple[int, Frame, Frame]:
     if n > MAX_FRAME:
         raise FrameError(f"frame of {n} bytes is longer than {MAX_FRAME}")
     vid = 0
-    if frame[12:14] == TPID_8021Q and n >= ETH_HLEN + 4:
+    # bytes by index: comparing a memoryview slice with bytes costs ten times as much
+    if frame[12] == 0x81 and frame[13] == 0x00 and n >= ETH_HLEN + 4:
         vid = ((frame[14] << 8) | frame[15]) & 0x0FFF
     return vid, frame[0:6], frame[6:12]
 
@@ -57,7 +58,7 @@ def is_learnable(mac: Frame) -> bool:
 
     Linux's bridge refuses the same sources (``is_valid_ether_addr``).
     """
-    return not (mac[0] & 1) and mac != ZERO_MAC
+    return not (mac[0] & 1) and any(mac)
 
 
 def mac_to_text(mac: bytes) -> str:

@@ -196,6 +196,35 @@ class Ring:
         REC.pack_into(self.data, pos, n, flags, 0)
         self._head += (HDR + n + ALIGN - 1) & -ALIGN
 
+    def put_many(self, frames: list[bytes] | list[memoryview]) -> int:
+        """``put`` each frame in turn until one does not fit; how many were put (the
+        broker's copy into a down ring: one call per port and pass, not per frame)."""
+        cap, mask, data, pack = self.capacity, self._mask, self.data, REC.pack_into
+        head, seen = self._head, self._seen_tail
+        n = 0
+        for frame in frames:
+            size = len(frame)
+            if size > MAX_PAYLOAD:
+                break
+            need = (HDR + size + ALIGN - 1) & -ALIGN
+            pos = head & mask
+            pad = cap - pos if pos + need > cap else 0
+            if head + pad + need - seen > cap:
+                self._head = head
+                if pad + need > self.room():
+                    break
+                seen = self._seen_tail
+            if pad:
+                pack(data, pos, pad - HDR, PAD, 0)
+                head += pad
+                pos = 0
+            pack(data, pos, size, 0, 0)
+            data[pos + HDR:pos + HDR + size] = frame
+            head += need
+            n += 1
+        self._head = head
+        return n
+
     def pending(self) -> bool:
         """Records were put since the last commit."""
         return self._head != self._get(HEAD)
@@ -222,27 +251,36 @@ class Ring:
         if not 0 <= head - tail <= cap:
             raise RingError(f"head {head} out of range for tail {tail}")
         out: list[memoryview] = []
-        unpack = REC.unpack_from
-        budget = max_bytes
-        while tail != head and len(out) < max_records:
+        append, unpack = out.append, REC.unpack_from
+        budget, count = max_bytes, 0
+        while tail != head and count < max_records:
             pos = tail & mask
             n, flags, vnet = unpack(data, pos)
             need = (HDR + n + ALIGN - 1) & -ALIGN
-            if pos + need > cap or need > head - tail:
-                problem = f"record of {n} bytes at {tail} runs past its ring"
-            elif flags & PAD:
-                problem = "" if pos + need == cap else f"padding at {tail} does not end the ring"
-            elif vnet > n:
-                problem = f"record at {tail}: {vnet}-byte header in {n} bytes"
-            else:
-                if n > budget and out:
+            end = pos + need
+            if not flags and end <= cap and tail + need <= head and vnet <= n:
+                if n > budget and count:  # the common case first, with one test
                     break
                 budget -= n
-                out.append(data[pos + HDR + vnet:pos + HDR + n])
+                append(data[pos + HDR + vnet:pos + HDR + n])
+                count += 1
                 tail += need
                 continue
+            if end > cap or tail + need > head:
+                problem = f"record of {n} bytes at {tail} runs past its ring"
+            elif flags & PAD:
+                problem = "" if end == cap else f"padding at {tail} does not end the ring"
+            elif vnet > n:
+                problem = f"record at {tail}: {vnet}-byte header in {n} bytes"
+            else:  # flags this version does not know: the record is taken as it is
+                problem = ""
+                if n > budget and count:
+                    break
+                budget -= n
+                append(data[pos + HDR + vnet:pos + HDR + n])
+                count += 1
             if problem:
-                if out:  # the good records before it first; the next take raises
+                if count:  # the good records before it first; the next take raises
                     break
                 self._tail = tail
                 raise RingError(problem)

@@ -164,7 +164,8 @@ def trunk(vids: Iterable[int], native: int = 0) -> PortVlan:
 def tag_of(frame: Frame) -> int | None:
     """The VID of a frame's 802.1Q tag, or None when it has no tag (the same test as
     ``frame.header``: a TPID 0x8100 with a whole tag after it)."""
-    if len(frame) >= ETH_HLEN + TAG_LEN and frame[12:14] == TPID_8021Q:
+    # bytes by index: comparing a memoryview slice with bytes costs ten times as much
+    if len(frame) >= ETH_HLEN + TAG_LEN and frame[12] == 0x81 and frame[13] == 0x00:
         return ((frame[14] << 8) | frame[15]) & 0x0FFF
     return None
 

@@ -19,10 +19,10 @@ import pytest
 from tests.support import SCALE
 
 ROOT = Path(__file__).resolve().parents[2]
-PATHS = ("veth", "openvpn-aes", "openvpn-none", "etherws-ws", "etherws-wss")
+PATHS = ("veth", "openvpn-aes", "openvpn-none", "relay", "etherws-ws", "etherws-wss")
 OVERLOADED = PATHS[1:]
 """Every tunnel gets the UDP overload runs; veth (the kernel alone) does not."""
-BENCH_TIMEOUT_S = 240
+BENCH_TIMEOUT_S = 300
 
 
 def _run(cmd: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
@@ -49,7 +49,7 @@ def test_bench_quick_prints_its_table_and_writes_json(tmp_path: Path) -> None:
     header = next(i for i, line in enumerate(lines) if line.startswith("path "))
     assert lines[header].split()[:3] == ["path", "vs", "Gbit/s@1500"]
     assert "ratio" in lines[header].split()
-    rows = {line.split()[0]: line.split() for line in lines[header + 1:header + 6]}
+    rows = {line.split()[0]: line.split() for line in lines[header + 1:header + 1 + len(PATHS)]}
     assert tuple(rows) == PATHS
     assert rows["etherws-ws"][1] == "openvpn-none"
     assert rows["etherws-wss"][1] == "openvpn-aes"
@@ -61,7 +61,8 @@ def test_bench_quick_prints_its_table_and_writes_json(tmp_path: Path) -> None:
                                           "2x", "sent", "2x", "got", "2x", "lost%",
                                           "rcvbuf", "2x", "at", "B", "recover", "ms",
                                           "2x/best"]
-    overload_rows = {line.split()[0]: line.split() for line in lines[section + 2:section + 6]}
+    overload_rows = {line.split()[0]: line.split()
+                     for line in lines[section + 2:section + 2 + len(OVERLOADED)]}
     assert tuple(overload_rows) == OVERLOADED
     assert all(row[1] == "1500" for row in overload_rows.values())
     assert re.search(r"under 2x overload at MTU 1500: arrived at B / best: \d", res.stdout)
@@ -75,6 +76,8 @@ def test_bench_quick_prints_its_table_and_writes_json(tmp_path: Path) -> None:
         assert entry["median"]["gbit_s"]["1500"] > 0, name
         assert entry["median"]["rtt_avg_ms"] > 0, name
         assert len(entry["runs"]["1500"]) == 1, name
+        loaded = entry["median"]["loaded_rtt_p99_ms"]  # pings behind a bulk stream
+        assert (loaded is None) if name == "veth" else loaded > 0, name
     for name, ref in (("etherws-ws", "openvpn-none"), ("etherws-wss", "openvpn-aes")):
         entry = result["paths"][name]
         assert entry["reference"] == ref
@@ -83,6 +86,7 @@ def test_bench_quick_prints_its_table_and_writes_json(tmp_path: Path) -> None:
         roles = {role.split(":")[1] for role in entry["rss_mib"]}
         assert {"broker", "tap", "client", "peer"} <= roles, roles
         assert set(entry["rss_mib_overload"]) == set(entry["rss_mib"])
+        assert entry["vs_relay"]["gbit_s"]["1500"] > 0  # the one-process reference
     for name in OVERLOADED:
         found = result["paths"][name]["overload"]
         assert list(found) == ["1500"], name
@@ -100,12 +104,14 @@ def test_bench_quick_prints_its_table_and_writes_json(tmp_path: Path) -> None:
     assert result["settings"]["overload"]["factors"] == [1, 2]
     assert result["paths"]["veth"]["median"]["cpu_s_per_gb"]["1500"] is None  # kernel only
     assert result["broker_full_fdb_rss_mib"] > 0
-    hop = result["zmq_hop"]  # the design's RTT floor, and a hop without I/O threads
+    hop = result["zmq_hop"]  # the design's RTT floor (a ring hop), and two references
+    assert hop["ring_hop_median_us"] > 0
     assert hop["hop_median_us"] > 0 and hop["unix_hop_median_us"] > 0
     assert hop["hops_per_ping"] == 8  # A's tap, broker, client; B's peer, broker, tap
     assert hop["ping_floor_ms"] == pytest.approx(
         hop["hops_per_ping"] * hop["hop_median_us"] / 1000, abs=1e-3)
-    assert re.search(r"etherws-ws: 8 ZeroMQ hops alone take [\d.]+ ms", res.stdout)
+    assert re.search(r"etherws-ws: 8 ring hops alone take [\d.]+ ms", res.stdout)
+    assert re.search(r"as ZeroMQ hops: [\d.]+ ms", res.stdout)
     assert re.search(r"as Unix seqpacket hops \(no I/O threads\): [\d.]+ ms", res.stdout)
     assert {"target", "value", "limit", "met"} <= set(result["targets"][0])
     overload_targets = [t for t in result["targets"] if "overload" in t["target"]]
@@ -138,4 +144,5 @@ def test_bench_broker_quick_reports_frames_per_second() -> None:
         assert case["frames_per_s"] > 0 and case["frames"] > 0, case
         assert case["out_frames_per_s"] >= case["frames_per_s"], case  # all forwarded
     assert result["memory"]["full"] is True
+    assert 0 < result["memory"]["uss_mib"] <= result["memory"]["rss_mib"]
     assert result["memory"]["rss_mib"] > 0

@@ -268,6 +268,14 @@ class ProducerConsumer(RuleBasedStateMachine):
         self.put_uncommitted.append(f)
         self.next += 1
 
+    @rule(sizes=st.lists(st.integers(4, 30000), max_size=5))
+    def put_many(self, sizes: list[int]) -> None:
+        frames = [frame(self.next + i, size) for i, size in enumerate(sizes)]
+        n = self.producer.put_many(frames)
+        assert n == len(frames) or not self.producer.room_for(sizes[n])
+        self.put_uncommitted += frames[:n]
+        self.next += n
+
     @rule()
     def commit(self) -> None:
         self.producer.commit()
@@ -372,3 +380,16 @@ def test_reserve_pads_to_the_start_and_refuses_when_full() -> None:
     assert [bytes(m) for m in consumer.take(5)] == [b"w" * 14]
     assert producer.head == CAP + ring.record_size(14)
     assert producer.reserve(ring.MAX_PAYLOAD + 1) is None
+
+
+def test_put_many_puts_until_one_does_not_fit() -> None:
+    buf = new_file()
+    producer, consumer = RingFile(buf).up, RingFile(buf).up
+    frames = [frame(i, 60000) for i in range(6)]
+    n = producer.put_many(frames)
+    assert n == CAP // ring.record_size(60000)
+    producer.commit()
+    assert [bytes(m) for m in consumer.take(10)] == frames[:n]
+    consumer.release()
+    assert producer.put_many(frames[n:]) == len(frames) - n  # wraps behind padding
+    assert producer.put_many([bytes(ring.MAX_PAYLOAD + 1)]) == 0

@@ -1,40 +1,44 @@
-"""tools/bench-broker: the broker's hot path without network, in frames per second.
+"""tools/bench-broker: the broker's switching alone, ring to ring, in frames per second.
 
-Runs the broker's own code (``etherws.broker.service.Broker``: ``handle``, which takes
-``ipc.port_of`` and ``ipc.unpack`` on the way in and ``Forwarder.forward`` with its
-``Fdb``, then ``deliver``, which packs each egress port's batch with ``ipc.pack``, a
-flooded batch once) over in-memory tables; only the ZeroMQ send is replaced by counting
-the frames. One ``time.monotonic()`` per MAX_MESSAGES_PER_WAKEUP messages, as ``drain``
-reads the clock. ZeroMQ is left out on purpose: this is the pure code a regression
-would hide in.
+Runs the broker's own code (``etherws.broker.service.Broker.switch``: each port's up
+ring taken as views, ``Forwarder.forward`` with its ``Fdb``, each frame copied once into
+each egress port's down ring) over real ring files and tables on /dev/shm, as the
+broker maps them. This process plays the workers too: it fills port 1's up ring and
+empties the down rings between passes; only the time inside ``switch`` is counted. No
+wake-ups (the rings never run empty while a case runs): this is the pure switching
+cost a regression would hide in.
 
-``--memory`` instead measures a broker-like process (etherws.broker.service and pyzmq
-imported, a ROUTER bound, both tables mapped from tmpfs as the broker maps them) after
-filling the default 8192-entry FDB through the same hot path: the "broker <= 60 MiB with
-a full FDB" target.
+``--memory`` instead measures a broker-like process (etherws.broker.service imported,
+both tables and 8 ports' ring files mapped as the broker maps them) after filling the
+default 8192-entry FDB through the same path: the "broker <= 60 MiB with a full FDB"
+target, as RSS and as USS (its private memory; the ring files are shared with the
+workers and said apart).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, cast
+from typing import Any, Iterator
 
-import zmq
+import psutil
 
-from etherws import ipc
+from etherws import ring
 from etherws.broker.fdb import Fdb
-from etherws.broker.service import MAX_MESSAGES_PER_WAKEUP, Broker
-from etherws.tables import FdbTable, PortKind, PortTable
+from etherws.broker.service import Broker
+from etherws.paths import RunDir
+from etherws.runtime import rings, shm
+from etherws.tables import PortKind
 
 PROG = "tools/bench-broker"
-BATCH = ipc.MAX_BATCH_FRAMES
-"""Frames per message: the most a worker packs into one batch."""
+BATCH = 64
+"""Frames per ring take: the broker's FRAMES_PER_PORT."""
 FDB_SIZE = 8192
 """The supervisor's default --fdb-size."""
 PER_PORT = 1024
@@ -52,37 +56,67 @@ def frame(dst: bytes, src: bytes, size: int) -> bytes:
     return dst + src + b"\x08\x00" + bytes(size - 14)
 
 
-def claim_ports(ports: PortTable, nports: int) -> None:
-    """Ports 1..nports, TAP ports, in the first slots (as the supervisor adds them)."""
-    for port in range(1, nports + 1):
-        ports.claim(port - 1, port, PortKind.TAP)
+class Switch:
+    """A broker over ring files in a temporary run directory; this process as its workers."""
+
+    def __init__(self, d: str, nports: int, capacity: int, per_port: int) -> None:
+        self.rd = RunDir(d)
+        ports = shm.create_port_table(self.rd.port_table, max(nports, 8))
+        shm.create_fdb_table(self.rd.fdb_table, capacity)
+        rings.make_bell(self.rd.broker_bell)
+        self.workers: dict[int, rings.MappedRing] = {}
+        for port in range(1, nports + 1):
+            path = self.rd.ring(port, port)
+            rings.create_ring(path, port, port)
+            ports.claim(port - 1, port, PortKind.TAP, ring=port)
+            self.workers[port] = rings.MappedRing(path)
+        fdb = Fdb(shm.open_fdb_table(self.rd.fdb_table), 300.0, per_port)
+        self.broker = Broker(self.rd, ports, fdb)
+        self.broker.sync_ports()
+        self.fdb = fdb
+        self.out = 0  # frames the broker put into down rings
+        self.switch_s = 0.0  # time spent in Broker.switch
+
+    def feed(self, port: int, frames: list[bytes]) -> None:
+        """Put ``frames`` into ``port``'s up ring and switch until the broker took them
+        all, emptying the down rings as workers would."""
+        up = self.workers[port].file.up
+        todo = 0
+        while todo < len(frames):
+            while todo < len(frames) and up.put(frames[todo]):
+                todo += 1
+            up.commit()
+            while up.tail != up.head:  # until the broker took all of it
+                t0 = time.perf_counter()
+                self.broker.switch(time.monotonic())
+                self.switch_s += time.perf_counter() - t0
+                self.drain()
+
+    def drain(self) -> None:
+        """Empty every down ring."""
+        for m in self.workers.values():
+            down = m.file.down
+            while down.readable():
+                self.out += len(down.take(4096))
+            down.release()
+
+    def close(self) -> None:
+        """Unmap everything."""
+        self.broker.close()
+        for m in self.workers.values():
+            m.close()
 
 
-class Switch(Broker):
-    """The broker over in-memory tables, its ZeroMQ send replaced by counting."""
-
-    def __init__(self, nports: int, capacity: int, per_port: int) -> None:
-        ports = PortTable.format(bytearray(PortTable.size(nports)), nports)
-        claim_ports(ports, nports)
-        fdb = Fdb(FdbTable.format(bytearray(FdbTable.size(capacity)), capacity),
-                  300.0, per_port)
-        super().__init__(cast("zmq.Socket[bytes]", None), ports, fdb)  # _send never uses it
-        self.sync_ports()
-        self.sent = 0
-
-    def _send(self, port: int, rid: bytes, msg: bytes, nframes: int) -> bool:
-        self.sent += nframes
-        return True
-
-    def feed(self, messages: list[list[bytes]]) -> None:
-        """Handle ``messages`` in order, reading the clock once per
-        MAX_MESSAGES_PER_WAKEUP of them, as ``drain`` does (the real clock: what was
-        learned before a case must not have aged out during it)."""
-        step = MAX_MESSAGES_PER_WAKEUP
-        for start in range(0, len(messages), step):
-            now = time.monotonic()
-            for parts in messages[start:start + step]:
-                self.handle(parts, now)
+@contextlib.contextmanager
+def switch(nports: int, capacity: int = FDB_SIZE, per_port: int = PER_PORT
+           ) -> Iterator[Switch]:
+    """A Switch in a temporary directory on /dev/shm, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="etwb-broker.", dir="/dev/shm") as d:
+        sw = Switch(d, nports, capacity, per_port)
+        try:
+            yield sw
+        finally:
+            sw.close()
 
 
 @dataclass
@@ -99,65 +133,55 @@ class CaseResult:
     out_frames_per_s: float
 
 
-def _messages(port: int, frames: list[bytes]) -> list[list[bytes]]:
-    rid = ipc.routing_id(port)
-    return [[rid, ipc.pack(frames[i:i + BATCH])] for i in range(0, len(frames), BATCH)]
-
-
-def _timed(name: str, sw: Switch, messages: list[list[bytes]], size: int,
+def _timed(name: str, sw: Switch, port: int, frames: list[bytes], size: int,
            seconds: float, once: bool = False) -> CaseResult:
-    """Feed ``messages`` round and round for ``seconds`` (once only when ``once``)."""
-    frames = sum(len(ipc.unpack(m[1])) for m in messages)
-    sent0, rounds = sw.sent, 0
-    t0 = time.perf_counter()
+    """Feed ``frames`` round and round for ``seconds`` of switching (once when ``once``)."""
+    out0, s0, rounds = sw.out, sw.switch_s, 0
     while True:
-        sw.feed(messages)
+        sw.feed(port, frames)
         rounds += 1
-        elapsed = time.perf_counter() - t0
+        elapsed = sw.switch_s - s0
         if once or elapsed >= seconds:
             break
-    total = frames * rounds
+    total = len(frames) * rounds
     return CaseResult(name, size, total, elapsed, total / elapsed,
                       total * size * 8 / elapsed / 1e9, elapsed / (total / BATCH) * 1e6,
-                      (sw.sent - sent0) / elapsed)
+                      (sw.out - out0) / elapsed)
 
 
 def _unicast(size: int, seconds: float, full_fdb: bool) -> CaseResult:
     """Port 1 -> a station known on port 2 (optionally among 8190 other entries)."""
-    nports = 8 if full_fdb else 2
-    sw = Switch(nports, FDB_SIZE, PER_PORT)
-    a, b = mac(1), mac(2)
-    sw.feed(_messages(2, [frame(a, b, 60)]))  # learn b on port 2
-    if full_fdb:  # fill every slot but the one a will take, no port over its limit
-        n = 1000
-        for port in (3, 4, 5, 6, 7, 8, 2, 1):
-            mine = sw.fdb.port_count(port) + (port == 1)  # port 1 keeps room for a
-            room = min(PER_PORT - mine, FDB_SIZE - 1 - len(sw.fdb))
-            srcs = [frame(b"\xff" * 6, mac(n + k), 60) for k in range(room)]
-            n += room
-            sw.feed(_messages(port, srcs))
-        assert len(sw.fdb) == FDB_SIZE - 1, len(sw.fdb)  # a's learn fills the last slot
-    msgs = _messages(1, [frame(b, a, size)] * (BATCH * 16))
-    name = f"unicast to a known port, {size} B" + (", full FDB" if full_fdb else "")
-    return _timed(name, sw, msgs, size, seconds)
+    with switch(8 if full_fdb else 2) as sw:
+        a, b = mac(1), mac(2)
+        sw.feed(2, [frame(a, b, 60)])  # learn b on port 2
+        if full_fdb:  # fill every slot but the one a will take, no port over its limit
+            n = 1000
+            for port in (3, 4, 5, 6, 7, 8, 2, 1):
+                mine = sw.fdb.port_count(port) + (port == 1)  # port 1 keeps room for a
+                room = min(PER_PORT - mine, FDB_SIZE - 1 - len(sw.fdb))
+                sw.feed(port, [frame(b"\xff" * 6, mac(n + k), 60) for k in range(room)])
+                n += room
+            assert len(sw.fdb) == FDB_SIZE - 1, len(sw.fdb)  # a's learn fills the last slot
+        name = f"unicast to a known port, {size} B" + (", full FDB" if full_fdb else "")
+        return _timed(name, sw, 1, [frame(b, a, size)] * (BATCH * 16), size, seconds)
 
 
 def _flood(size: int, seconds: float, broadcast: bool, nports: int = 4) -> CaseResult:
     """Port 1 -> every other port: broadcast, or a unicast nobody has learned."""
-    sw = Switch(nports, FDB_SIZE, PER_PORT)
-    dst = b"\xff" * 6 if broadcast else mac(999_999)
-    msgs = _messages(1, [frame(dst, mac(1), size)] * (BATCH * 16))
-    what = "broadcast" if broadcast else "unknown unicast"
-    return _timed(f"flood ({what}) to {nports - 1} ports, {size} B", sw, msgs, size, seconds)
+    with switch(nports) as sw:
+        dst = b"\xff" * 6 if broadcast else mac(999_999)
+        what = "broadcast" if broadcast else "unknown unicast"
+        return _timed(f"flood ({what}) to {nports - 1} ports, {size} B", sw, 1,
+                      [frame(dst, mac(1), size)] * (BATCH * 16), size, seconds)
 
 
 def _learning(count: int) -> CaseResult:
     """Every frame from a new source MAC (each learned once), to a known port."""
-    sw = Switch(2, count + 16, count + 16)
-    dst = mac(0xFFFF_FFFF)
-    sw.feed(_messages(2, [frame(mac(1), dst, 60)]))
-    msgs = _messages(1, [frame(dst, mac(0x100_0000 + k), 64) for k in range(count)])
-    return _timed(f"learning {count} new MACs, 64 B", sw, msgs, 64, 0.0, once=True)
+    with switch(2, count + 16, count + 16) as sw:
+        dst = mac(0xFFFF_FFFF)
+        sw.feed(2, [frame(mac(1), dst, 60)])
+        frames = [frame(dst, mac(0x100_0000 + k), 64) for k in range(count)]
+        return _timed(f"learning {count} new MACs, 64 B", sw, 1, frames, 64, 0.0, once=True)
 
 
 def run_cases(seconds: float, learn_count: int) -> list[CaseResult]:
@@ -185,39 +209,23 @@ def _rss_mib() -> tuple[float, float]:
 
 
 def memory_probe() -> dict[str, Any]:
-    """A broker-like process with a full FDB: its RSS before and after filling it."""
-    from etherws.runtime import shm
-    from etherws.broker.service import bind_router
-
-    with tempfile.TemporaryDirectory(prefix="etwb-mem-", dir="/dev/shm") as d:
-        claim_ports(shm.create_port_table(f"{d}/ports.tbl", 1024), 8)  # the supervisor's
-        shm.create_fdb_table(f"{d}/fdb.tbl", FDB_SIZE)
-        ctx = zmq.Context()
-        try:
-            sock = bind_router(ctx, f"ipc://{d}/data.sock")
-        except zmq.ZMQError:
-            ctx.term()
-            raise
-        try:
-            fdb = Fdb(shm.open_fdb_table(f"{d}/fdb.tbl"), 300.0, PER_PORT)
-            broker = Broker(sock, shm.open_port_table(f"{d}/ports.tbl"), fdb)
-            broker.sync_ports()
-            before, _ = _rss_mib()
-            now = time.monotonic()
-            for port in range(1, 9):  # broadcasts to ports without a worker: dropped
-                srcs = [frame(b"\xff" * 6, mac(port << 16 | k), 60) for k in range(PER_PORT)]
-                for i in range(0, len(srcs), BATCH):
-                    broker.handle([ipc.routing_id(port), ipc.pack(srcs[i:i + BATCH])], now)
-            del srcs
-            full = len(fdb) == FDB_SIZE
-            rss, hwm = _rss_mib()
-            del broker
-        finally:
-            sock.close(linger=0)
-            ctx.term()
-    return {"fdb_entries": len(fdb), "fdb_capacity": FDB_SIZE, "full": full,
-            "rss_before_fill_mib": round(before, 1), "rss_mib": round(rss, 1),
-            "hwm_mib": round(hwm, 1)}
+    """A broker-like process with a full FDB: its RSS and USS before and after filling
+    it, and the bytes of ring files it maps (shared with the workers)."""
+    proc = psutil.Process()
+    with switch(8) as sw:
+        sw.drain()
+        before = proc.memory_full_info()
+        for port in range(1, 9):  # broadcasts from 1024 sources on each port
+            sw.feed(port, [frame(b"\xff" * 6, mac(port << 16 | k), 60)
+                           for k in range(PER_PORT)])
+        full = len(sw.fdb) == FDB_SIZE
+        after = proc.memory_full_info()
+        entries = len(sw.fdb)
+    return {"fdb_entries": entries, "fdb_capacity": FDB_SIZE, "full": full,
+            "rss_before_fill_mib": round(before.rss / MIB, 1),
+            "rss_mib": round(after.rss / MIB, 1), "uss_mib": round(after.uss / MIB, 1),
+            "hwm_mib": round(_rss_mib()[1], 1),
+            "ring_files_mib": round(8 * ring.file_size(ring.DEFAULT_CAPACITY) / MIB, 1)}
 
 
 def _memory_subprocess() -> dict[str, Any] | None:
@@ -236,16 +244,17 @@ def _print(cases: list[CaseResult], memory: dict[str, Any] | None) -> None:
     rows = [header] + [[c.case, f"{c.frames_per_s:,.0f}", f"{c.gbit_per_s:.2f}",
                         f"{c.us_per_batch:.1f}", f"{c.out_frames_per_s:,.0f}"] for c in cases]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    print(f"{PROG}: the broker's hot path (Broker.handle: ipc.unpack, Forwarder.forward "
-          f"with Fdb, ipc.pack), {BATCH}-frame batches, no network, one core")
+    print(f"{PROG}: the broker's switching, ring to ring (Broker.switch: Forwarder.forward "
+          f"with Fdb, one copy per egress ring), {BATCH}-frame takes, one core")
     for r in rows:
         print("  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in
                                                     zip(r[1:], widths[1:])]))
     if memory:
         print(f"memory: broker-like process with a full {memory['fdb_capacity']}-entry FDB "
-              f"({memory['fdb_entries']} learned): RSS {memory['rss_mib']:.1f} MiB "
-              f"(before filling {memory['rss_before_fill_mib']:.1f}, peak "
-              f"{memory['hwm_mib']:.1f}; target <= 60)")
+              f"({memory['fdb_entries']} learned): RSS {memory['rss_mib']:.1f} MiB, USS "
+              f"{memory['uss_mib']:.1f} MiB (before filling {memory['rss_before_fill_mib']:.1f},"
+              f" peak {memory['hwm_mib']:.1f}; target <= 60); 8 ports' ring files "
+              f"{memory['ring_files_mib']:.1f} MiB, shared with their workers")
 
 
 def main(argv: list[str] | None = None) -> int:

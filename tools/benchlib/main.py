@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from benchlib import certs, measure, openvpn, overload, report, zmqhop
+from benchlib import certs, measure, openvpn, overload, relay, report, zmqhop
 from benchlib import lab as lablib
 from benchlib.paths import BenchPath, veth_path
 from benchlib.proc import BenchError, run, wait_until
@@ -35,7 +35,7 @@ from benchlib.switches import etherws_path
 
 PROG = "tools/bench"
 DEFAULT_JSON = "bench-results.json"
-PATH_NAMES = ("veth", "openvpn-aes", "openvpn-none", "etherws-ws", "etherws-wss")
+PATH_NAMES = ("veth", "openvpn-aes", "openvpn-none", "relay", "etherws-ws", "etherws-wss")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="length of each iperf3 UDP run at 1x and 2x (default 4; --quick: 3)")
     p.add_argument("--pings", type=int, default=300, metavar="N",
                    help="pings per RTT series, 10 ms apart (default 300)")
+    p.add_argument("--loaded-pings", type=int, metavar="N",
+                   help="pings 40 ms apart while one TCP stream fills the path (latency "
+                   "under load; default 200; --quick: 50)")
     p.add_argument("--paths", metavar="A,B", default=",".join(PATH_NAMES),
                    help="the paths to measure (default: all); etherws ratios need their "
                    "OpenVPN reference in the list")
@@ -93,6 +96,8 @@ def _setup_paths(stack: contextlib.ExitStack, lab: lablib.Lab, names: list[str],
         elif name.startswith("openvpn"):
             pki = pki or certs.openvpn_pki(lab.work)
             path = openvpn.openvpn_path(stack, lab, pki, index, name == "openvpn-aes", max_mtu)
+        elif name == "relay":
+            path = relay.relay_path(stack, lab, index)
         else:
             if name == "etherws-wss":
                 wss_cert = wss_cert or certs.self_signed(lab.work, "wss", lablib.UNDERLAY_B)
@@ -129,6 +134,11 @@ def _measure(paths: list[BenchPath], lab: lablib.Lab, args: argparse.Namespace,
                     x = measure.rtt(p, lab.ns_a, args.pings, 0.01)
                     r.rtts.append(x)
                     rtt_text = f", RTT avg {x.avg_ms:.3f} p99 {x.p99_ms:.3f} ms"
+                    if p.name != "veth":  # the kernel alone: no queue of its own to see
+                        loaded = measure.loaded_rtt(p, lab.ns_a, args.loaded_pings, 0.04)
+                        r.loaded.append(loaded)
+                        rtt_text += (f", under load avg {loaded.avg_ms:.2f} p99 "
+                                     f"{loaded.p99_ms:.2f} ms")
                 t = measure.transfer(p, lab.ns_a, args.seconds)
                 r.transfers.setdefault(mtu, []).append(t)
                 cpu = "-" if t.cpu_s_per_gb is None else f"{t.cpu_s_per_gb:.2f}"
@@ -176,7 +186,7 @@ def _run(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> d
          f"{os.cpu_count()} CPUs, {args.repetitions} repetition(s), MTU "
          f"{' and '.join(map(str, mtus))}, iperf3 {args.seconds:g} s (UDP "
          f"{args.overload_seconds:g} s), {args.pings} pings at 10 ms")
-    _say("== the design's RTT floor: one ZeroMQ ipc hop between two processes, idle")
+    _say("== the design's RTT floor: one hop between two processes, idle")
     hop = zmqhop.measure()
     for line in zmqhop.describe(hop):
         _say(f"  {line}")
@@ -273,10 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         args.repetitions = 1 if args.quick else 3
     if args.overload_seconds is None:
         args.overload_seconds = 3.0 if args.quick else 4.0
+    if args.loaded_pings is None:
+        args.loaded_pings = 50 if args.quick else 200
     if (args.repetitions < 1 or args.seconds <= 0 or args.pings < 1
-            or args.overload_seconds <= 0):
-        _parser().error("--repetitions, --seconds, --overload-seconds and --pings must be "
-                        "positive")
+            or args.overload_seconds <= 0 or args.loaded_pings < 1):
+        _parser().error("--repetitions, --seconds, --overload-seconds, --pings and "
+                        "--loaded-pings must be positive")
     if os.geteuid() != 0:
         print(f"{PROG}: needs root (network namespaces, TAP devices)", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ are counted two ways, both over exactly the iperf3 run:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -48,6 +49,8 @@ class Transfer:
     wall_s: float
     cpu_by_role: dict[str, float] = field(default_factory=dict)
     rss_max: dict[str, int] = field(default_factory=dict)
+    uss: dict[str, int] = field(default_factory=dict)
+    zmq_cpu_s: float = 0.0
 
     @property
     def cpu_s_per_gb(self) -> float | None:
@@ -79,6 +82,21 @@ def host_busy_s() -> float:
     return busy * _TICK_S
 
 
+def _zmq_s(pid: int) -> float:
+    """CPU seconds of a process's ZeroMQ I/O threads (named ZMQbg/...) so far."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    stat = f.read()
+                comm = stat[stat.index("(") + 1:stat.rindex(")")]
+                if comm.startswith("ZMQbg"):
+                    fields = stat[stat.rindex(")") + 2:].split()
+                    total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total * _TICK_S
+
+
 def _cpu_s(proc: psutil.Process) -> float | None:
     try:
         t = proc.cpu_times()
@@ -93,7 +111,10 @@ class CpuMeter:
     def __init__(self, path: BenchPath) -> None:
         self.path = path
         self._before: dict[int, float] = {}
+        self._zmq_before: dict[int, float] = {}
         self.by_role: dict[str, float] = {}
+        self.zmq_s = 0.0
+        """Of the seconds spent, those of ZeroMQ's I/O threads."""
 
     def start(self) -> None:
         self._before = {}
@@ -101,6 +122,7 @@ class CpuMeter:
             t = _cpu_s(p)
             if t is not None:
                 self._before[p.pid] = t
+                self._zmq_before[p.pid] = _zmq_s(p.pid)
 
     def stop(self) -> float | None:
         """Seconds spent, or None for a path without processes; ``by_role`` then holds
@@ -114,6 +136,7 @@ class CpuMeter:
             if t is not None:  # a process born during the run counts from zero
                 spent = t - self._before.get(p.pid, 0.0)
                 self.by_role[role] = self.by_role.get(role, 0.0) + spent
+                self.zmq_s += _zmq_s(p.pid) - self._zmq_before.get(p.pid, 0.0)
         return sum(self.by_role.values())
 
 
@@ -125,6 +148,7 @@ class RssSampler(threading.Thread):
         self.path = path
         self.done = threading.Event()
         self.rss_max: dict[str, int] = {}
+        self.uss: dict[str, int] = {}
         self._roles: Roles = path.processes()
 
     def sample(self) -> None:
@@ -139,7 +163,10 @@ class RssSampler(threading.Thread):
         while True:
             self.sample()
             if self.done.wait(RSS_INTERVAL_S):
-                return
+                break
+        for role, p in self._roles:  # private memory once at the end (reads smaps)
+            with contextlib.suppress(psutil.Error):
+                self.uss[role] = p.memory_full_info().uss
 
 
 def iperf_server(ns: str, log_dir: Path) -> Background:
@@ -165,6 +192,8 @@ class Metered:
     cpu_s: float | None
     cpu_by_role: dict[str, float]
     rss_max: dict[str, int]
+    uss: dict[str, int] = field(default_factory=dict)
+    zmq_cpu_s: float = 0.0
 
 
 def metered(path: BenchPath, cmd: list[str], timeout_s: float) -> Metered:
@@ -185,7 +214,8 @@ def metered(path: BenchPath, cmd: list[str], timeout_s: float) -> Metered:
     host_cpu = host_busy_s() - host0
     cpu_s = cpu.stop()
     return Metered(result=res, wall_s=wall_s, host_cpu_s=host_cpu, cpu_s=cpu_s,
-                   cpu_by_role=cpu.by_role, rss_max=rss.rss_max)
+                   cpu_by_role=cpu.by_role, rss_max=rss.rss_max, uss=rss.uss,
+                   zmq_cpu_s=cpu.zmq_s)
 
 
 def iperf_client(ns: str, path: BenchPath, seconds: float, *options: str) -> list[str]:
@@ -214,7 +244,8 @@ def transfer(path: BenchPath, ns: str, seconds: float) -> Transfer:
     return Transfer(gbit_s=received["bits_per_second"] / 1e9, bytes=int(received["bytes"]),
                     retransmits=sent.get("retransmits"), seconds=received["seconds"],
                     cpu_s=m.cpu_s, host_cpu_s=m.host_cpu_s, wall_s=m.wall_s,
-                    cpu_by_role=m.cpu_by_role, rss_max=m.rss_max)
+                    cpu_by_role=m.cpu_by_role, rss_max=m.rss_max, uss=m.uss,
+                    zmq_cpu_s=m.zmq_cpu_s)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -235,3 +266,27 @@ def rtt(path: BenchPath, ns: str, count: int, interval_s: float) -> Rtt:
         raise BenchError(f"{path.name}: no ping answered: {res.stdout.strip()[-200:]}")
     return Rtt(avg_ms=sum(times) / len(times), p99_ms=percentile(times, 99), sent=count,
                received=len(times))
+
+
+LOAD_RAMP_S = 1.0
+"""How long the bulk stream runs before the pings start (TCP's slow start is over)."""
+
+
+def loaded_rtt(path: BenchPath, ns: str, count: int, interval_s: float) -> Rtt:
+    """``count`` pings at ``interval_s`` while one iperf3 TCP stream fills the path:
+    how long interactive traffic waits behind a bulk transfer (queues in the path)."""
+    seconds = LOAD_RAMP_S + count * interval_s + 2
+    bulk = subprocess.Popen(iperf_client(ns, path, seconds), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(LOAD_RAMP_S)  # not a wait for a condition: the load must be running
+        if bulk.poll() is not None:
+            raise BenchError(f"{path.name}: the bulk stream ended early: "
+                             f"{bulk.stderr.read() if bulk.stderr else ''}")
+        return rtt(path, ns, count, interval_s)
+    finally:
+        try:
+            bulk.communicate(timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            bulk.kill()
+            bulk.communicate()

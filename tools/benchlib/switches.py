@@ -17,8 +17,14 @@ from typing import Any
 import psutil
 
 from benchlib.lab import UNDERLAY_B, Lab
-from benchlib.paths import (OVERLAY_PREFIX, BenchPath, Roles, overlay_addresses,
-                            process_roles, wait_reachable)
+from benchlib.paths import (
+    OVERLAY_PREFIX,
+    BenchPath,
+    Roles,
+    overlay_addresses,
+    process_roles,
+    wait_reachable,
+)
 from benchlib.proc import in_ns, run
 
 PY = sys.executable

@@ -1,15 +1,16 @@
-"""The latency floor of the data plane's design: one ZeroMQ ipc hop between processes.
+"""The latency floor of the data plane's design: one hop between two processes.
 
-A ping through etherws crosses eight ZeroMQ hops (worker -> broker -> worker on each
-host, both ways), each waking the sender's I/O thread, the receiver's I/O thread and
-the receiver: that alone bounds the RTT from below, however fast the Python around
-it. This measures it the way the bench's pings see it: a DEALER and a ROUTER in two
-processes, with the data plane's socket options, one small message there and back
-every 10 ms (idle CPUs between, as between the pings).
+A ping through etherws crosses eight hops between processes (worker -> broker -> worker
+on each host, both ways); each wakes the next process, and that alone bounds the RTT
+from below, however fast the Python around it. This measures a hop the way the bench's
+pings see it, one small message there and back every 10 ms (idle CPUs between, as
+between the pings), three ways in the same run:
 
-For reference, the same exchange over a plain Unix SOCK_SEQPACKET socket between two
-processes (one wake-up per hop, no I/O threads): what a hop of a data plane without
-ZeroMQ's I/O threads would cost on the same machine, in the same run.
+- the data plane's: a frame into a ring (``etherws.ring``), the far side woken by its
+  doorbell FIFO only when it sleeps (``etherws.runtime.rings``), the answer the same way;
+- ZeroMQ ipc (a DEALER and a ROUTER), how frames travelled until 2026-12: each hop wakes
+  the sender's I/O thread, the receiver's I/O thread and the receiver;
+- a plain Unix SOCK_SEQPACKET socket: one wake-up per hop, the kernel's floor.
 
 ``python -m benchlib.zmqhop [--json]`` prints it; tools/bench reports it next to RTT.
 """
@@ -32,14 +33,14 @@ from typing import Any, Callable, Iterator
 import zmq
 
 from benchlib.measure import percentile
-from etherws import ipc
+from etherws.runtime import rings
 
 HOPS_PER_PING = 8
 """Tunnel ping: A's TAP worker -> broker -> client -> (TCP) -> B's peer -> broker -> TAP
 worker, and the same back: 2 ZeroMQ hops per host and direction."""
 SAMPLES = 200
 GAP_S = 0.01
-MESSAGE = ipc.pack([bytes(98)])  # an ICMP echo of ping's default size, as a batch
+MESSAGE = bytes(98)  # an ICMP echo of ping's default size
 TIMEOUT_MS = 2000
 RECV_SIZE = 65536
 
@@ -131,7 +132,7 @@ def _zmq_round_trips(tmp: Path, samples: int, gap_s: float) -> list[float]:
     with _echo_running(_echo, endpoint):
         ctx = zmq.Context()
         sock = ctx.socket(zmq.DEALER)
-        for opt, value in ((zmq.SNDHWM, ipc.HWM), (zmq.RCVHWM, ipc.WORKER_RCVHWM),
+        for opt, value in ((zmq.SNDHWM, 64), (zmq.RCVHWM, 16),
                            (zmq.LINGER, 0), (zmq.RCVTIMEO, TIMEOUT_MS),
                            (zmq.SNDTIMEO, TIMEOUT_MS), (zmq.IMMEDIATE, 1)):
             sock.setsockopt(opt, value)
@@ -158,6 +159,83 @@ def _unix_round_trips(tmp: Path, samples: int, gap_s: float) -> list[float]:
                             samples, gap_s)
 
 
+def _ring_echo(path: str, ready: Any) -> None:
+    """The ring's far side: every frame of the up ring back into the down ring, sleeping
+    on its doorbell as a worker does; a zero-length frame ends it."""
+    m = rings.MappedRing(path)
+    up, down = m.file.up, m.file.down
+    mine, theirs = rings.Bell(rings.bell_path(path)), rings.Bell(path + ".far")
+    poller = select.poll()
+    poller.register(mine.fileno(), select.POLLIN)
+    ready.set()
+    try:
+        while True:
+            frames = [bytes(f) for f in up.take(64)]
+            up.release()
+            if not frames:
+                up.arm(True)
+                rings.fence()
+                if not up.readable() and not poller.poll(TIMEOUT_MS * 5):
+                    return
+                up.arm(False)
+                mine.drain()
+                continue
+            for f in frames:
+                if not f:
+                    return
+                down.put(f)
+            down.commit()
+            rings.fence()
+            if down.armed:
+                theirs.ring()
+    finally:
+        mine.close()
+        theirs.close()
+        m.close()
+
+
+def _ring_round_trips(tmp: Path, samples: int, gap_s: float) -> list[float]:
+    path = str(tmp / "ring-1-1")
+    rings.create_ring(path, 1, 1)
+    rings.make_bell(path + ".far")
+    m = rings.MappedRing(path)
+    up, down = m.file.up, m.file.down
+    theirs, mine = rings.Bell(rings.bell_path(path)), rings.Bell(path + ".far")
+    poller = select.poll()
+    poller.register(mine.fileno(), select.POLLIN)
+
+    def send(frame: bytes = MESSAGE) -> None:
+        up.put(frame)
+        up.commit()
+        rings.fence()
+        if up.armed:
+            theirs.ring()
+
+    def recv() -> bytes:
+        while True:
+            frames = [bytes(f) for f in down.take(1)]
+            if frames:
+                down.release()
+                return frames[0]
+            down.arm(True)
+            rings.fence()
+            if not down.readable() and not poller.poll(TIMEOUT_MS):
+                raise RuntimeError("the ring echo did not answer")
+            down.arm(False)
+            mine.drain()
+
+    try:
+        with _echo_running(_ring_echo, path):
+            try:
+                return _round_trips(send, recv, samples, gap_s)
+            finally:
+                send(b"")  # the echo's stop
+    finally:
+        theirs.close()
+        mine.close()
+        m.close()
+
+
 def _summary(round_trips: list[float]) -> tuple[float, float]:
     hops_us = [rt / 2 * 1e6 for rt in round_trips]
     return statistics.median(hops_us), percentile(hops_us, 99)
@@ -167,10 +245,15 @@ def measure(samples: int = SAMPLES, gap_s: float = GAP_S) -> dict[str, Any]:
     """Median and p99 of one-hop latency (half a round trip), microseconds, over ZeroMQ
     ipc and over a plain Unix seqpacket socket, and the floor each sets for a ping
     through etherws (HOPS_PER_PING hops), milliseconds."""
-    with tempfile.TemporaryDirectory(prefix="etwb-zmqhop.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="etwb-zmqhop.", dir="/dev/shm") as tmp:
+        ring_median_us, ring_p99_us = _summary(_ring_round_trips(Path(tmp), samples, gap_s))
         median_us, p99_us = _summary(_zmq_round_trips(Path(tmp), samples, gap_s))
         unix_median_us, unix_p99_us = _summary(_unix_round_trips(Path(tmp), samples, gap_s))
-    return {"samples": samples, "gap_s": gap_s, "hop_median_us": round(median_us, 1),
+    return {"samples": samples, "gap_s": gap_s,
+            "ring_hop_median_us": round(ring_median_us, 1),
+            "ring_hop_p99_us": round(ring_p99_us, 1),
+            "ring_ping_floor_ms": round(HOPS_PER_PING * ring_median_us / 1000, 3),
+            "hop_median_us": round(median_us, 1),
             "hop_p99_us": round(p99_us, 1),
             "hops_per_ping": HOPS_PER_PING,
             "ping_floor_ms": round(HOPS_PER_PING * median_us / 1000, 3),
@@ -183,7 +266,11 @@ def describe(result: dict[str, Any]) -> list[str]:
     """Two lines: the ZeroMQ hop with the floor it sets for a ping, and the Unix
     reference (what ``measure`` returned)."""
     per_ping = result["hops_per_ping"]
-    return [f"ZeroMQ ipc hop, idle ({result['gap_s'] * 1000:g} ms apart): median "
+    return [f"ring hop (the data plane), idle ({result['gap_s'] * 1000:g} ms apart): median "
+            f"{result['ring_hop_median_us']:.0f} us, p99 {result['ring_hop_p99_us']:.0f} us; "
+            f"x {per_ping} hops per ping through etherws: >= "
+            f"{result['ring_ping_floor_ms']:.2f} ms",
+            f"ZeroMQ ipc hop (until 2026-12), idle ({result['gap_s'] * 1000:g} ms apart): median "
             f"{result['hop_median_us']:.0f} us, p99 {result['hop_p99_us']:.0f} us; "
             f"x {per_ping} hops per ping through etherws: >= "
             f"{result['ping_floor_ms']:.2f} ms",

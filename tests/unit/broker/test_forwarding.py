@@ -279,3 +279,20 @@ def test_frames_a_shut_port_drops_are_counted_for_it() -> None:
     fw.set_ports({1: False, 2: False, 3: True})
     result = fw.forward(2, [eth(C, B), eth(C, B), eth(BCAST, B)], 1.0)
     assert result.shut == {3: 2} and result.filtered == 2
+
+
+def test_a_station_learned_within_a_batch_is_used_by_the_rest_of_it() -> None:
+    fw = forwarder()
+    frames = [eth(B, A), eth(C, B), eth(B, A), eth(B, A)]  # B speaks from port 1 mid-batch
+    result = fw.forward(1, frames, 0.0)
+    assert {p: list(fs) for p, fs in result.egress.items()} == \
+        {2: frames[:2], 3: frames[:2]}
+    assert result.filtered == 2  # then A -> B stays on port 1
+
+
+def test_views_into_a_ring_switch_like_bytes() -> None:
+    frames = [eth(BCAST, A), eth(A, B, vid=7), eth(B, A, vid=7), eth(C, A)]
+    got = forwarder().forward(1, [memoryview(f) for f in frames], 0.0)
+    want = forwarder().forward(1, frames, 0.0)
+    assert {p: [bytes(f) for f in fs] for p, fs in got.egress.items()} == want.egress
+    assert (got.filtered, got.malformed) == (want.filtered, want.malformed)
