@@ -282,3 +282,22 @@ def test_status_shows_what_gone_peers_carried() -> None:
     assert "gone peers  2: rx 5, tx 6, drops 1, errors 0" in render.status({"entries": [entry]})
     entry["gone_peers"] = {"peers": 0}
     assert "gone peers" not in render.status({"entries": [entry]})
+
+
+def test_ports_show_a_vlan_column_when_a_port_has_a_vlan_setting() -> None:
+    assert "VLAN" not in render.ports({"entries": [PORT_UP]}).split("\n")[0]
+    access = {**PORT_UP, "port": 2, "vlan": 10}
+    trunk = {**PORT_UP, "port": 3, "trunk": "10,20", "native": 1}
+    lines = render.ports({"entries": [PORT_UP, access, trunk]}).split("\n")
+    assert lines[0].split()[:5] == ["PORT", "TYPE", "TARGET", "STATE", "VLAN"]
+    assert lines[1].split()[3:5] == ["up", "-"]
+    assert lines[2].split()[3:5] == ["up", "10"]
+    assert "trunk 10,20 native 1" in lines[3]
+
+
+@pytest.mark.parametrize("entry, text", [
+    ({}, "-"), ({"vlan": 10}, "10"), ({"trunk": "all"}, "trunk all"),
+    ({"trunk": "5", "native": 2}, "trunk 5 native 2"), ({"vlan": None, "trunk": None}, "-"),
+])
+def test_port_vlan(entry: dict[str, Any], text: str) -> None:
+    assert render.port_vlan(entry) == text
