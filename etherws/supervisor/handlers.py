@@ -60,7 +60,8 @@ class Switch:
     declared: Declared = field(default_factory=lambda: Declared(None))
     """The configuration file and its ports (save, reload, unsaved)."""
     source: str = "local"
-    """Where the request being served came from ("local", or "remote" over CURVE)."""
+    """Where the request being served came from: "local", or "remote NAME" over CURVE
+    (NAME: the client's key file in --ctl-clients, ``admin`` for ``admin.key``)."""
     reloading: Callable[[], None] = lambda: None
     reloaded: Callable[[], None] = lambda: None
     """Around a reload: the service manager is told (RELOADING=1, then READY=1)."""

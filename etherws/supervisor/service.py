@@ -20,7 +20,6 @@ from collections import OrderedDict
 from typing import Callable
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
 
 from etherws import config, control
 from etherws.config import Config
@@ -29,6 +28,7 @@ from etherws.paths import RunDir
 from etherws.runtime import authfile, curvekeys, shm
 from etherws.runtime.signals import StopSignal
 from etherws.supervisor import handlers
+from etherws.supervisor.ctlauth import KeyAuthenticator, sender
 from etherws.supervisor.declared import Declared, read_ports
 from etherws.supervisor.metrics import MetricsServer, SwitchCollector
 from etherws.supervisor.portops import PortError
@@ -105,7 +105,7 @@ class Supervisor:
         self._replies: OrderedDict[bytes, bytes] = OrderedDict()
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._ctl_socks: list[zmq.Socket[bytes]] = []
-        self._auth: ThreadAuthenticator | None = None
+        self._auth: KeyAuthenticator | None = None
         self._clients_seen: int | None = None
         # requests answered later (addport client): request key -> where the reply goes
         self._pending: dict[bytes, tuple[zmq.Socket[bytes], bytes, control.Pending]] = {}
@@ -205,9 +205,9 @@ class Supervisor:
             raise StartError(str(exc)) from None
         if not os.path.isdir(self.cfg.ctl_clients):
             raise StartError(f"--ctl-clients {self.cfg.ctl_clients} is not a directory")
-        self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("etherws.zap"))
+        self._auth = KeyAuthenticator(self._ctx, self.cfg.ctl_clients)
         self._auth.start()
-        self._auth.configure_curve(domain="*", location=self.cfg.ctl_clients)
+        self._auth.reload()
         self._clients_seen = _dir_stamp(self.cfg.ctl_clients)
         sock = self._control_socket()
         sock.curve_publickey, sock.curve_secretkey = public, secret
@@ -282,7 +282,7 @@ class Supervisor:
         stamp = _dir_stamp(self.cfg.ctl_clients)
         if stamp != self._clients_seen:
             self._clients_seen = stamp
-            self._auth.configure_curve(domain="*", location=self.cfg.ctl_clients)
+            self._auth.reload()
             log.info("remote control: client keys re-read from %s", self.cfg.ctl_clients)
 
     def _on_reload_signal(self, signum: int, frame: object) -> None:
@@ -309,13 +309,13 @@ class Supervisor:
     def _serve_control(self, sock: zmq.Socket[bytes]) -> None:
         for _ in range(32):  # bounded: the loop must keep supervising under a flood
             try:
-                msg = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if len(msg) != 3 or msg[1] != b"":
+            if len(frames) != 3 or frames[1].bytes != b"":
                 log.debug("control: dropped a message that is not a REQ envelope")
                 continue
-            identity, data = msg[0], msg[2]
+            identity, data = frames[0].bytes, frames[2].bytes
             # A Lazy Pirate retry resends the very same bytes: answer it from the cache
             # (or, while the work is still going on, join it) rather than doing the work
             # twice. Keyed by the whole request, not its id alone: clients that count ids
@@ -324,7 +324,9 @@ class Supervisor:
             if key in self._pending:  # the retry's REQ socket is the one still waiting
                 self._pending[key] = (sock, identity, self._pending[key][2])
                 continue
-            self._switch.source = "local" if sock is self._ctl_socks[0] else "remote"
+            # the audit log names the remote key (its file's name in --ctl-clients)
+            self._switch.source = "local" if sock is self._ctl_socks[0] \
+                else sender(frames[2])
             reply = self._reply(key, data)
             if isinstance(reply, control.Pending):
                 self._pending[key] = (sock, identity, reply)

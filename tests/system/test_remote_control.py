@@ -116,3 +116,18 @@ def test_client_keys_are_re_read_without_a_restart(remote, tmp_path) -> None:
     wait_until(lambda: remote_ctl(endpoint, keys, "admin", "listport").returncode == 3,
                15, "the removed key to be refused")
     assert "client keys re-read" in sw.log_text()
+
+
+def test_the_audit_log_names_the_key_and_refusals_are_logged_once_a_minute(remote) -> None:
+    sw, endpoint, keys = remote
+    res = remote_ctl(endpoint, keys, "admin", "flushfdb")
+    assert res.returncode == 0, res.stderr
+    wait_until(lambda: "control (remote admin): flushFdb" in sw.log_text(), 5,
+               "the audit line with the key's name")
+    for _ in range(3):
+        assert remote_ctl(endpoint, keys, "stranger", "listport").returncode == 3
+    wait_until(lambda: "refused a connection from 127.0.0.1" in sw.log_text(), 5,
+               "the refusal to be logged")
+    refusals = [line for line in sw.log_text().splitlines()
+                if "remote control: refused a connection" in line]
+    assert len(refusals) == 1 and "unknown key" in refusals[0], refusals
