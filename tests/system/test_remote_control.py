@@ -131,3 +131,14 @@ def test_the_audit_log_names_the_key_and_refusals_are_logged_once_a_minute(remot
     refusals = [line for line in sw.log_text().splitlines()
                 if "remote control: refused a connection" in line]
     assert len(refusals) == 1 and "unknown key" in refusals[0], refusals
+
+
+def test_top_works_over_remote_control(remote) -> None:
+    sw, endpoint, keys = remote
+    tap = unique("etwt")
+    sw.taps.append(tap)
+    sw.ctl("addport", "tap", tap)
+    res = remote_ctl(endpoint, keys, "admin", "top", "--interval", "0.2", "--count", "2")
+    assert res.returncode == 0, res.stderr
+    tables = [t for t in res.stdout.split("\n\n") if t.strip()]
+    assert len(tables) == 2 and all(tap in t for t in tables), res.stdout
