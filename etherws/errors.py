@@ -12,6 +12,7 @@ bug's ValueError (or TypeError) stays a bug with a traceback instead of turning 
     ├── AddressError           ifaddr          an address, netmask, MTU
     ├── FrameError             frame           an Ethernet frame or MAC address
     ├── IpcError               ipc             a data-plane message
+    ├── EventError             events          an event stream message or endpoint
     ├── TableError             tables          a shared-memory table
     ├── HtpasswdError          htpasswd        an htpasswd line
     ├── ProtocolError          wsframe         a WebSocket peer broke RFC 6455

@@ -21,7 +21,7 @@ from typing import Callable
 
 import zmq
 
-from etherws import config, control
+from etherws import config, control, events
 from etherws.config import Config
 from etherws.errors import EtherwsError
 from etherws.paths import RunDir
@@ -29,6 +29,7 @@ from etherws.runtime import authfile, curvekeys, shm
 from etherws.runtime.signals import StopSignal
 from etherws.supervisor import handlers
 from etherws.supervisor.ctlauth import KeyAuthenticator, sender
+from etherws.supervisor.eventhub import EventHub
 from etherws.supervisor.declared import Declared, read_ports
 from etherws.supervisor.metrics import MetricsServer, SwitchCollector
 from etherws.supervisor.portops import PortError
@@ -111,6 +112,7 @@ class Supervisor:
         self._pending: dict[bytes, tuple[zmq.Socket[bytes], bytes, control.Pending]] = {}
         self.server: Server | None = None
         self.metrics: MetricsServer | None = None
+        self.events: EventHub | None = None
         self._ready = False  # prepared in full: a failed start stays one line on stderr
 
     # --- start-up ------------------------------------------------------------------
@@ -193,10 +195,15 @@ class Supervisor:
         finally:
             os.umask(old)
         os.chmod(self.ctl_endpoint[len("ipc://"):], 0o600)
-        if self.cfg.ctl:
-            self._bind_remote_control(self.cfg.ctl)
+        keys = self._bind_remote_control(self.cfg.ctl) if self.cfg.ctl else None
+        self.events = EventHub(self._ctx, self.rundir.root)
+        try:  # beside the control sockets, with the same access rules
+            self.events.open(None if keys is None or self.cfg.ctl is None else
+                             (events.remote_endpoint(self.cfg.ctl), *keys))
+        except (zmq.ZMQError, events.EventError) as exc:
+            raise StartError(f"cannot bind the event socket: {exc}") from None
 
-    def _bind_remote_control(self, endpoint: str) -> None:
+    def _bind_remote_control(self, endpoint: str) -> tuple[bytes, bytes]:
         """A CURVE-only ROUTER: ZAP lets in only clients whose public key is allowed."""
         assert self._ctx is not None and self.cfg.ctl_secret_key and self.cfg.ctl_clients
         try:
@@ -220,6 +227,7 @@ class Supervisor:
             raise StartError(f"cannot bind remote control {endpoint}: {exc}") from None
         log.info("remote control on %s (CURVE, clients from %s)", endpoint,
                  self.cfg.ctl_clients)
+        return public, secret
 
     def _child_argv(self, module: str) -> list[str]:
         argv = [sys.executable, "-m", module, "--rundir", self.rundir.root,
@@ -258,6 +266,8 @@ class Supervisor:
                     self.server.ready(fd, time.monotonic())
             now = time.monotonic()
             self.ports.tick(now)
+            if self.events is not None:
+                self.events.tick(now, self.ports, self.fdb, self.cfg.ageout_s)
             self._reread_client_keys()
             silent_s = (time.monotonic_ns() - self.table.broker_heartbeat_ns()) / 1e9
             self.watchdog.tick(now, silent_s, self.status_line)
@@ -380,6 +390,8 @@ class Supervisor:
             self.server.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.events is not None:
+            self.events.close()
         for sock in self._ctl_socks:
             sock.close()
         if self._auth is not None:
@@ -389,7 +401,8 @@ class Supervisor:
         self.stop.close()
         verify_locks = [self.rundir.verify_lock(i) for i in range(authfile.slot_count())]
         for path in (self.rundir.ctl_sock, self.rundir.data_sock, self.rundir.port_table,
-                     self.rundir.fdb_table, self.rundir.pidfile, *verify_locks):
+                     self.rundir.fdb_table, self.rundir.pidfile, *verify_locks,
+                     events.local_endpoint(self.rundir.root)[len("ipc://"):]):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         if self._lock_fd >= 0:
