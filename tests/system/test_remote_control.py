@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from typing import Iterator
 
 import pytest
@@ -142,3 +143,29 @@ def test_top_works_over_remote_control(remote) -> None:
     assert res.returncode == 0, res.stderr
     tables = [t for t in res.stdout.split("\n\n") if t.strip()]
     assert len(tables) == 2 and all(tap in t for t in tables), res.stdout
+
+
+def test_events_over_remote_control_need_an_allowed_key(remote) -> None:
+    sw, endpoint, keys = remote
+    res = remote_ctl(endpoint, keys, "stranger", "events", "--count", "1")
+    assert res.returncode == 3 and "no event stream" in res.stderr
+    tap = unique("etwt")
+    sw.taps.append(tap)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "etherws.ctl.cli", "--ctl", endpoint, "--ctl-key",
+         f"{keys}/admin.key_secret", "--ctl-server-key", f"{keys}/server.key",
+         "--json", "events", "--count", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        hello = json.loads(proc.stdout.readline())  # greeted: subscribed and allowed
+        assert hello["event"] == "hello"
+        sw.ctl("addport", "tap", tap)
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+        added = json.loads(out.splitlines()[0])
+        assert (added["type"], added["event"], added["target"]) == ("port", "added", tap)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
