@@ -19,7 +19,7 @@ from etherws.control import BY_METHOD, Handler, Later, Refused, loggable
 from etherws.frame import mac_to_text
 from etherws.ifaddr import AddressError, check_mtu, parse_address, valid_ifname
 from etherws.portconfig import NAME_RULE, PortSpec, valid_port_name
-from etherws.supervisor import netif, portops
+from etherws.supervisor import netif, offloads, portops
 from etherws.supervisor.children import Child
 from etherws.supervisor.declared import Declared
 from etherws.supervisor.policy import State
@@ -204,6 +204,8 @@ def del_port(sw: Switch, params: Params) -> dict[str, Any]:
     # port's addresses itself (and so does a restarted broker), while listfdb hides them
     # at once because their port is gone.
     sw.ports.remove(port)
+    if port.kind is PortKind.NETDEV:
+        offloads.restore(port.target)
     return {"entries": [{"port": port.number}]}
 
 

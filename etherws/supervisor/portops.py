@@ -18,7 +18,7 @@ from etherws.ifaddr import AddressError, parse_address
 from etherws.portconfig import PortSpec
 from etherws.runtime import tuntap
 from etherws.runtime.configfile import ConfigFileError, read_secret
-from etherws.supervisor import netif
+from etherws.supervisor import netif, offloads
 from etherws.supervisor.ports import Port, PortManager
 from etherws.tables import PortKind
 from etherws.wsurl import (
@@ -166,6 +166,8 @@ def create(ports: PortManager, spec: PortSpec, secrets: Secrets, retry: bool,
             if isinstance(exc, PortError):
                 raise
             raise PortError("add-failed", f"cannot add {spec.target}: {exc}") from None
+    if kind is PortKind.NETDEV:
+        offloads.turn_off(spec.target, port.number)
     port.spec = replace(spec, number=port.number)
     port.secrets = secrets
     port.declared = declared

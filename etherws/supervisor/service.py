@@ -27,7 +27,7 @@ from etherws.errors import EtherwsError
 from etherws.paths import RunDir
 from etherws.runtime import authfile, curvekeys, shm
 from etherws.runtime.signals import StopSignal
-from etherws.supervisor import handlers
+from etherws.supervisor import handlers, offloads
 from etherws.supervisor.ctlauth import KeyAuthenticator, sender
 from etherws.supervisor.eventhub import EventHub
 from etherws.supervisor.declared import Declared, read_ports
@@ -36,7 +36,7 @@ from etherws.supervisor.portops import PortError
 from etherws.supervisor.ports import PortManager
 from etherws.supervisor.server import Server, ServerError
 from etherws.supervisor.watchdog import Watchdog, status_line
-from etherws.tables import DEFAULT_PORT_SLOTS
+from etherws.tables import DEFAULT_PORT_SLOTS, PortKind
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +268,8 @@ class Supervisor:
             self.ports.tick(now)
             if self.events is not None:
                 self.events.tick(now, self.ports, self.fdb, self.cfg.ageout_s)
+            offloads.restore_unused(p.target for p in self.ports.ports.values()
+                                    if p.kind is PortKind.NETDEV)
             self._reread_client_keys()
             silent_s = (time.monotonic_ns() - self.table.broker_heartbeat_ns()) / 1e9
             self.watchdog.tick(now, silent_s, self.status_line)
@@ -386,6 +388,7 @@ class Supervisor:
         """Stop every child, delete what we created, release the run directory."""
         if hasattr(self, "ports"):
             self.ports.stop_all()
+            offloads.restore_unused(())
         if self.server is not None:
             self.server.close()
         if self.metrics is not None:
