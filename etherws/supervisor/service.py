@@ -25,13 +25,14 @@ from etherws import config, control, events
 from etherws.config import Config
 from etherws.errors import EtherwsError
 from etherws.paths import RunDir
-from etherws.runtime import authfile, curvekeys, shm
+from etherws.runtime import authfile, curvekeys, logsetup, shm
 from etherws.runtime.signals import StopSignal
 from etherws.supervisor import handlers, offloads
 from etherws.supervisor.ctlauth import KeyAuthenticator, sender
 from etherws.supervisor.eventhub import EventHub
 from etherws.supervisor.declared import Declared, read_ports
 from etherws.supervisor.metrics import MetricsServer, SwitchCollector
+from etherws.supervisor.policy import State
 from etherws.supervisor.portops import PortError
 from etherws.supervisor.ports import PortManager
 from etherws.supervisor.server import Server, ServerError
@@ -279,6 +280,7 @@ class Supervisor:
             self._answer_pending()
             if self._reload_requested:
                 self._reload_requested = False
+                self._hang_up_children()
                 self._reload()
         log.info("supervisor stopping")
         self.watchdog.stopping()
@@ -299,6 +301,18 @@ class Supervisor:
 
     def _on_reload_signal(self, signum: int, frame: object) -> None:
         self._reload_requested = True  # done by the loop, not inside a signal handler
+        logsetup.request_reopen()  # logrotate's postrotate: our files, at the next line
+
+    def _hang_up_children(self) -> None:
+        """Pass a SIGHUP on, so every process reopens its log files. Only to children that
+        are up: one still starting may not handle SIGHUP yet, and would die of it."""
+        children = [self.ports.broker, *([self.ports.listener] if self.ports.listener
+                                          else []),
+                    *(p.child for p in self.ports.ports.values())]
+        for child in children:
+            if child.popen is not None and child.life.state is State.UP:
+                with contextlib.suppress(ProcessLookupError):
+                    child.popen.send_signal(signal.SIGHUP)
 
     def _reload(self) -> None:
         """SIGHUP: apply the configuration file; the outcome goes to the log."""
