@@ -15,6 +15,7 @@ bug's ValueError (or TypeError) stays a bug with a traceback instead of turning 
     ├── FrameError             frame           an Ethernet frame or MAC address
     ├── RingError              ring            a ring file or what a ring holds
     ├── SessionError           session         a session message
+    ├── EventError             events          an event stream message or endpoint
     ├── TableError             tables          a shared-memory table
     ├── HtpasswdError          htpasswd        an htpasswd line
     ├── ProtocolError          wsframe         a WebSocket peer broke RFC 6455

@@ -22,7 +22,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from etherws import __version__, paths
 from etherws.control import BY_VERB, Command, RpcError
-from etherws.ctl import render, secrets, setport
+from etherws.ctl import eventstream, render, secrets, setport, top
 from etherws.portconfig import valid_port_name
 from etherws.runtime import curvekeys
 from etherws.runtime.ctlclient import (
@@ -185,7 +185,9 @@ def _no_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 KEYGEN = "keygen"
-"""The one verb that is not a request: it writes a key pair locally."""
+"""A verb that is not a request: it writes a key pair locally."""
+LIVE_VERBS = ("top", "events")
+"""Verbs that are not one request: their runner takes the connection and stays."""
 _KEYGEN_HELP = ("write a CURVE key pair for remote control: FILE.key (public) and "
                 "FILE.key_secret")
 
@@ -218,6 +220,12 @@ def _add_commands(sub: "argparse._SubParsersAction[Any]") -> None:
     _command(sub, "status", "show the supervisor, broker and FDB state", _no_params)
     _command(sub, "save", "write the running ports into the configuration file",
              _no_params)
+    p = top.add_parser(sub, interval=seconds, count=positive_int)
+    p.set_defaults(method=None, params=_no_params, renderer=None, command_parser=p,
+                   runner=top.run)
+    p = eventstream.add_parser(sub, count=positive_int)
+    p.set_defaults(method=None, params=_no_params, renderer=None, command_parser=p,
+                   runner=eventstream.run)
     p = sub.add_parser(KEYGEN, help=_KEYGEN_HELP, description=_KEYGEN_HELP)
     p.set_defaults(method=None, params=_no_params, renderer=None, command_parser=p)
     p.add_argument("file", metavar="FILE")
@@ -311,6 +319,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(args, str(err), EXIT_USAGE)
     try:
         with client:
+            if args.command in LIVE_VERBS:
+                return int(args.runner(args, client))
             result = client.call(args.method, params)
     except RpcError as err:
         return _fail(args, f"{err.message} [{err.reason}]", EXIT_REFUSED)

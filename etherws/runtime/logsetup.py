@@ -2,16 +2,26 @@
 
 The supervisor hands its own choice (``--logfile F``, ``--logconf F``, syslog or
 stderr) to every child on the command line, so one switch logs to one place.
+
+Log files survive rotation in every process: a renamed file is followed at the next line
+(WatchedFileHandler), and SIGHUP reopens every file handler (ours, and those of a
+``--logconf``) before the next line is written, as logrotate's ``postrotate`` expects.
+The signal handler only counts; the reopening happens in the handler's own lock at the
+next record, so a line is never split between the old file and the new one. Without
+this, a SIGHUP would end a worker (its default action).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import logging.config
 import logging.handlers
 import os
+import signal
 import sys
+import threading
 from types import TracebackType
 from typing import BinaryIO
 
@@ -25,6 +35,7 @@ def configure(args: argparse.Namespace, name: str) -> None:
     sys.excepthook = _log_uncaught
     if getattr(args, "logconf", None):
         logging.config.fileConfig(args.logconf, disable_existing_loggers=False)
+        reopen_on_hangup()
         return
     fmt = f"%(asctime)s etherws[%(process)d] {name}: %(levelname)s %(message)s"
     handler: logging.Handler
@@ -43,6 +54,49 @@ def configure(args: argparse.Namespace, name: str) -> None:
     root.setLevel(level)
     # pyroute2 logs every netlink message at DEBUG (kilobytes a line): not our debugging
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
+    reopen_on_hangup()
+
+
+_hangups = 0
+"""SIGHUPs received (only counted in the handler; see the module docstring)."""
+
+
+def request_reopen(*_: object) -> None:
+    """Reopen every log file before its next line (the SIGHUP handler, also for a process
+    that handles SIGHUP itself, like the supervisor's reload)."""
+    global _hangups
+    _hangups += 1
+
+
+class _Reopener(logging.Filter):
+    """Reopens its handler's file when a SIGHUP came since it last looked."""
+
+    def __init__(self, handler: logging.FileHandler) -> None:
+        super().__init__()
+        self.handler = handler
+        self.seen = _hangups
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.seen != _hangups:
+            self.seen = _hangups
+            h = self.handler
+            with h.lock or contextlib.nullcontext():
+                if h.stream is not None:
+                    h.stream.close()
+                h.stream = h._open()  # the path it was configured with, mode "a"
+                if isinstance(h, logging.handlers.WatchedFileHandler):
+                    h._statstream()
+        return True
+
+
+def reopen_on_hangup() -> None:
+    """SIGHUP reopens the root logger's files (installed by ``configure``)."""
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler) and \
+                not any(isinstance(f, _Reopener) for f in h.filters):
+            h.addFilter(_Reopener(h))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, request_reopen)
 
 
 LOG_MODE = 0o600

@@ -21,7 +21,7 @@ from etherws.ifaddr import AddressError, check_mtu, parse_address, valid_ifname
 from etherws.portconfig import NAME_RULE, PortSpec, valid_port_name
 from etherws.portrules import KEYS as RULE_KEYS
 from etherws.portrules import RulesError
-from etherws.supervisor import netif, portops
+from etherws.supervisor import netif, offloads, portops
 from etherws.supervisor.children import Child
 from etherws.supervisor.declared import Declared
 from etherws.supervisor.policy import State
@@ -62,7 +62,8 @@ class Switch:
     declared: Declared = field(default_factory=lambda: Declared(None))
     """The configuration file and its ports (save, reload, unsaved)."""
     source: str = "local"
-    """Where the request being served came from ("local", or "remote" over CURVE)."""
+    """Where the request being served came from: "local", or "remote NAME" over CURVE
+    (NAME: the client's key file in --ctl-clients, ``admin`` for ``admin.key``)."""
     reloading: Callable[[], None] = lambda: None
     reloaded: Callable[[], None] = lambda: None
     """Around a reload: the service manager is told (RELOADING=1, then READY=1)."""
@@ -224,6 +225,8 @@ def del_port(sw: Switch, params: Params) -> dict[str, Any]:
     # port's addresses itself (and so does a restarted broker), while listfdb hides them
     # at once because their port is gone.
     sw.ports.remove(port)
+    if port.kind is PortKind.NETDEV:
+        offloads.restore(port.target)
     return {"entries": [{"port": port.number}]}
 
 

@@ -19,7 +19,7 @@ from etherws.portconfig import PortSpec
 from etherws.portrules import Rules
 from etherws.runtime import tuntap
 from etherws.runtime.configfile import ConfigFileError, read_secret
-from etherws.supervisor import netif
+from etherws.supervisor import netif, offloads
 from etherws.supervisor.ports import Port, PortManager
 from etherws.tables import PortKind
 from etherws.wsurl import (
@@ -167,6 +167,8 @@ def create(ports: PortManager, spec: PortSpec, secrets: Secrets, retry: bool,
             if isinstance(exc, PortError):
                 raise
             raise PortError("add-failed", f"cannot add {spec.target}: {exc}") from None
+    if kind is PortKind.NETDEV:
+        offloads.turn_off(spec.target, port.number)
     port.spec = replace(spec, number=port.number)
     port.secrets = secrets
     port.declared = declared

@@ -20,22 +20,24 @@ from collections import OrderedDict
 from typing import Callable
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
 
-from etherws import config, control
+from etherws import config, control, events
 from etherws.config import Config
 from etherws.errors import EtherwsError
 from etherws.paths import RunDir
-from etherws.runtime import authfile, curvekeys, rings, shm
+from etherws.runtime import authfile, curvekeys, logsetup, rings, shm
 from etherws.runtime.signals import StopSignal
-from etherws.supervisor import handlers
+from etherws.supervisor import handlers, offloads
+from etherws.supervisor.ctlauth import KeyAuthenticator, sender
 from etherws.supervisor.declared import Declared, read_ports
+from etherws.supervisor.eventhub import EventHub
 from etherws.supervisor.metrics import MetricsServer, SwitchCollector
+from etherws.supervisor.policy import State
 from etherws.supervisor.portops import PortError
 from etherws.supervisor.ports import PortManager
 from etherws.supervisor.server import Server, ServerError
 from etherws.supervisor.watchdog import Watchdog, status_line
-from etherws.tables import DEFAULT_PORT_SLOTS
+from etherws.tables import DEFAULT_PORT_SLOTS, PortKind
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +107,13 @@ class Supervisor:
         self._replies: OrderedDict[bytes, bytes] = OrderedDict()
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._ctl_socks: list[zmq.Socket[bytes]] = []
-        self._auth: ThreadAuthenticator | None = None
+        self._auth: KeyAuthenticator | None = None
         self._clients_seen: int | None = None
         # requests answered later (addport client): request key -> where the reply goes
         self._pending: dict[bytes, tuple[zmq.Socket[bytes], bytes, control.Pending]] = {}
         self.server: Server | None = None
         self.metrics: MetricsServer | None = None
+        self.events: EventHub | None = None
         self._ready = False  # prepared in full: a failed start stays one line on stderr
 
     # --- start-up ------------------------------------------------------------------
@@ -195,10 +198,15 @@ class Supervisor:
         finally:
             os.umask(old)
         os.chmod(self.ctl_endpoint[len("ipc://"):], 0o600)
-        if self.cfg.ctl:
-            self._bind_remote_control(self.cfg.ctl)
+        keys = self._bind_remote_control(self.cfg.ctl) if self.cfg.ctl else None
+        self.events = EventHub(self._ctx, self.rundir.root)
+        try:  # beside the control sockets, with the same access rules
+            self.events.open(None if keys is None or self.cfg.ctl is None else
+                             (events.remote_endpoint(self.cfg.ctl), *keys))
+        except (zmq.ZMQError, events.EventError) as exc:
+            raise StartError(f"cannot bind the event socket: {exc}") from None
 
-    def _bind_remote_control(self, endpoint: str) -> None:
+    def _bind_remote_control(self, endpoint: str) -> tuple[bytes, bytes]:
         """A CURVE-only ROUTER: ZAP lets in only clients whose public key is allowed."""
         assert self._ctx is not None and self.cfg.ctl_secret_key and self.cfg.ctl_clients
         try:
@@ -207,9 +215,9 @@ class Supervisor:
             raise StartError(str(exc)) from None
         if not os.path.isdir(self.cfg.ctl_clients):
             raise StartError(f"--ctl-clients {self.cfg.ctl_clients} is not a directory")
-        self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("etherws.zap"))
+        self._auth = KeyAuthenticator(self._ctx, self.cfg.ctl_clients)
         self._auth.start()
-        self._auth.configure_curve(domain="*", location=self.cfg.ctl_clients)
+        self._auth.reload()
         self._clients_seen = _dir_stamp(self.cfg.ctl_clients)
         sock = self._control_socket()
         sock.curve_publickey, sock.curve_secretkey = public, secret
@@ -222,6 +230,7 @@ class Supervisor:
             raise StartError(f"cannot bind remote control {endpoint}: {exc}") from None
         log.info("remote control on %s (CURVE, clients from %s)", endpoint,
                  self.cfg.ctl_clients)
+        return public, secret
 
     def _child_argv(self, module: str) -> list[str]:
         argv = [sys.executable, "-m", module, "--rundir", self.rundir.root,
@@ -260,6 +269,10 @@ class Supervisor:
                     self.server.ready(fd, time.monotonic())
             now = time.monotonic()
             self.ports.tick(now)
+            if self.events is not None:
+                self.events.tick(now, self.ports, self.fdb, self.cfg.ageout_s)
+            offloads.restore_unused(p.target for p in self.ports.ports.values()
+                                    if p.kind is PortKind.NETDEV)
             self._reread_client_keys()
             silent_s = (time.monotonic_ns() - self.table.broker_heartbeat_ns()) / 1e9
             self.watchdog.tick(now, silent_s, self.status_line)
@@ -269,6 +282,7 @@ class Supervisor:
             self._answer_pending()
             if self._reload_requested:
                 self._reload_requested = False
+                self._hang_up_children()
                 self._reload()
         log.info("supervisor stopping")
         self.watchdog.stopping()
@@ -284,11 +298,23 @@ class Supervisor:
         stamp = _dir_stamp(self.cfg.ctl_clients)
         if stamp != self._clients_seen:
             self._clients_seen = stamp
-            self._auth.configure_curve(domain="*", location=self.cfg.ctl_clients)
+            self._auth.reload()
             log.info("remote control: client keys re-read from %s", self.cfg.ctl_clients)
 
     def _on_reload_signal(self, signum: int, frame: object) -> None:
         self._reload_requested = True  # done by the loop, not inside a signal handler
+        logsetup.request_reopen()  # logrotate's postrotate: our files, at the next line
+
+    def _hang_up_children(self) -> None:
+        """Pass a SIGHUP on, so every process reopens its log files. Only to children that
+        are up: one still starting may not handle SIGHUP yet, and would die of it."""
+        children = [self.ports.broker, *([self.ports.listener] if self.ports.listener
+                                          else []),
+                    *(p.child for p in self.ports.ports.values())]
+        for child in children:
+            if child.popen is not None and child.life.state is State.UP:
+                with contextlib.suppress(ProcessLookupError):
+                    child.popen.send_signal(signal.SIGHUP)
 
     def _reload(self) -> None:
         """SIGHUP: apply the configuration file; the outcome goes to the log."""
@@ -311,13 +337,13 @@ class Supervisor:
     def _serve_control(self, sock: zmq.Socket[bytes]) -> None:
         for _ in range(32):  # bounded: the loop must keep supervising under a flood
             try:
-                msg = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if len(msg) != 3 or msg[1] != b"":
+            if len(frames) != 3 or frames[1].bytes != b"":
                 log.debug("control: dropped a message that is not a REQ envelope")
                 continue
-            identity, data = msg[0], msg[2]
+            identity, data = frames[0].bytes, frames[2].bytes
             # A Lazy Pirate retry resends the very same bytes: answer it from the cache
             # (or, while the work is still going on, join it) rather than doing the work
             # twice. Keyed by the whole request, not its id alone: clients that count ids
@@ -326,7 +352,9 @@ class Supervisor:
             if key in self._pending:  # the retry's REQ socket is the one still waiting
                 self._pending[key] = (sock, identity, self._pending[key][2])
                 continue
-            self._switch.source = "local" if sock is self._ctl_socks[0] else "remote"
+            # the audit log names the remote key (its file's name in --ctl-clients)
+            self._switch.source = "local" if sock is self._ctl_socks[0] \
+                else sender(frames[2])
             reply = self._reply(key, data)
             if isinstance(reply, control.Pending):
                 self._pending[key] = (sock, identity, reply)
@@ -376,10 +404,13 @@ class Supervisor:
         """Stop every child, delete what we created, release the run directory."""
         if hasattr(self, "ports"):
             self.ports.stop_all()
+            offloads.restore_unused(())
         if self.server is not None:
             self.server.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.events is not None:
+            self.events.close()
         for sock in self._ctl_socks:
             sock.close()
         if self._auth is not None:
@@ -390,7 +421,7 @@ class Supervisor:
         verify_locks = [self.rundir.verify_lock(i) for i in range(authfile.slot_count())]
         for path in (self.rundir.ctl_sock, self.rundir.session_sock, self.rundir.port_table,
                      self.rundir.fdb_table, self.rundir.broker_bell, self.rundir.pidfile,
-                     *verify_locks):
+                     *verify_locks, events.local_endpoint(self.rundir.root)[len("ipc://"):]):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         if self._lock_fd >= 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from typing import Iterator
 
 import pytest
@@ -116,3 +117,55 @@ def test_client_keys_are_re_read_without_a_restart(remote, tmp_path) -> None:
     wait_until(lambda: remote_ctl(endpoint, keys, "admin", "listport").returncode == 3,
                15, "the removed key to be refused")
     assert "client keys re-read" in sw.log_text()
+
+
+def test_the_audit_log_names_the_key_and_refusals_are_logged_once_a_minute(remote) -> None:
+    sw, endpoint, keys = remote
+    res = remote_ctl(endpoint, keys, "admin", "flushfdb")
+    assert res.returncode == 0, res.stderr
+    wait_until(lambda: "control (remote admin): flushFdb" in sw.log_text(), 5,
+               "the audit line with the key's name")
+    for _ in range(3):
+        assert remote_ctl(endpoint, keys, "stranger", "listport").returncode == 3
+    wait_until(lambda: "refused a connection from 127.0.0.1" in sw.log_text(), 5,
+               "the refusal to be logged")
+    refusals = [line for line in sw.log_text().splitlines()
+                if "remote control: refused a connection" in line]
+    assert len(refusals) == 1 and "unknown key" in refusals[0], refusals
+
+
+def test_top_works_over_remote_control(remote) -> None:
+    sw, endpoint, keys = remote
+    tap = unique("etwt")
+    sw.taps.append(tap)
+    sw.ctl("addport", "tap", tap)
+    res = remote_ctl(endpoint, keys, "admin", "top", "--interval", "0.2", "--count", "2")
+    assert res.returncode == 0, res.stderr
+    tables = [t for t in res.stdout.split("\n\n") if t.strip()]
+    assert len(tables) == 2 and all(tap in t for t in tables), res.stdout
+
+
+def test_events_over_remote_control_need_an_allowed_key(remote) -> None:
+    sw, endpoint, keys = remote
+    res = remote_ctl(endpoint, keys, "stranger", "events", "--count", "1")
+    assert res.returncode == 3 and "no event stream" in res.stderr
+    tap = unique("etwt")
+    sw.taps.append(tap)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "etherws.ctl.cli", "--ctl", endpoint, "--ctl-key",
+         f"{keys}/admin.key_secret", "--ctl-server-key", f"{keys}/server.key",
+         "--json", "events", "--count", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        hello = json.loads(proc.stdout.readline())  # greeted: subscribed and allowed
+        assert hello["event"] == "hello"
+        sw.ctl("addport", "tap", tap)
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+        added = json.loads(out.splitlines()[0])
+        assert (added["type"], added["event"], added["target"]) == ("port", "added", tap)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -33,7 +33,7 @@ SAMPLE_ARGS: dict[str, list[str]] = {
 def _ctl_verbs() -> dict[str, argparse.ArgumentParser]:
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return {name: p for name, p in sub.choices.items() if name != cli.KEYGEN}
+    return {name: p for name, p in sub.choices.items() if name != cli.KEYGEN and name not in cli.LIVE_VERBS}
 
 
 def disagreements(commands: Iterable[Command], handler_methods: Iterable[str],

@@ -1,0 +1,99 @@
+"""addport netdev turns off the offloads that break TCP through the port, logs them,
+and restores them on delport and at stop: a veth pair in a namespace of the test's."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+
+from etherws.supervisor import offloads
+from tests.support import PYTHON, SCALE, delete_link, netns, run, unique, wait_until
+from tests.system.harness import Host, Switch, host, no_offloads
+
+WATCHED = ("rx-gro", "tx-generic-segmentation", "tx-tcp-segmentation",
+           "tx-checksum-ip-generic", "rx-checksum")
+"""What a veth has on by default, of offloads.FEATURES."""
+SERVER = """
+import socket, sys
+s = socket.create_server((sys.argv[1], 5201)); print("ready", flush=True)
+c, _ = s.accept(); c.settimeout(20); n = 0
+while n < int(sys.argv[2]):
+    b = c.recv(65536)
+    if not b: break
+    n += len(b)
+c.sendall(str(n).encode()); c.close()
+"""
+CLIENT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], 5201), timeout=20)
+c.sendall(b"x" * int(sys.argv[2])); print(c.recv(64).decode())
+"""
+
+
+@contextlib.contextmanager
+def offloaded_host(address: str) -> Iterator[Host]:
+    """A host namespace whose veth keeps the kernel's default offloads on the switch's
+    end (the port's interface). The host's own end has them off, as a host behind a real
+    NIC sends wire-sized frames with their checksums (a veth peer would hand the port
+    its unsegmented TSO buffers, which no setting of the port's end can change)."""
+    tag = unique("")
+    with netns(f"etw-{tag}") as ns:
+        h = Host(ns, f"etwi{tag}", f"etwo{tag}", address)
+        run("ip", "link", "add", h.outer, "type", "veth", "peer", "name", h.inner)
+        try:
+            run("ip", "link", "set", h.inner, "netns", ns)
+            run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", h.inner)
+            run("ip", "-n", ns, "link", "set", h.inner, "up")
+            run("ip", "link", "set", h.outer, "up")
+            no_offloads(h.inner, ns)
+            yield h
+        finally:
+            delete_link(h.outer)
+
+
+def tcp_transfer(a: Host, b: Host, nbytes: int = 4_000_000) -> int:
+    """Bytes B received of ``nbytes`` sent by A over TCP."""
+    server = subprocess.Popen(["ip", "netns", "exec", b.ns, PYTHON, "-c", SERVER, b.address,
+                               str(nbytes)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        res = run("ip", "netns", "exec", a.ns, PYTHON, "-c", CLIENT, b.address, str(nbytes),
+                  check=False, timeout_s=40)
+        return int(res.stdout.strip() or 0)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_offloads_off_while_the_port_exists_and_tcp_flows(switch: Switch) -> None:
+    with offloaded_host("203.0.113.1") as a, host("203.0.113.2") as b:
+        before = offloads.enabled(a.outer)
+        on = [f for f in WATCHED if before.get(f)]
+        assert on, f"this veth has none of {WATCHED} on: {before}"
+        port = switch.add("netdev", a.outer)
+        other = switch.add("netdev", b.outer)
+        switch.wait_port(port, "up")
+        switch.wait_port(other, "up")
+        now = offloads.enabled(a.outer)
+        assert not any(now[f] for f in on), now
+        line = next(ln for ln in switch.log_text().splitlines()
+                    if f"turned off on {a.outer}" in ln)
+        assert all(f in line.split() for f in on), line
+
+        a.wait_ping(b.address, 10 * SCALE)
+        assert tcp_transfer(a, b) == 4_000_000
+
+        switch.ctl("delport", str(port))
+        assert offloads.enabled(a.outer) == before
+        assert f"offloads restored on {a.outer}" in switch.log_text()
+
+
+def test_offloads_are_restored_when_the_supervisor_stops(switch: Switch) -> None:
+    with offloaded_host("203.0.113.1") as a:
+        before = offloads.enabled(a.outer)
+        port = switch.add("netdev", a.outer)
+        switch.wait_port(port, "up")
+        assert offloads.enabled(a.outer) != before
+        switch.close()
+        wait_until(lambda: offloads.enabled(a.outer) == before, 5, "the restore")
