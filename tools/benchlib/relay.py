@@ -39,7 +39,7 @@ async def relay(tap: int, reader: asyncio.StreamReader, writer: asyncio.StreamWr
     loop = asyncio.get_running_loop()
 
     def tap_readable() -> None:
-        out = []
+        out: list[bytes] = []
         for _ in range(64):
             try:
                 frame = os.read(tap, 65536)
