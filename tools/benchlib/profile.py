@@ -24,9 +24,9 @@ from pathlib import Path
 
 from benchlib import certs, measure
 from benchlib import lab as lablib
+from benchlib.main import PATH_NAMES
 from benchlib.paths import BenchPath
 from benchlib.proc import BenchError, in_ns, run, wait_until
-from benchlib.main import PATH_NAMES
 from benchlib.switches import etherws_path
 
 PROG = "tools/profile"
@@ -52,13 +52,16 @@ def py_spy() -> str:
     return str(exe)
 
 
-def leaf_counts(raw: str) -> tuple[collections.Counter[str], int]:
-    """Self samples per function from py-spy's raw (collapsed) output, and the total.
+def leaf_counts(raw: str) -> tuple[collections.Counter[str], dict[str, str], int]:
+    """Self samples per function from py-spy's raw (collapsed) output, the hottest line
+    of each, and the total.
 
     Each line is ``frame;frame;...;leaf COUNT``; a frame reads ``func (file:line)``.
-    The leaf's function and file are kept, the line dropped, so one function sums up.
+    Functions sum up over their lines; the hottest line tells a loop's own work from
+    the poll it sleeps in (py-spy counts a thread blocked in poll as running).
     """
     counts: collections.Counter[str] = collections.Counter()
+    lines: collections.Counter[tuple[str, str]] = collections.Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, n = line.rpartition(" ")
@@ -66,14 +69,19 @@ def leaf_counts(raw: str) -> tuple[collections.Counter[str], int]:
             continue
         leaf = stack.rsplit(";", 1)[-1]
         func, _, where = leaf.partition(" (")
-        file = where.split(":", 1)[0].rsplit("/", 1)[-1]
-        counts[f"{func} ({file})"] += int(n)
+        file, _, lineno = where.rstrip(")").partition(":")
+        key = f"{func} ({file.rsplit('/', 1)[-1]})"
+        counts[key] += int(n)
+        lines[key, lineno] += int(n)
         total += int(n)
-    return counts, total
+    hottest: dict[str, str] = {}
+    for (key, lineno), _n in lines.most_common():
+        hottest.setdefault(key, lineno)
+    return counts, hottest, total
 
 
 def _profile(path: BenchPath, ns_a: str, seconds: float, work: Path
-             ) -> list[tuple[str, float, collections.Counter[str], int]]:
+             ) -> list[tuple[str, float, collections.Counter[str], dict[str, str], int]]:
     roles = [(role, p) for role, p in path.processes() if not role.endswith("supervisor")]
     spies = []
     for role, p in roles:
@@ -99,8 +107,8 @@ def _profile(path: BenchPath, ns_a: str, seconds: float, work: Path
             spy.kill()
             spy.wait()
         share = (sum(p.cpu_times()[:2]) - cpu0[p.pid]) / wall
-        counts, total = leaf_counts(out.read_text() if out.exists() else "")
-        results.append((role, share, counts, total))
+        counts, hottest, total = leaf_counts(out.read_text() if out.exists() else "")
+        results.append((role, share, counts, hottest, total))
     return results
 
 
@@ -125,10 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(lambda: run(*in_ns(lab.ns_a, "ping", "-c1", "-W1", "-M", "do", "-s",
                                           str(args.mtu - 28), path.addr_b),
                                    check=False).returncode == 0, 15, "full-size frames")
-            for role, share, counts, total in _profile(path, lab.ns_a, args.seconds, work):
-                print(f"\n{role}: {share:.2f} of a core, {total} samples")
+            results = _profile(path, lab.ns_a, args.seconds, work)
+            for role, share, counts, hottest, total in results:
+                print(f"\n{role}: {share:.2f} of a core, {total} samples "
+                      f"({RATE_HZ} a second; blocked in poll counts too)")
                 for func, n in counts.most_common(args.top):
-                    print(f"  {100 * n / max(total, 1):5.1f} %  {func}")
+                    print(f"  {100 * n / max(total, 1):5.1f} %  {func}, "
+                          f"mostly line {hottest[func]}")
     except BenchError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
