@@ -146,3 +146,25 @@ def test_bench_broker_quick_reports_frames_per_second() -> None:
     assert result["memory"]["full"] is True
     assert 0 < result["memory"]["uss_mib"] <= result["memory"]["rss_mib"]
     assert result["memory"]["rss_mib"] > 0
+
+
+@pytest.mark.timeout(240 * SCALE)
+def test_profile_names_every_process_and_its_functions() -> None:
+    res = _run([str(ROOT / "tools" / "profile"), "--seconds", "3"], 180)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert re.search(r"etherws ws://.*: [\d.]+ Gbit/s for 3 s", res.stdout), res.stdout
+    sections = re.findall(r"^(\w):(\w+): ([\d.]+) of a core, (\d+) samples", res.stdout,
+                          re.MULTILINE)
+    roles = {f"{side}:{role}" for side, role, _, _ in sections}
+    assert {"A:broker", "A:tap", "A:client", "B:broker", "B:tap", "B:peer"} <= roles
+    busy = [(role, float(share), int(n)) for _, role, share, n in sections
+            if role != "listener"]
+    assert all(share > 0 and n > 0 for _, share, n in busy), busy  # they carried the stream
+    assert re.search(r"^ +[\d.]+ %  Forwarder\.forward \(forwarding\.py\), mostly line \d+$",
+                     res.stdout, re.MULTILINE), res.stdout  # the broker's hot function
+
+    hosts = re.search(r"hosts (\S+) and (\S+)", res.stdout)
+    assert hosts, res.stdout[:500]
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                check=True).stdout.split()
+    assert not set(hosts.groups()) & set(namespaces)  # cleaned up after itself

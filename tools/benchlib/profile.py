@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 prefix="etwb-profile.") as tmp:
             work = Path(tmp)
             lab = lablib.build(stack, tag, work)
+            print(f"{PROG}: hosts {lab.ns_a} and {lab.ns_b}", flush=True)
             server = measure.iperf_server(lab.ns_b, work)
             stack.callback(server.stop)
             wait_until(lambda: measure.iperf_listening(lab.ns_b), 10, "the iperf3 server")
