@@ -167,8 +167,12 @@ def no_offloads(dev: str, ns: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def host(address: str) -> Iterator[Host]:
-    """A host namespace with ``address``/24 on its veth; removed afterwards."""
+def host(address: str, outer_offloads: bool = False) -> Iterator[Host]:
+    """A host namespace with ``address``/24 on its veth; removed afterwards.
+
+    The host's own end always has its offloads off, as a host behind a real NIC sends
+    wire-sized frames with their checksums; ``outer_offloads`` keeps the kernel's default
+    offloads on the other end (the switch's port), off otherwise."""
     tag = unique("")
     with netns(f"etw-{tag}") as ns:
         h = Host(ns, f"etwi{tag}", f"etwo{tag}", address)
@@ -178,7 +182,8 @@ def host(address: str) -> Iterator[Host]:
             run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", h.inner)
             run("ip", "-n", ns, "link", "set", h.inner, "up")
             run("ip", "link", "set", h.outer, "up")
-            no_offloads(h.outer)
+            if not outer_offloads:
+                no_offloads(h.outer)
             no_offloads(h.inner, ns)
             yield h
         finally:

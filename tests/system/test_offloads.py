@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Iterator
 
 from etherws.supervisor import offloads
-from tests.support import PYTHON, SCALE, delete_link, netns, run, unique, wait_until
-from tests.system.harness import Host, Switch, host, no_offloads
+from tests.support import PYTHON, SCALE, run, wait_until
+from tests.system.harness import Host, Switch, host
 
 WATCHED = ("rx-gro", "tx-generic-segmentation", "tx-tcp-segmentation",
            "tx-checksum-ip-generic", "rx-checksum")
@@ -31,25 +30,11 @@ c.sendall(b"x" * int(sys.argv[2])); print(c.recv(64).decode())
 """
 
 
-@contextlib.contextmanager
-def offloaded_host(address: str) -> Iterator[Host]:
-    """A host namespace whose veth keeps the kernel's default offloads on the switch's
-    end (the port's interface). The host's own end has them off, as a host behind a real
-    NIC sends wire-sized frames with their checksums (a veth peer would hand the port
-    its unsegmented TSO buffers, which no setting of the port's end can change)."""
-    tag = unique("")
-    with netns(f"etw-{tag}") as ns:
-        h = Host(ns, f"etwi{tag}", f"etwo{tag}", address)
-        run("ip", "link", "add", h.outer, "type", "veth", "peer", "name", h.inner)
-        try:
-            run("ip", "link", "set", h.inner, "netns", ns)
-            run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", h.inner)
-            run("ip", "-n", ns, "link", "set", h.inner, "up")
-            run("ip", "link", "set", h.outer, "up")
-            no_offloads(h.inner, ns)
-            yield h
-        finally:
-            delete_link(h.outer)
+def offloaded_host(address: str) -> contextlib.AbstractContextManager[Host]:
+    """A host whose veth keeps the kernel's default offloads on the switch's end (the
+    port's interface); a veth peer with its own offloads on would hand the port its
+    unsegmented TSO buffers, which no setting of the port's end can change."""
+    return host(address, outer_offloads=True)
 
 
 def tcp_transfer(a: Host, b: Host, nbytes: int = 4_000_000) -> int:

@@ -28,8 +28,8 @@ from pathlib import Path
 import psutil
 
 from benchlib.certs import Pki
-from benchlib.lab import UNDERLAY_B, Lab, set_mtu
-from benchlib.paths import OVERLAY_PREFIX, BenchPath, Roles, overlay_addresses, wait_reachable
+from benchlib.lab import UNDERLAY_B, Lab
+from benchlib.paths import BenchPath, Roles, overlay_addresses, tap_pair, wait_reachable
 from benchlib.proc import Background, BenchError, in_ns, run, wait_until
 
 START_TIMEOUT_S = 20.0
@@ -85,13 +85,7 @@ def openvpn_path(stack: contextlib.ExitStack, lab: Lab, pki: Pki, index: int,
     for side, daemon in daemons.items():
         wait_until(partial(_logged, daemon, "Initialization Sequence Completed"),
                    START_TIMEOUT_S, f"{name}: the {side} side's tunnel to come up")
-    for side, ns, address in (("A", lab.ns_a, addr_a), ("B", lab.ns_b, addr_b)):
-        run("ip", "-n", ns, "addr", "add", f"{address}/{OVERLAY_PREFIX}", "dev", taps[side])
-        run("ip", "-n", ns, "link", "set", taps[side], "up")
-
-    def mtu(value: int) -> None:
-        set_mtu(lab.ns_a, taps["A"], value)
-        set_mtu(lab.ns_b, taps["B"], value)
+    mtu = tap_pair(lab, taps, (addr_a, addr_b))
 
     def processes() -> Roles:
         roles: Roles = []

@@ -43,6 +43,20 @@ class BenchPath:
     notes: list[str] = field(default_factory=list)
 
 
+def tap_pair(lab: Lab, taps: dict[str, str], addresses: tuple[str, str]
+             ) -> Callable[[int], None]:
+    """Give host A's and host B's TAP (``taps["A"]``, ``taps["B"]``) their overlay
+    addresses and bring them up; the path's MTU setter (both TAPs alike)."""
+    for side, ns, address in (("A", lab.ns_a, addresses[0]), ("B", lab.ns_b, addresses[1])):
+        run("ip", "-n", ns, "addr", "add", f"{address}/{OVERLAY_PREFIX}", "dev", taps[side])
+        run("ip", "-n", ns, "link", "set", taps[side], "up")
+
+    def mtu(value: int) -> None:
+        set_mtu(lab.ns_a, taps["A"], value)
+        set_mtu(lab.ns_b, taps["B"], value)
+    return mtu
+
+
 def overlay_addresses(index: int) -> tuple[str, str]:
     """Host A's and host B's overlay address of path ``index`` (its own /28)."""
     base = 16 * index

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import psutil
 
-from benchlib.lab import UNDERLAY_B, Lab, set_mtu
-from benchlib.paths import OVERLAY_PREFIX, BenchPath, Roles, overlay_addresses, wait_reachable
-from benchlib.proc import Background, in_ns, run
+from benchlib.lab import UNDERLAY_B, Lab
+from benchlib.paths import BenchPath, Roles, overlay_addresses, tap_pair, wait_reachable
+from benchlib.proc import Background, in_ns
 
 TUNSETIFF, IFF_TAP, IFF_NO_PI = 0x400454CA, 0x0002, 0x1000
 LEN = struct.Struct("!H")
@@ -99,13 +99,7 @@ def relay_path(stack: contextlib.ExitStack, lab: Lab, index: int) -> BenchPath:
         if side == "B":
             lab_wait(relays["B"], "listening")
     lab_wait(relays["A"], "connected")
-    for side, ns, address in (("A", lab.ns_a, addr_a), ("B", lab.ns_b, addr_b)):
-        run("ip", "-n", ns, "addr", "add", f"{address}/{OVERLAY_PREFIX}", "dev", taps[side])
-        run("ip", "-n", ns, "link", "set", taps[side], "up")
-
-    def mtu(value: int) -> None:
-        set_mtu(lab.ns_a, taps["A"], value)
-        set_mtu(lab.ns_b, taps["B"], value)
+    mtu = tap_pair(lab, taps, (addr_a, addr_b))
 
     def processes() -> Roles:
         roles: Roles = []

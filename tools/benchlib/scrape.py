@@ -18,14 +18,16 @@ import sys
 import tempfile
 import time
 import urllib.request
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 
-def _ctl(rundir: str, *args: str) -> dict:
+def _ctl(rundir: str, *args: str) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "etherws.ctl.cli", "--rundir", rundir,
                           "--json", *args], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout) if out.stdout.strip() else {}
+    reply: dict[str, Any] = json.loads(out.stdout) if out.stdout.strip() else {}
+    return reply
 
 
 def _free_port() -> int:
