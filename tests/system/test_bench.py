@@ -14,6 +14,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.support import SCALE
@@ -163,8 +164,13 @@ def test_profile_names_every_process_and_its_functions() -> None:
     assert re.search(r"^ +[\d.]+ %  Forwarder\.forward \(forwarding\.py\), mostly line \d+$",
                      res.stdout, re.MULTILINE), res.stdout  # the broker's hot function
 
-    hosts = re.search(r"hosts (\S+) and (\S+)", res.stdout)
+    hosts = re.search(r"hosts (\S+) and (\S+), work directory (\S+)", res.stdout)
     assert hosts, res.stdout[:500]
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                                 check=True).stdout.split()
-    assert not set(hosts.groups()) & set(namespaces)  # cleaned up after itself
+    assert not set(hosts.groups()[:2]) & set(namespaces)  # cleaned up after itself
+    work = hosts.group(3)
+    assert not os.path.exists(work)
+    left = [p.pid for p in psutil.process_iter(["cmdline"])
+            if any(work in arg for arg in p.info["cmdline"] or [])]
+    assert left == []  # its switches were stopped, not orphaned with their namespaces

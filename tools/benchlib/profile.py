@@ -119,11 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(s, lambda signum, _f: sys.exit(128 + signum))
     tag = args.tag or f"{os.getpid() & 0xFFFF:04x}"
     try:
-        with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(
-                prefix="etwb-profile.") as tmp:
+        # The directory outlives the stack: stopping a switch needs its run directory.
+        with tempfile.TemporaryDirectory(prefix="etwb-profile.") as tmp, \
+                contextlib.ExitStack() as stack:
             work = Path(tmp)
             lab = lablib.build(stack, tag, work)
-            print(f"{PROG}: hosts {lab.ns_a} and {lab.ns_b}", flush=True)
+            print(f"{PROG}: hosts {lab.ns_a} and {lab.ns_b}, work directory {work}",
+                  flush=True)
             server = measure.iperf_server(lab.ns_b, work)
             stack.callback(server.stop)
             wait_until(lambda: measure.iperf_listening(lab.ns_b), 10, "the iperf3 server")
