@@ -106,7 +106,8 @@ class Option:
         return self.flag[2:]
 
 
-_CHILD_LOG = frozenset({"broker", "peer", "client", "tap", "netdev", "listener"})
+_CHILD_LOG = frozenset({"broker", "peer", "client", "tap", "netdev", "listener",
+                        "zygote"})
 OPTIONS: tuple[Option, ...] = (
     Option("foreground", "--foreground", bool, False, "stay attached (for systemd and tests)"),
     Option("rundir", "--rundir", str, DEFAULT_RUNDIR,
@@ -146,6 +147,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_peers", "--max-peers", int, DEFAULT_MAX_PEERS,
            f"most peers at once; more get HTTP 503 (default {DEFAULT_MAX_PEERS})", "N",
            _between(1, MAX_PEERS), section="server"),
+    Option("no_zygote", "--no-zygote", bool, False, "start every peer worker with "
+           "fork+exec, not from the zygote (slower, more memory: for comparison)",
+           section="server"),
     Option("origin", "--origin", tuple, (), "let browsers in only from this Origin "
            "(repeatable; default: no Origin check)", "ORIGIN", _check_origins,
            section="server", children=frozenset({"peer"})),
@@ -191,6 +195,7 @@ class Config:
     sslcert: str | None = None
     htpasswd: str | None = None
     max_peers: int = DEFAULT_MAX_PEERS
+    no_zygote: bool = False
     origin: tuple[str, ...] = ()
     ping_interval_s: float = DEFAULT_PING_S
     ping_timeout_s: float = DEFAULT_PING_S

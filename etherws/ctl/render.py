@@ -227,6 +227,11 @@ def _gone(g: Mapping[str, Any]) -> str:
             f"drops {number(g.get('drops'))}, errors {number(g.get('errors'))}")
 
 
+def _zygote(z: Mapping[str, Any]) -> str:
+    return (f"{_process(z)}; peer workers forked {number(z.get('forked'))}, "
+            f"spawned while it was down {number(z.get('spawned'))}")
+
+
 def status(result: Mapping[str, Any]) -> str:
     """A key/value block per supervisor (there is one)."""
     blocks = []
@@ -238,6 +243,7 @@ def status(result: Mapping[str, Any]) -> str:
             ("ports", number(e.get("ports"))),
             ("broker", _process(broker)),
             *([("listener", _process(_sub(e, "listener")))] if e.get("listener") else []),
+            *([("zygote", _zygote(_sub(e, "zygote")))] if e.get("zygote") else []),
             *([("gone peers", _gone(_sub(e, "gone_peers")))] if _sub(e, "gone_peers")
               .get("peers") else []),
             ("fdb", f"{number(table_.get('entries'))} of {number(table_.get('capacity'))} "

@@ -334,12 +334,14 @@ def _process(child: Child) -> dict[str, Any]:
 
 def get_status(sw: Switch, params: Params) -> dict[str, Any]:
     """getStatus: the supervisor, the broker and the FDB at a glance."""
-    broker, listener = sw.ports.broker, sw.ports.listener
+    broker, listener, zygote = sw.ports.broker, sw.ports.listener, sw.ports.zygote
     return {"entries": [{
         "pid": os.getpid(), "rundir": sw.rundir,
         "uptime": time.monotonic() - sw.started, "ports": len(sw.ports.ports),
         "broker": _process(broker),
         "listener": None if listener is None else _process(listener),
+        "zygote": None if zygote is None else {**_process(zygote), "forked": zygote.forked,
+                                               "spawned": zygote.spawned},
         "gone_peers": dataclasses.asdict(sw.ports.gone_peers),
         "fdb": {"entries": sw.fdb.in_use, "capacity": sw.fdb.capacity,
                 "refused_full": sw.fdb.refused_full, "refused_port": sw.fdb.refused_port},

@@ -88,6 +88,8 @@ class SwitchCollector:
         restarts.add_metric(["broker"], self.ports.broker.life.restarts)
         if self.ports.listener is not None:
             restarts.add_metric(["listener"], self.ports.listener.life.restarts)
+        if self.ports.zygote is not None:
+            restarts.add_metric(["zygote"], self.ports.zygote.life.restarts)
         yield restarts
         gone = self.ports.gone_peers
         yield CounterMetricFamily("etherws_gone_peers", "Accepted peers that are gone",

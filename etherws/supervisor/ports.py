@@ -24,8 +24,15 @@ from etherws.paths import RunDir
 from etherws.portconfig import PortSpec
 from etherws.runtime import portstatus, rings, tuntap
 from etherws.runtime.procargs import EXIT_AUTH_FAILED
-from etherws.supervisor.children import Child, exit_reason, stop_children
+from etherws.supervisor.children import (
+    Child,
+    Launcher,
+    exit_reason,
+    reap_strays,
+    stop_children,
+)
 from etherws.supervisor.policy import RestartPolicy, State
+from etherws.supervisor.zygote import ZygoteChild
 from etherws.tables import PortKind, PortSlot, PortTable
 from etherws.wsurl import Secrets
 
@@ -114,6 +121,9 @@ class PortManager:
         counts failures per source)."""
         # Started by the WebSocket server, if there is one; watched like a worker.
         self.listener: Child | None = None
+        self.zygote: ZygoteChild | None = None
+        self.peer_launcher: Launcher | None = None
+        """How peer workers start when not with fork+exec (the zygote's fork)."""
 
     # --- ports ----------------------------------------------------------------
     def find_target(self, target: str) -> Port | None:
@@ -171,7 +181,8 @@ class PortManager:
         if fd is not None:
             head += ["--fd", str(fd)]
         child = Child(head + list(options) + ["--", target], stdin_data=secrets,
-                      pass_fds=() if fd is None else (fd,))
+                      pass_fds=() if fd is None else (fd,),
+                      launcher=self.peer_launcher if kind is PortKind.SERVER else None)
         if kind is PortKind.CLIENT and "--retry" not in options:
             # addport has had its answer by the time a restart happens: the port exists
             # and must come back whatever the server does meanwhile
@@ -240,6 +251,8 @@ class PortManager:
         yield "broker", self.broker, self.table.broker_heartbeat_ns(), None
         if self.listener is not None:
             yield "listener", self.listener, self.table.listener_heartbeat_ns(), None
+        if self.zygote is not None:
+            yield "zygote", self.zygote, self.zygote.beat_ns, None
         for port in list(self.ports.values()):
             yield f"port {port.number}", port.child, self.table.heartbeat_ns(port.slot), port
 
@@ -289,6 +302,10 @@ class PortManager:
                     log.error("%s: cannot start: %s", name, exc)
                     continue
                 log.info("%s: restarted (pid %s)", name, child.pid)
+        if self.zygote is not None:  # only then is anything adopted
+            known = {c.pid for _, c, _, _ in self._supervised() if c.pid is not None}
+            for pid in reap_strays(known):
+                log.warning("reaped process %d, which no port knew", pid)
 
     def _watch(self, name: str, child: Child, hb_ns: int, now: float) -> None:
         """Note a running process's heartbeat (``hb_ns``) and kill it when it is hung."""
@@ -310,7 +327,7 @@ class PortManager:
         All workers get SIGTERM at once and share one deadline, so a few hung ones
         cannot make the stop take longer than ``timeout_s`` (plus the SIGKILL reap).
         """
-        extra = [self.listener] if self.listener is not None else []
+        extra = [c for c in (self.listener, self.zygote) if c is not None]
         stop_children([p.child for p in self.ports.values()] + extra, timeout_s)
         for port in list(self.ports.values()):
             self.remove(port, keep_device=port.declared)

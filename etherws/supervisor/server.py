@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 
 from etherws import config, htpasswd
 from etherws.config import Config
@@ -27,6 +28,7 @@ from etherws.runtime.authfile import MAX_FILE_BYTES, AuthFile, snapshot_text
 from etherws.supervisor.children import Child
 from etherws.supervisor.policy import RestartPolicy
 from etherws.supervisor.ports import PortManager
+from etherws.supervisor.zygote import Zygote
 from etherws.tables import PortKind
 from etherws.wshandshake import http_response
 
@@ -128,6 +130,7 @@ class Server:
         self._listening: socket.socket | None = None
         self._handover: socket.socket | None = None
         self._links: dict[int, socket.socket] = {}
+        self.zygote: Zygote | None = None
 
     def open(self) -> None:
         """Bind everything; ServerError with one line when that cannot be done."""
@@ -168,16 +171,27 @@ class Server:
         self.ports.listener = child
         child.spawn(now)
 
+    def start_zygote(self, argv: list[str], now: float) -> None:
+        """Start the zygote, which forks the peer workers from then on."""
+        zygote = Zygote(argv)
+        if zygote.start(now):
+            self.zygote = zygote
+            self.ports.zygote = zygote.child
+            self.ports.peer_launcher = zygote.launcher
+
     def fds(self) -> list[int]:
         """Descriptors to poll for input."""
         if self._handover is None:
             return []
-        return [self._handover.fileno(), *self._links]
+        zygote = self.zygote.fds() if self.zygote is not None else []
+        return [self._handover.fileno(), *self._links, *zygote]
 
     def ready(self, fd: int, now: float) -> None:
         """Serve input on ``fd``: a new listener link, or connections handed over."""
         if self._handover is not None and fd == self._handover.fileno():
             self._accept_link()
+            return
+        if self.zygote is not None and self.zygote.ready(fd, time.monotonic_ns()):
             return
         link = self._links.get(fd)
         if link is None:
@@ -275,6 +289,8 @@ class Server:
 
     def close(self) -> None:
         """Close every socket and remove the hand-over socket file."""
+        if self.zygote is not None:
+            self.zygote.close()
         for link in self._links.values():
             link.close()
         self._links.clear()

@@ -139,6 +139,9 @@ class Supervisor:
         if self.server is not None:
             self.server.start_listener(self._child_argv("etherws.workers.listener"),
                                        time.monotonic())
+            if not self.cfg.no_zygote:
+                self.server.start_zygote(self._child_argv("etherws.workers.zygote"),
+                                         time.monotonic())
         self._start_declared_ports()
         self._start_metrics()
         self._switch = handlers.Switch(
@@ -308,8 +311,8 @@ class Supervisor:
     def _hang_up_children(self) -> None:
         """Pass a SIGHUP on, so every process reopens its log files. Only to children that
         are up: one still starting may not handle SIGHUP yet, and would die of it."""
-        children = [self.ports.broker, *([self.ports.listener] if self.ports.listener
-                                          else []),
+        children = [self.ports.broker,
+                    *(c for c in (self.ports.listener, self.ports.zygote) if c is not None),
                     *(p.child for p in self.ports.ports.values())]
         for child in children:
             if child.popen is not None and child.life.state is State.UP:

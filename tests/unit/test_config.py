@@ -122,7 +122,7 @@ SAMPLES: dict[str, Any] = {
     "foreground": True, "rundir": "/run/etw-x", "ageout_s": 12.5, "fdb_size": 64,
     "no_port_security": True, "metrics": "127.0.0.1:9100",
     "ctl": "tcp://127.0.0.1:7000", "ctl_secret_key": "/k/s.key_secret",
-    "ctl_clients": "/k/clients", "no_server": True, "host": "127.0.0.1", "port": 8443,
+    "ctl_clients": "/k/clients", "no_server": True, "no_zygote": True, "host": "127.0.0.1", "port": 8443,
     "path": "/ws", "sslkey": "/k/key.pem", "sslcert": "/k/cert.pem",
     "htpasswd": "/k/htpasswd", "max_peers": 3, "origin": ("https://a.example", "https://b"),
     "ping_interval_s": 0.75, "ping_timeout_s": 3600.0, "logfile": "/var/log/e.log",
