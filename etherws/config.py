@@ -27,8 +27,12 @@ MIN_AGEOUT_S, MAX_AGEOUT_S = 1.0, 86_400.0
 DEFAULT_FDB_SIZE = 8192
 DEFAULT_AGEOUT_S = 300.0
 FDB_PER_PORT = 1024
+DEFAULT_MOVE_HOLD_S = 2.0
+"""Long enough that a looped frame (back within milliseconds) or a thief's cannot move a
+station that is talking; short enough for a VM migrating between tunnels."""
+MAX_MOVE_HOLD_S = 3600.0
 DEFAULT_MAX_PEERS = 64
-"""Each peer is a process of some 25 MB: 64 of them are already a big gateway."""
+"""Each peer is a process of its own: 64 of them are already a big gateway."""
 MAX_PEERS = 1000
 """Below the port table's 1024 slots, leaving room for TAP, netdev and client ports."""
 DEFAULT_PING_S = 20.0
@@ -115,6 +119,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("ageout_s", "--ageout", float, DEFAULT_AGEOUT_S,
            f"seconds before a learned address is forgotten (default {DEFAULT_AGEOUT_S:g})",
            "S", _between(MIN_AGEOUT_S, MAX_AGEOUT_S, " s"), children=frozenset({"broker"})),
+    Option("move_hold_s", "--move-hold", float, DEFAULT_MOVE_HOLD_S,
+           "seconds a station must be silent on its port before it may move to another "
+           f"(MAC move protection; default {DEFAULT_MOVE_HOLD_S:g}, 0: off)", "S",
+           _between(0.0, MAX_MOVE_HOLD_S, " s"), children=frozenset({"broker"})),
     Option("fdb_size", "--fdb-size", int, DEFAULT_FDB_SIZE,
            f"FDB capacity (default {DEFAULT_FDB_SIZE})", "N", _between(MIN_FDB, MAX_FDB)),
     Option("no_port_security", "--no-port-security", bool, False, "flood frames from "
@@ -147,6 +155,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_peers", "--max-peers", int, DEFAULT_MAX_PEERS,
            f"most peers at once; more get HTTP 503 (default {DEFAULT_MAX_PEERS})", "N",
            _between(1, MAX_PEERS), section="server"),
+    Option("isolate", "--isolate", bool, False, "accepted peers cannot reach each other, "
+           "only the switch's own ports (a public relay for browser VMs)", section="server",
+           children=frozenset({"broker"})),
     Option("no_zygote", "--no-zygote", bool, False, "start every peer worker with "
            "fork+exec, not from the zygote (slower, more memory: for comparison)",
            section="server"),
@@ -181,6 +192,7 @@ class Config:
     foreground: bool = False
     rundir: str = DEFAULT_RUNDIR
     ageout_s: float = DEFAULT_AGEOUT_S
+    move_hold_s: float = DEFAULT_MOVE_HOLD_S
     fdb_size: int = DEFAULT_FDB_SIZE
     no_port_security: bool = False
     metrics: str | None = None
@@ -195,6 +207,7 @@ class Config:
     sslcert: str | None = None
     htpasswd: str | None = None
     max_peers: int = DEFAULT_MAX_PEERS
+    isolate: bool = False
     no_zygote: bool = False
     origin: tuple[str, ...] = ()
     ping_interval_s: float = DEFAULT_PING_S

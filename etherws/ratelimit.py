@@ -47,14 +47,15 @@ class FailureLimiter:
 
     def retry_after(self, key: str, now: float) -> float:
         """Seconds until ``key`` may try again; 0 when it may now."""
-        times = self._recent(key, now)
-        if times is None or len(times) < self.limit:
+        if not self.blocked(key, now):
             return 0.0
-        return max(0.0, times[0] + self.window_s - now)
+        # Positive while blocked, even where the float sum rounds the wait away.
+        return max(self._failures[key][0] + self.window_s - now, 1e-6)
 
     def blocked(self, key: str, now: float) -> bool:
-        """True while ``key`` must wait."""
-        return self.retry_after(key, now) > 0
+        """True while ``key`` must wait: ``limit`` failures within the window."""
+        times = self._recent(key, now)
+        return times is not None and len(times) >= self.limit
 
     def _recent(self, key: str, now: float) -> deque[float] | None:
         times = self._failures.get(key)

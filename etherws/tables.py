@@ -46,7 +46,8 @@ FDB (file ``fdb.tbl``)::
 
     header, HEADER_WORDS words:
       0 MAGIC  1 VERSION  2 capacity                               (supervisor, at creation)
-      3 entries in use  4 learns refused, table full  5 learns refused, port full (broker)
+      3 entries in use  4 learns refused, table full  5 learns refused, port full
+      6 moves held: a station seen on another port within the hold-down        (broker)
     entry i at HEADER_WORDS + i * ENTRY_WORDS:
       0 sequence: odd while the broker rewrites the entry (a seqlock)
       1 key: vid << 48 | MAC as a 48-bit integer   2 port (0 = empty)   3 last seen ns
@@ -119,6 +120,7 @@ _ALL_BITS = (1 << 64) - 1
 F_IN_USE = 3
 F_REFUSED_FULL = 4
 F_REFUSED_PORT = 5
+F_HELD_MOVES = 6
 E_SEQ = 0
 E_KEY = 1
 E_PORT = 2
@@ -241,7 +243,7 @@ BROKER_SLOT = frozenset({S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL, S_VLAN_D
                          S_STORM_DROPS, S_RATE_DROPS})
 LISTENER_HEADER = frozenset({H_LISTENER_HEARTBEAT})
 WORKER_SLOT = frozenset({S_HEARTBEAT, S_RX, S_RX_BYTES, S_TX, S_TX_BYTES, S_ERRORS, S_DROPS})
-BROKER_FDB_HEADER = frozenset({F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT})
+BROKER_FDB_HEADER = frozenset({F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT, F_HELD_MOVES})
 BROKER_FDB_ENTRY = frozenset({E_SEQ, E_KEY, E_PORT, E_SEEN})
 
 
@@ -565,6 +567,12 @@ class FdbTable:
         """Learns refused because the port held its most addresses."""
         return self.words[F_REFUSED_PORT]
 
+    @property
+    def held_moves(self) -> int:
+        """Frames whose source was held on the port it was learned on (MAC move
+        protection)."""
+        return self.words[F_HELD_MOVES]
+
     def set_in_use(self, n: int) -> None:
         """Publish how many entries are in use (broker)."""
         self.words[F_IN_USE] = n
@@ -576,6 +584,10 @@ class FdbTable:
     def count_refused_port(self) -> None:
         """A learn refused: the port holds its most addresses (broker)."""
         self.words[F_REFUSED_PORT] += 1
+
+    def count_held_move(self) -> None:
+        """A move refused: the station was on its port within the hold-down (broker)."""
+        self.words[F_HELD_MOVES] += 1
 
     # --- entries ---------------------------------------------------------------------
     def write(self, i: int, key: int, port: int, seen_ns: int) -> None:

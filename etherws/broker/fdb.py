@@ -9,6 +9,12 @@ Time is a parameter: ``now`` is float seconds of a monotonic clock, non-decreasi
 one call to the next; the table stores ``int(now * 1e9)``. An entry is absent once it is
 ``tables.aged`` (at ``now - last_seen >= ageout_s``, Linux's bridge's boundary), whether
 or not ``expire`` has removed it yet.
+
+MAC move protection: a station learned on a port moves to another only once its old port
+has not seen it for ``move_hold_s`` (or the old port went away, which forgets it), so a
+peer cannot take a gateway's address while the gateway talks, and a frame that looped
+back cannot drag its source away from where it is. The refusal is HELD (the caller drops
+the frame) and counted in the table's header.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 
-from etherws.config import DEFAULT_AGEOUT_S, FDB_PER_PORT
+from etherws.config import DEFAULT_AGEOUT_S, DEFAULT_MOVE_HOLD_S, FDB_PER_PORT
 from etherws.frame import Frame
 from etherws.tables import FdbTable, aged, fdb_key, learnable, split_key
 
@@ -36,6 +42,7 @@ class LearnResult(Enum):
     MOVED = "moved"
     REFUSED_FULL = "refused-full"
     REFUSED_PORT_FULL = "refused-port-full"
+    HELD = "held"
     INVALID = "invalid"
 
 
@@ -50,9 +57,13 @@ class Fdb:
     """
 
     def __init__(self, table: FdbTable, ageout_s: float = DEFAULT_AGEOUT_S,
-                 per_port_max: int = FDB_PER_PORT) -> None:
+                 per_port_max: int = FDB_PER_PORT,
+                 move_hold_s: float = DEFAULT_MOVE_HOLD_S) -> None:
         if ageout_s <= 0:
             raise ValueError("ageout_s must be positive")
+        if move_hold_s < 0:
+            raise ValueError("move_hold_s must not be negative")
+        self.move_hold_s = float(move_hold_s)
         if per_port_max < 1:
             raise ValueError("per_port_max must be at least 1")
         self.table = table
@@ -112,6 +123,11 @@ class Fdb:
             return LearnResult.REFRESHED
         if port <= 0 or not learnable(vid, mac):
             return LearnResult.INVALID
+        if i is not None and now - self._seen[i] < self.move_hold_s \
+                and not aged(now, self._seen[i], self.ageout_s):
+            # Seen on its port within the hold-down (to TOUCH_INTERVAL_S): it stays there.
+            self.table.count_held_move()
+            return LearnResult.HELD
         if self._port_count.get(port, 0) >= self.per_port_max:
             if i is not None:
                 # Leaving the old port in place would send this station's traffic to

@@ -6,7 +6,9 @@ The rules of a learning bridge (IEEE 802.1D, as Linux's bridge applies them):
 - the source (VLAN id, MAC) of every frame is learned on its ingress port; with port
   security (the default) a frame whose source its port may not learn, because the port
   holds its most addresses already, is dropped: a MAC flood from one port is not sent
-  out of every other port;
+  out of every other port; a frame whose source another port holds (MAC move
+  protection, ``Fdb``) is dropped too, whatever the port security: it is a thief's, or
+  a looped copy;
 - a unicast frame to a known, live destination goes out of that port only; if that port is
   the ingress port the frame is filtered (the destination is on the ingress segment), if
   it is shut the frame is dropped;
@@ -25,7 +27,10 @@ Each port may also have (``PortPolicy``):
 - a rate limit on what it sends into the switch (its ingress, ``rate``): frames over a
   token bucket of bytes are dropped, counted in ``rate``, before anything is learned;
 - storm control: frames it sends that would flood (broadcast, multicast, unknown unicast)
-  over a token bucket of frames are dropped, counted in ``storm``.
+  over a token bucket of frames are dropped, counted in ``storm``;
+- isolation: a frame from an isolated port never leaves by another isolated port (it
+  floods to the others only; a unicast to one is filtered), as a private VLAN's isolated
+  ports: the switch's accepted peers reach its own ports but not each other.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from etherws.ratelimit import TokenBucket, rate_bucket, storm_bucket
 from etherws.vlan import TRANSPARENT, Out, PortVlan, rewrite
 
 REFUSED = LearnResult.REFUSED_PORT_FULL
+HELD = LearnResult.HELD
 REFRESHED = LearnResult.REFRESHED
 F = TypeVar("F", bytes, memoryview)
 """A frame: bytes, or a view into the ring it arrived in."""
@@ -50,12 +56,14 @@ every VID cannot grow it without bound."""
 
 @dataclass(frozen=True)
 class PortPolicy:
-    """A port's state and rules: shut, VLAN setting, storm and rate limits (0: none)."""
+    """A port's state and rules: shut, VLAN setting, storm and rate limits (0: none),
+    isolation."""
 
     shut: bool = False
     vlan: PortVlan = TRANSPARENT
     storm_pps: int = 0
     rate_bps: int = 0
+    isolated: bool = False
 
 
 @dataclass(slots=True)
@@ -65,8 +73,9 @@ class ForwardResult(Generic[F]):
     ``egress`` maps a port to the frames to send out of it, in order. Lists may be shared
     between ports (a flooded batch is one list): treat them as read-only.
     ``malformed`` frames could not be parsed; ``filtered`` frames were dropped by the rules;
-    ``secured`` frames were dropped by port security; ``shut`` counts, per shut port,
-    the frames dropped because it is shut (coming in, or sent to it as a unicast).
+    ``secured`` frames were dropped by port security or MAC move protection; ``shut``
+    counts, per shut port, the frames dropped because it is shut (coming in, or sent to
+    it as a unicast).
     ``vlan``, ``storm`` and ``rate`` frames of the ingress port were dropped by its VLAN
     rules, its storm control and its rate limit. A frame a VLAN rule rewrote is bytes.
     """
@@ -94,6 +103,7 @@ class Forwarder:
         self._vlan_flood: dict[tuple[int, int], tuple[tuple[int, Out], ...]] = {}
         self._storm: dict[int, TokenBucket] = {}
         self._rate: dict[int, TokenBucket] = {}
+        self._isolated: frozenset[int] = frozenset()
 
     def set_ports(self, ports: Mapping[int, bool | PortPolicy], now: float = 0.0) -> None:
         """Replace the set of ports: port number -> shut, or its ``PortPolicy``.
@@ -105,6 +115,7 @@ class Forwarder:
         self._policy = policies
         self._shut = {p: v.shut for p, v in policies.items()}
         self._vlan = {p: v.vlan for p, v in policies.items() if not v.vlan.transparent}
+        self._isolated = frozenset(p for p, v in policies.items() if v.isolated)
         self._storm = {p: self._storm[p] if p in self._storm and old[p].storm_pps == v.storm_pps
                        else storm_bucket(v.storm_pps, now)
                        for p, v in policies.items() if v.storm_pps}
@@ -124,11 +135,13 @@ class Forwarder:
         return dict(self._shut)
 
     def flood_targets(self, in_port: int) -> tuple[int, ...]:
-        """The ports a frame from ``in_port`` floods to: live ones but ``in_port``, sorted."""
+        """The ports a frame from ``in_port`` floods to: live ones but ``in_port`` (and
+        but the isolated ones, from an isolated port), sorted."""
         targets = self._flood_cache.get(in_port)
         if targets is None:
+            barred = self._isolated if in_port in self._isolated else frozenset()
             targets = tuple(sorted(p for p, shut in self._shut.items()
-                                   if not shut and p != in_port))
+                                   if not shut and p != in_port and p not in barred))
             self._flood_cache[in_port] = targets
         return targets
 
@@ -156,6 +169,7 @@ class Forwarder:
             return result
         storm = self._storm.get(in_port)
         shut_of = self._shut
+        barred = self._isolated if in_port in self._isolated else frozenset()
         learn, lookup = self.fdb.learn, self.fdb.lookup
         unicast: dict[int, list[F | bytes]] = {}
         flood: list[F | bytes] = []
@@ -178,10 +192,10 @@ class Forwarder:
             if key != last_src:
                 last_src = key
                 verdict = learn(vid, src, in_port, now)
-                refused = verdict is REFUSED
+                refused = verdict is HELD or (verdict is REFUSED and secure)
                 if verdict is not REFRESHED:
                     last_dst = -1
-            if refused and secure:
+            if refused:
                 secured += 1
                 continue
             if dst[0] & 1:
@@ -211,6 +225,8 @@ class Forwarder:
                 elif shut:
                     filtered += 1
                     result.shut[out] = result.shut.get(out, 0) + 1
+                elif out in barred:
+                    filtered += 1
                 else:
                     to = unicast.get(out)
                     if to is None:
@@ -257,6 +273,7 @@ class Forwarder:
         rules = self._vlan.get(in_port, TRANSPARENT)
         storm = self._storm.get(in_port)
         shut_of, vlan_of = self._shut, self._vlan
+        barred = self._isolated if in_port in self._isolated else frozenset()
         learn, lookup = self.fdb.learn, self.fdb.lookup
         egress = result.egress
         secure = self.port_security
@@ -270,7 +287,8 @@ class Forwarder:
             if vid is None:
                 result.vlan += 1
                 continue
-            if learn(vid, src, in_port, now) is REFUSED and secure:
+            verdict = learn(vid, src, in_port, now)
+            if verdict is HELD or (verdict is REFUSED and secure):
                 result.secured += 1
                 continue
             out = None if dst[0] & 1 else lookup(vid, dst, now)
@@ -282,7 +300,7 @@ class Forwarder:
                     result.filtered += 1
                     result.shut[out] = result.shut.get(out, 0) + 1
                     continue
-            if out == in_port:
+            if out == in_port or out in barred:
                 result.filtered += 1
             elif out is not None:
                 how = vlan_of.get(out, TRANSPARENT).egress(vid)

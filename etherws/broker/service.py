@@ -143,12 +143,14 @@ class Broker:
     """The broker's state: the ports' rings, the FDB, the forwarding rules."""
 
     def __init__(self, rundir: RunDir, ports: PortTable, fdb: Fdb,
-                 port_security: bool = True) -> None:
+                 port_security: bool = True, isolate: bool = False) -> None:
         self.rundir = rundir
         self.ports = ports
         self.view = BrokerView(ports)
         self.fdb = fdb
         self.forwarder = Forwarder(fdb, port_security)
+        self.isolate = isolate
+        """Server ports (accepted peers) are isolated from each other (``--isolate``)."""
         self.rings: dict[int, PortRings] = {}  # port -> its rings
         self._generation: int | None = None
         self._next_heartbeat = 0.0
@@ -193,9 +195,11 @@ class Broker:
     def _policy(self, slot: int, shut: bool) -> PortPolicy:
         """A slot's shut flag, VLAN setting, storm and rate limits."""
         rules = self.ports.rules(slot)
-        tunnel = self.ports.read(slot).kind in (PortKind.CLIENT, PortKind.SERVER)
+        kind = self.ports.read(slot).kind
+        tunnel = kind in (PortKind.CLIENT, PortKind.SERVER)
         return PortPolicy(shut, PortVlan.from_words(rules.vlan, rules.trunk),
-                          storm_limit(rules.storm, tunnel), rules.rate_bps)
+                          storm_limit(rules.storm, tunnel), rules.rate_bps,
+                          isolated=self.isolate and kind == PortKind.SERVER)
 
     def _open(self, port: int, slot: int, generation: int) -> None:
         try:
@@ -426,13 +430,15 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(rundir: RunDir, args: argparse.Namespace, stop: StopSignal) -> int:
     try:
         ports = shm.open_port_table(rundir.port_table)
-        fdb = Fdb(shm.open_fdb_table(rundir.fdb_table), args.ageout_s, args.fdb_per_port)
+        fdb = Fdb(shm.open_fdb_table(rundir.fdb_table), args.ageout_s, args.fdb_per_port,
+                  args.move_hold_s)
         bell = rings.Bell(rundir.broker_bell)
     except (OSError, TableError) as e:
         log.error("cannot open the shared tables in %s: %s", rundir.root, e)
         return procargs.EXIT_CONFIG
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    broker = Broker(rundir, ports, fdb, port_security=not args.no_port_security)
+    broker = Broker(rundir, ports, fdb, port_security=not args.no_port_security,
+                    isolate=args.isolate)
     try:
         try:
             sock = bind_session(ctx, rundir.session_endpoint)

@@ -248,7 +248,8 @@ def status(result: Mapping[str, Any]) -> str:
               .get("peers") else []),
             ("fdb", f"{number(table_.get('entries'))} of {number(table_.get('capacity'))} "
                     f"entries, refused: {number(table_.get('refused_full'))} table full, "
-                    f"{number(table_.get('refused_port'))} port limit"),
+                    f"{number(table_.get('refused_port'))} port limit; "
+                    f"{number(table_.get('held_moves'))} moves held"),
         ]
         width = max(len(k) for k, _ in pairs)
         blocks.append("\n".join(f"{k.ljust(width)}{GAP}{v}" for k, v in pairs))

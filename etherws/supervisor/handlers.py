@@ -344,7 +344,8 @@ def get_status(sw: Switch, params: Params) -> dict[str, Any]:
                                                "spawned": zygote.spawned},
         "gone_peers": dataclasses.asdict(sw.ports.gone_peers),
         "fdb": {"entries": sw.fdb.in_use, "capacity": sw.fdb.capacity,
-                "refused_full": sw.fdb.refused_full, "refused_port": sw.fdb.refused_port},
+                "refused_full": sw.fdb.refused_full, "refused_port": sw.fdb.refused_port,
+                "held_moves": sw.fdb.held_moves},
     }]}
 
 

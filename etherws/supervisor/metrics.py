@@ -79,6 +79,7 @@ class SwitchCollector:
                                       labels=["reason"])
         refused.add_metric(["table_full"], fdb.refused_full)
         refused.add_metric(["port_full"], fdb.refused_port)
+        refused.add_metric(["move_held"], fdb.held_moves)
         yield refused
         age = (time.monotonic_ns() - self.table.broker_heartbeat_ns()) / 1e9
         yield GaugeMetricFamily("etherws_broker_heartbeat_age_seconds",

@@ -115,14 +115,14 @@ def test_config_has_one_field_per_option_with_the_same_default() -> None:
 
 def test_durations_say_their_unit() -> None:
     assert {o.attr for o in config.OPTIONS if o.kind is float} == {
-        "ageout_s", "ping_interval_s", "ping_timeout_s"}
+        "ageout_s", "move_hold_s", "ping_interval_s", "ping_timeout_s"}
 
 
 SAMPLES: dict[str, Any] = {
-    "foreground": True, "rundir": "/run/etw-x", "ageout_s": 12.5, "fdb_size": 64,
+    "foreground": True, "rundir": "/run/etw-x", "ageout_s": 12.5, "move_hold_s": 0.5, "fdb_size": 64,
     "no_port_security": True, "metrics": "127.0.0.1:9100",
     "ctl": "tcp://127.0.0.1:7000", "ctl_secret_key": "/k/s.key_secret",
-    "ctl_clients": "/k/clients", "no_server": True, "no_zygote": True, "host": "127.0.0.1", "port": 8443,
+    "ctl_clients": "/k/clients", "no_server": True, "no_zygote": True, "isolate": True, "host": "127.0.0.1", "port": 8443,
     "path": "/ws", "sslkey": "/k/key.pem", "sslcert": "/k/cert.pem",
     "htpasswd": "/k/htpasswd", "max_peers": 3, "origin": ("https://a.example", "https://b"),
     "ping_interval_s": 0.75, "ping_timeout_s": 3600.0, "logfile": "/var/log/e.log",
@@ -175,7 +175,7 @@ def test_child_args_come_from_the_table() -> None:
     cfg = build({}, {"ageout_s": 60.0, "logfile": "/l", "debug": True,
                      "ping_interval_s": 5.0, "origin": ["https://a"]})
     assert config.child_args(cfg, "broker") == [
-        "--ageout", "60.0", "--logfile", "/l", "--debug"]
+        "--ageout", "60.0", "--move-hold", "2.0", "--logfile", "/l", "--debug"]
     peer = config.child_args(cfg, "peer", log=False, htpasswd="/run/x/users")
     assert peer == ["--path", "/", "--htpasswd", "/run/x/users", "--origin", "https://a",
                     "--ping-interval", "5.0", "--ping-timeout", "20.0"]

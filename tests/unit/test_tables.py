@@ -382,10 +382,12 @@ FDB_WRITES: dict[str, Callable[[FdbTable], object]] = {
     "clear": lambda t: t.clear(1), "set_in_use": lambda t: t.set_in_use(3),
     "count_refused_full": lambda t: t.count_refused_full(),
     "count_refused_port": lambda t: t.count_refused_port(),
+    "count_held_move": lambda t: t.count_held_move(),
 }
 FDB_READS: dict[str, Callable[[FdbTable], object]] = {
     "in_use": lambda t: t.in_use, "refused_full": lambda t: t.refused_full,
-    "refused_port": lambda t: t.refused_port, "read": lambda t: t.read(1),
+    "refused_port": lambda t: t.refused_port, "held_moves": lambda t: t.held_moves,
+    "read": lambda t: t.read(1),
     "is_torn": lambda t: t.is_torn(1), "entries": lambda t: list(t.entries()),
 }
 CONSTRUCTORS = {"size", "format"}

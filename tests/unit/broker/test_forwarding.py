@@ -28,7 +28,7 @@ def eth(dst: bytes, src: bytes, vid: int | None = None, payload: bytes = b"x") -
 def forwarder(ports: dict[int, bool] | None = None, capacity: int = 64,
               ageout_s: float = 300.0) -> Forwarder:
     t = FdbTable.format(bytearray(FdbTable.size(capacity)), capacity)
-    fw = Forwarder(Fdb(t, ageout_s))
+    fw = Forwarder(Fdb(t, ageout_s, move_hold_s=0.0))  # 802.1D alone
     fw.set_ports({1: False, 2: False, 3: False} if ports is None else ports)
     return fw
 
@@ -244,7 +244,7 @@ def test_matches_the_rules_frame_by_frame(ports: dict[int, bool],
 # --- port security --------------------------------------------------------------------------
 def _capped(port_security: bool) -> Forwarder:
     t = FdbTable.format(bytearray(FdbTable.size(64)), 64)
-    fw = Forwarder(Fdb(t, per_port_max=2), port_security)
+    fw = Forwarder(Fdb(t, per_port_max=2, move_hold_s=0.0), port_security)
     fw.set_ports({1: False, 2: False, 3: False})
     return fw
 

@@ -26,7 +26,7 @@ def eth(dst: bytes, src: bytes, vid: int | None = None, payload: bytes = b"x") -
 
 def forwarder(ports: dict[int, PortPolicy]) -> Forwarder:
     t = FdbTable.format(bytearray(FdbTable.size(64)), 64)
-    fw = Forwarder(Fdb(t, 300.0))
+    fw = Forwarder(Fdb(t, 300.0, move_hold_s=0.0))
     fw.set_ports(ports)
     return fw
 

@@ -220,13 +220,13 @@ def test_status() -> None:
     result = {"entries": [{"pid": 4242, "rundir": "/run/etherws", "uptime": 7500, "ports": 3,
                            "broker": {"state": "up", "pid": 4243, "restarts": 1},
                            "fdb": {"entries": 12, "capacity": 4096, "refused_full": 5,
-                                   "refused_port": 0}}]}
+                                   "refused_port": 0, "held_moves": 7}}]}
     assert render.status(result).split("\n") == [
         "supervisor  pid 4242, up 2h05m",
         "rundir      /run/etherws",
         "ports       3",
         "broker      up, pid 4243, 1 restarts",
-        "fdb         12 of 4096 entries, refused: 5 table full, 0 port limit",
+        "fdb         12 of 4096 entries, refused: 5 table full, 0 port limit; 7 moves held",
     ]
 
 
