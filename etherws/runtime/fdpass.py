@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import stat
+from typing import Any
 
 VERSION = 1
 MAX_PAYLOAD = 256
@@ -60,7 +61,7 @@ def recv_conn(sock: socket.socket) -> tuple[int, str] | None:
     # next; the supervisor hands it on explicitly (pass_fds).
     data, ancdata, flags, _addr = sock.recvmsg(
         MAX_PAYLOAD + 1, socket.CMSG_SPACE(_FD_ROOM * _FD_BYTES), socket.MSG_CMSG_CLOEXEC)
-    fds = _fds_of(ancdata)
+    fds = fds_of(ancdata)
     if not data and not fds and not flags & socket.MSG_CTRUNC:
         raise EOFError("the sending side closed the connection")
     peer = _peer_of(data) if not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) else None
@@ -71,7 +72,7 @@ def recv_conn(sock: socket.socket) -> tuple[int, str] | None:
     return fds[0], peer
 
 
-def _fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+def fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     """Every descriptor in SCM_RIGHTS messages; other control messages are ignored."""
     fds = array.array("i")
     for level, kind, data in ancdata:
@@ -82,13 +83,21 @@ def _fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     return list(fds)
 
 
-def _peer_of(data: bytes) -> str | None:
-    """The peer address of a well-formed version-1 payload, else None."""
+def decode(data: bytes, version: int = VERSION) -> dict[str, Any] | None:
+    """An ASCII JSON object whose ``"v"`` is ``version``, else None."""
     try:
         message = json.loads(data.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         return None
-    if not isinstance(message, dict) or message.get("v") != VERSION:
+    if not isinstance(message, dict) or message.get("v") != version:
+        return None
+    return message
+
+
+def _peer_of(data: bytes) -> str | None:
+    """The peer address of a well-formed version-1 payload, else None."""
+    message = decode(data)
+    if message is None:
         return None
     peer = message.get("peer")
     return peer if isinstance(peer, str) and _valid_peer(peer) else None

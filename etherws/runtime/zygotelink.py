@@ -23,6 +23,8 @@ import os
 import socket
 from typing import Any
 
+from etherws.runtime import fdpass
+
 VERSION = 1
 MAX_REQUEST = 16384
 MAX_REPLY = 512
@@ -56,15 +58,12 @@ def recv_request(sock: socket.socket) -> tuple[list[str], int] | None:
     descriptor that came with it closed). EOFError when the supervisor has gone."""
     data, ancdata, flags, _ = sock.recvmsg(
         MAX_REQUEST + 1, socket.CMSG_SPACE(_FD_ROOM * _FD_BYTES), socket.MSG_CMSG_CLOEXEC)
-    fds = array.array("i")
-    for level, kind, blob in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(blob[:len(blob) - len(blob) % _FD_BYTES])
+    fds = fdpass.fds_of(ancdata)
     if not data and not fds and not flags & socket.MSG_CTRUNC:
         raise EOFError("the supervisor closed the link")
     argv = None
     if not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-        message = _decode(data)
+        message = fdpass.decode(data, VERSION)
         argv = message.get("argv") if message is not None else None
     if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv) \
             or len(fds) != 1:
@@ -79,16 +78,6 @@ def send_reply(sock: socket.socket, **message: Any) -> None:
     sock.send(_encode(message), socket.MSG_NOSIGNAL)
 
 
-def _decode(data: bytes) -> dict[str, Any] | None:
-    try:
-        message = json.loads(data.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(message, dict) or message.get("v") != VERSION:
-        return None
-    return message
-
-
 def decode_reply(data: bytes) -> dict[str, Any] | None:
     """A reply or beat as a dict, or None when malformed."""
-    return _decode(data) if len(data) <= MAX_REPLY else None
+    return fdpass.decode(data, VERSION) if len(data) <= MAX_REPLY else None

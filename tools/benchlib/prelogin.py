@@ -17,7 +17,6 @@ Everything it made is removed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -26,25 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
 
 import psutil
 
+from benchlib.proc import ctl, free_port
+
 UPGRADE = (b"GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-
-
-def _ctl(rundir: str, *args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "etherws.ctl.cli", "--rundir", rundir,
-                          "--json", *args], check=True, capture_output=True, text=True)
-    reply: dict[str, Any] = json.loads(out.stdout) if out.stdout.strip() else {}
-    return reply
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ask(port: int, path: bytes, source: str = "127.0.0.1") -> bytes:
@@ -79,7 +66,7 @@ def measure(extra: list[str], work: str, rounds: int) -> dict[str, float]:
     """Start a switch with ``extra`` options, measure it, stop it."""
     rundir = tempfile.mkdtemp(prefix="run.", dir=work)
     os.chmod(rundir, 0o700)
-    port = _free_port()
+    port = free_port()
     subprocess.run([sys.executable, "-m", "etherws.supervisor", "start", "--rundir", rundir,
                     "--host", "127.0.0.1", "--port", str(port), "--logfile",
                     os.path.join(rundir, "etherws.log"), *extra], check=True)
@@ -105,7 +92,7 @@ def measure(extra: list[str], work: str, rounds: int) -> dict[str, float]:
         out["burst_per_s"] = rounds * 4 / took
         out["cpu_ms"] = (_cpu_s() - cpu) * 1000 / (rounds * 4)
         deadline = time.monotonic() + 20
-        while _ctl(rundir, "listport")["entries"]:  # the last ones are still going
+        while ctl(rundir, "listport")["entries"]:  # the last ones are still going
             if time.monotonic() > deadline:
                 raise SystemExit("peers did not go")
             time.sleep(0.1)

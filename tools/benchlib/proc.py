@@ -9,11 +9,14 @@ SIGKILL), never by name.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import IO, Callable, TypeVar
+from typing import IO, Any, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -101,3 +104,18 @@ class Background:
             with contextlib.suppress(ProcessLookupError):
                 self.popen.kill()
             self.popen.wait(timeout=timeout_s)
+
+
+def ctl(rundir: str, *args: str) -> dict[str, Any]:
+    """``etherws-ctl --json ARGS`` against the switch of ``rundir``; its decoded reply."""
+    out = subprocess.run([sys.executable, "-m", "etherws.ctl.cli", "--rundir", rundir,
+                          "--json", *args], check=True, capture_output=True, text=True)
+    reply: dict[str, Any] = json.loads(out.stdout) if out.stdout.strip() else {}
+    return reply
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -9,31 +9,17 @@ the 95th percentile and the worst, in milliseconds. Everything it made is remove
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-
-def _ctl(rundir: str, *args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "etherws.ctl.cli", "--rundir", rundir,
-                          "--json", *args], check=True, capture_output=True, text=True)
-    reply: dict[str, Any] = json.loads(out.stdout) if out.stdout.strip() else {}
-    return reply
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from benchlib.proc import ctl, free_port
 
 
 def main() -> int:
@@ -43,16 +29,16 @@ def main() -> int:
     args = ap.parse_args()
     rundir = tempfile.mkdtemp(prefix="etherws-scrape-")
     os.chmod(rundir, 0o700)
-    port = _free_port()
+    port = free_port()
     taps = [f"etscr{os.getpid() % 1000}x{i}" for i in range(args.ports)]
     subprocess.run([sys.executable, "-m", "etherws.supervisor", "start", "--rundir", rundir,
                     "--no-server", "--metrics", str(port), "--logfile",
                     os.path.join(rundir, "etherws.log")], check=True)
     try:
         for tap in taps:
-            _ctl(rundir, "addport", "tap", tap)
+            ctl(rundir, "addport", "tap", tap)
         end = time.monotonic() + 60
-        while any(e["state"] != "up" for e in _ctl(rundir, "listport")["entries"]):
+        while any(e["state"] != "up" for e in ctl(rundir, "listport")["entries"]):
             if time.monotonic() > end:
                 raise SystemExit("the ports did not come up within 60 s")
             time.sleep(0.2)
