@@ -246,6 +246,7 @@ def status(result: Mapping[str, Any]) -> str:
             *([("zygote", _zygote(_sub(e, "zygote")))] if e.get("zygote") else []),
             *([("gone peers", _gone(_sub(e, "gone_peers")))] if _sub(e, "gone_peers")
               .get("peers") else []),
+            *([("isolate", "peers cannot reach each other")] if e.get("isolate") else []),
             ("fdb", f"{number(table_.get('entries'))} of {number(table_.get('capacity'))} "
                     f"entries, refused: {number(table_.get('refused_full'))} table full, "
                     f"{number(table_.get('refused_port'))} port limit; "

@@ -67,6 +67,10 @@ class Switch:
     reloading: Callable[[], None] = lambda: None
     reloaded: Callable[[], None] = lambda: None
     """Around a reload: the service manager is told (RELOADING=1, then READY=1)."""
+    isolate: bool = False
+    """Accepted peers cannot reach each other (``--isolate``)."""
+    move_hold_s: float = 0.0
+    """MAC move protection's hold-down (``--move-hold``)."""
 
 
 def _port(sw: Switch, params: Params) -> Port:
@@ -343,6 +347,7 @@ def get_status(sw: Switch, params: Params) -> dict[str, Any]:
         "zygote": None if zygote is None else {**_process(zygote), "forked": zygote.forked,
                                                "spawned": zygote.spawned},
         "gone_peers": dataclasses.asdict(sw.ports.gone_peers),
+        "isolate": sw.isolate, "move_hold": sw.move_hold_s,
         "fdb": {"entries": sw.fdb.in_use, "capacity": sw.fdb.capacity,
                 "refused_full": sw.fdb.refused_full, "refused_port": sw.fdb.refused_port,
                 "held_moves": sw.fdb.held_moves},

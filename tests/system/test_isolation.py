@@ -39,6 +39,8 @@ def test_isolated_peers_reach_the_servers_hosts_but_not_each_other(tmp_path: Pat
                           "--port", str(port), server=True) as (srv, h0), \
             switch_with_host(tmp_path, "c1", H1) as (c1, h1), \
             switch_with_host(tmp_path, "c2", H2) as (c2, h2):
+        assert srv.status()["isolate"] is True
+        assert "peers cannot reach each other" in srv.ctl("status").stdout
         for client in (c1, c2):
             n = client.json("addport", "client", url)["entries"][0]["port"]
             client.wait_port(n, "up", timeout_s=20)

@@ -301,3 +301,10 @@ def test_ports_show_a_vlan_column_when_a_port_has_a_vlan_setting() -> None:
 ])
 def test_port_vlan(entry: dict[str, Any], text: str) -> None:
     assert render.port_vlan(entry) == text
+
+
+def test_status_says_when_peers_are_isolated() -> None:
+    on = render.status({"entries": [{"pid": 1, "isolate": True, "move_hold": 2.0}]})
+    off = render.status({"entries": [{"pid": 1, "isolate": False, "move_hold": 2.0}]})
+    assert "isolate     peers cannot reach each other" in on.split("\n")
+    assert "isolate" not in off
