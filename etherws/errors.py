@@ -14,6 +14,7 @@ bug's ValueError (or TypeError) stays a bug with a traceback instead of turning 
     ├── AddressError           ifaddr          an address, netmask, MTU
     ├── FrameError             frame           an Ethernet frame or MAC address
     ├── RingError              ring            a ring file or what a ring holds
+    ├── GsoError               gso             a virtio-net header that does not fit its frame
     ├── SessionError           session         a session message
     ├── EventError             events          an event stream message or endpoint
     ├── TableError             tables          a shared-memory table

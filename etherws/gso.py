@@ -32,8 +32,8 @@ VNET_HDR = struct.Struct("<BBHHHH")
 VNET_HDR_LEN = VNET_HDR.size
 """10 bytes: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset."""
 
-F_NEEDS_CSUM = 1
-F_DATA_VALID = 2
+NEEDS_CSUM = 1
+DATA_VALID = 2
 GSO_NONE = 0
 GSO_TCPV4 = 1
 GSO_UDP = 3
@@ -79,7 +79,7 @@ class VnetHeader:
     @property
     def plain(self) -> bool:
         """Nothing left to do: a frame as any port may send it."""
-        return self.gso_type == GSO_NONE and not self.flags & F_NEEDS_CSUM
+        return self.gso_type == GSO_NONE and not self.flags & NEEDS_CSUM
 
 
 PLAIN = VnetHeader()
@@ -140,7 +140,7 @@ def segment(frame: bytes | bytearray | memoryview, h: VnetHeader) -> list[bytes]
     gso = h.gso_type & ~GSO_ECN
     if gso == GSO_NONE:
         one = bytearray(frame)
-        if h.flags & F_NEEDS_CSUM:
+        if h.flags & NEEDS_CSUM:
             complete_checksum(one, h)
         return [bytes(one)]
     if gso not in (GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4):

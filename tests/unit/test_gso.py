@@ -59,7 +59,7 @@ def super_frame(v6: bool, tcp: bool, vlan: int | None, payload: bytes, mss: int,
                          6 if tcp else 17, len(frame) - start)
     frame[csum_at:csum_at + 2] = partial.to_bytes(2, "big")
     gso_type = (gso.GSO_TCPV6 if v6 else gso.GSO_TCPV4) if tcp else gso.GSO_UDP_L4
-    h = VnetHeader(gso.F_NEEDS_CSUM, gso_type, start + l4_hdr, mss, start,
+    h = VnetHeader(gso.NEEDS_CSUM, gso_type, start + l4_hdr, mss, start,
                    16 if tcp else 6)
     return bytes(frame), h, pkt
 
@@ -115,7 +115,7 @@ def test_segments_are_whole_frames_that_add_up_to_the_super_frame(
 def test_a_frame_without_gso_gets_its_checksum_completed() -> None:
     payload = b"x" * 333
     frame, h, pkt = super_frame(False, True, None, payload, 1448)
-    done = gso.segment(frame, VnetHeader(gso.F_NEEDS_CSUM, gso.GSO_NONE, 0, 0,
+    done = gso.segment(frame, VnetHeader(gso.NEEDS_CSUM, gso.GSO_NONE, 0, 0,
                                          h.csum_start, h.csum_offset))
     assert done == [bytes(pkt)]  # what scapy computed for the whole frame
 

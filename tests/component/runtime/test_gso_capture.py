@@ -130,7 +130,7 @@ def test_kernel_super_frames_segment_into_the_stream(taps: tuple[str, str, Relay
             continue
         if h.gso_type != gso.GSO_NONE:
             supers += 1
-            assert h.flags & gso.F_NEEDS_CSUM and len(frame) > 1514
+            assert h.flags & gso.NEEDS_CSUM and len(frame) > 1514
         for seg in gso.segment(frame, h):
             p = checked(seg)
             assert len(seg) <= 1514
