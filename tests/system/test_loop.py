@@ -9,14 +9,12 @@ from pathlib import Path
 
 from tests.support import SCALE, run, wait_until
 from tests.system.tunnel import (
-    OVERLAY_A,
     OVERLAY_B,
     UNDERLAY_B,
     Site,
     Underlay,
     connected,
-    fresh_rundir,
-    site,
+    server_and_client,
 )
 
 
@@ -28,9 +26,7 @@ def tunnel_frames(s: Site) -> int:
 
 def test_two_tunnels_between_two_switches_do_not_melt_the_segment(
         net: Underlay, tmp_path: Path) -> None:
-    with site(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B) as b, \
-            site(net.a, fresh_rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
-                 server=False) as a:
+    with server_and_client(net, tmp_path) as (b, a):
         connected(a, f"ws://{UNDERLAY_B}/")
         connected(a, f"ws://{UNDERLAY_B}:80/")  # the same switch again: a loop
         assert len(b.tunnel_ports("server")) == 2

@@ -22,13 +22,11 @@ import pytest
 from tests.support import PYTHON, SCALE, free_port, run, wait_until
 from tests.system.harness import Switch, alive, sigkill
 from tests.system.tunnel import (
-    OVERLAY_A,
     OVERLAY_B,
     UNDERLAY_B,
     Underlay,
     connected,
-    fresh_rundir,
-    site,
+    server_and_client,
 )
 
 UPGRADE = ("GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -170,9 +168,7 @@ def test_a_flood_of_new_connections_leaves_a_tunnel_responsive(
         net: Underlay, tmp_path: Path) -> None:
     # 100 connections a second for 10 s to the server that carries the tunnel, each
     # asking for a path it does not serve: a peer worker each, answering 404.
-    with site(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B) as b, \
-            site(net.a, fresh_rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
-                 server=False) as a:
+    with server_and_client(net, tmp_path) as (b, a):
         connected(a, f"ws://{UNDERLAY_B}/")
         a.host.wait_ping(OVERLAY_B, 15 * SCALE)
         wait_until(lambda: (b.switch.status()["zygote"] or {}).get("state") == "up", 15,

@@ -119,6 +119,16 @@ def site(ns: str, rundir: str, log: Path, overlay: str, *options: str,
         sw.close()
 
 
+@contextlib.contextmanager
+def server_and_client(net: Underlay, tmp_path: Path) -> Iterator[tuple[Site, Site]]:
+    """Site B with a WebSocket server (port 80) and site A without one, both stopped
+    afterwards: (b, a)."""
+    with site(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B) as b, \
+            site(net.a, fresh_rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
+                 server=False) as a:
+        yield b, a
+
+
 def connected(client: Site, url: str, *options: str) -> int:
     """``addport client`` that must succeed; waits for the link; the port number."""
     res = client.add_client(url, *options)
