@@ -125,6 +125,11 @@ class Forwarder:
         self._flood_cache.clear()
         self._vlan_flood.clear()
 
+    def _barred(self, in_port: int) -> frozenset[int]:
+        """The ports a frame from ``in_port`` may never leave by: the isolated ones, if
+        ``in_port`` is isolated itself."""
+        return self._isolated if in_port in self._isolated else frozenset()
+
     def policy(self, port: int) -> PortPolicy | None:
         """A port's state and rules, or None for no such port."""
         return self._policy.get(port)
@@ -139,7 +144,7 @@ class Forwarder:
         but the isolated ones, from an isolated port), sorted."""
         targets = self._flood_cache.get(in_port)
         if targets is None:
-            barred = self._isolated if in_port in self._isolated else frozenset()
+            barred = self._barred(in_port)
             targets = tuple(sorted(p for p, shut in self._shut.items()
                                    if not shut and p != in_port and p not in barred))
             self._flood_cache[in_port] = targets
@@ -169,7 +174,7 @@ class Forwarder:
             return result
         storm = self._storm.get(in_port)
         shut_of = self._shut
-        barred = self._isolated if in_port in self._isolated else frozenset()
+        barred = self._barred(in_port)
         learn, lookup = self.fdb.learn, self.fdb.lookup
         unicast: dict[int, list[F | bytes]] = {}
         flood: list[F | bytes] = []
@@ -273,7 +278,7 @@ class Forwarder:
         rules = self._vlan.get(in_port, TRANSPARENT)
         storm = self._storm.get(in_port)
         shut_of, vlan_of = self._shut, self._vlan
-        barred = self._isolated if in_port in self._isolated else frozenset()
+        barred = self._barred(in_port)
         learn, lookup = self.fdb.learn, self.fdb.lookup
         egress = result.egress
         secure = self.port_security

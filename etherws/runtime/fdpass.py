@@ -57,14 +57,8 @@ def recv_conn(sock: socket.socket) -> tuple[int, str] | None:
     no descriptor: version 1 never sends an empty message), and OSError as ``recvmsg``
     does (BlockingIOError when a non-blocking socket has nothing).
     """
-    # MSG_CMSG_CLOEXEC: a received fd must not leak into whatever this process spawns
-    # next; the supervisor hands it on explicitly (pass_fds).
-    data, ancdata, flags, _addr = sock.recvmsg(
-        MAX_PAYLOAD + 1, socket.CMSG_SPACE(_FD_ROOM * _FD_BYTES), socket.MSG_CMSG_CLOEXEC)
-    fds = fds_of(ancdata)
-    if not data and not fds and not flags & socket.MSG_CTRUNC:
-        raise EOFError("the sending side closed the connection")
-    peer = _peer_of(data) if not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) else None
+    data, fds = recv_with_fds(sock, MAX_PAYLOAD)
+    peer = _peer_of(data) if data is not None else None
     if peer is None or len(fds) != 1 or not _is_socket(fds[0]):
         for fd in fds:
             os.close(fd)
@@ -72,7 +66,23 @@ def recv_conn(sock: socket.socket) -> tuple[int, str] | None:
     return fds[0], peer
 
 
-def fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+def recv_with_fds(sock: socket.socket, max_payload: int) -> tuple[bytes | None, list[int]]:
+    """One message of at most ``max_payload`` bytes and the descriptors that came with it
+    (now the caller's, close-on-exec); the bytes are None when the message or its
+    descriptors were cut short. EOFError when the sender has closed the connection (a
+    zero-length read with no descriptor: no message here is empty), OSError as
+    ``recvmsg`` raises it (BlockingIOError when a non-blocking socket has nothing)."""
+    # MSG_CMSG_CLOEXEC: a received fd must not leak into whatever this process spawns
+    # next; the supervisor hands it on explicitly (pass_fds).
+    data, ancdata, flags, _addr = sock.recvmsg(
+        max_payload + 1, socket.CMSG_SPACE(_FD_ROOM * _FD_BYTES), socket.MSG_CMSG_CLOEXEC)
+    fds = _fds_of(ancdata)
+    if not data and not fds and not flags & socket.MSG_CTRUNC:
+        raise EOFError("the sending side closed the connection")
+    return (None if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) else data), fds
+
+
+def _fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     """Every descriptor in SCM_RIGHTS messages; other control messages are ignored."""
     fds = array.array("i")
     for level, kind, data in ancdata:

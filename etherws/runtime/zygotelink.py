@@ -17,7 +17,6 @@ zygote's bug and ends it.
 
 from __future__ import annotations
 
-import array
 import json
 import os
 import socket
@@ -29,8 +28,6 @@ VERSION = 1
 MAX_REQUEST = 16384
 MAX_REPLY = 512
 BEAT_S = 1.0
-_FD_ROOM = 4
-_FD_BYTES = array.array("i").itemsize
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
@@ -56,15 +53,9 @@ def send_request(sock: socket.socket, argv: list[str], fd: int) -> None:
 def recv_request(sock: socket.socket) -> tuple[list[str], int] | None:
     """One request: ``(argv, fd)``, the fd now the caller's; None when malformed (every
     descriptor that came with it closed). EOFError when the supervisor has gone."""
-    data, ancdata, flags, _ = sock.recvmsg(
-        MAX_REQUEST + 1, socket.CMSG_SPACE(_FD_ROOM * _FD_BYTES), socket.MSG_CMSG_CLOEXEC)
-    fds = fdpass.fds_of(ancdata)
-    if not data and not fds and not flags & socket.MSG_CTRUNC:
-        raise EOFError("the supervisor closed the link")
-    argv = None
-    if not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-        message = fdpass.decode(data, VERSION)
-        argv = message.get("argv") if message is not None else None
+    data, fds = fdpass.recv_with_fds(sock, MAX_REQUEST)
+    message = fdpass.decode(data, VERSION) if data is not None else None
+    argv = message.get("argv") if message is not None else None
     if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv) \
             or len(fds) != 1:
         for fd in fds:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
+from etherws.config import DEFAULT_MOVE_HOLD_S
 from etherws.control import BY_METHOD, Handler, Later, Refused, loggable
 from etherws.frame import mac_to_text
 from etherws.ifaddr import AddressError, check_mtu, parse_address, valid_ifname
@@ -69,7 +70,7 @@ class Switch:
     """Around a reload: the service manager is told (RELOADING=1, then READY=1)."""
     isolate: bool = False
     """Accepted peers cannot reach each other (``--isolate``)."""
-    move_hold_s: float = 0.0
+    move_hold_s: float = DEFAULT_MOVE_HOLD_S
     """MAC move protection's hold-down (``--move-hold``)."""
 
 

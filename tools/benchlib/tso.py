@@ -19,6 +19,8 @@ import signal
 import subprocess
 import sys
 
+import psutil
+
 from etherws.runtime import tuntap
 
 from benchlib.proc import in_ns, run, wait_until
@@ -88,9 +90,8 @@ def measure(vnet: bool, seconds: float, tag: str) -> tuple[float, float]:
 
 
 def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def main() -> int:
