@@ -158,6 +158,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("isolate", "--isolate", bool, False, "accepted peers cannot reach each other, "
            "only the switch's own ports (a public relay for browser VMs)", section="server",
            children=frozenset({"broker"})),
+    Option("no_offload", "--no-offload", bool, False, "no super-frames: TAP ports without "
+           "the kernel's offloads, peers not offered etherws.gso.1 (for comparison, or a "
+           "kernel that misbehaves)", children=frozenset({"tap", "peer", "client"})),
     Option("no_zygote", "--no-zygote", bool, False, "start every peer worker with "
            "fork+exec, not from the zygote (slower, more memory: for comparison)",
            section="server"),
@@ -208,6 +211,7 @@ class Config:
     htpasswd: str | None = None
     max_peers: int = DEFAULT_MAX_PEERS
     isolate: bool = False
+    no_offload: bool = False
     no_zygote: bool = False
     origin: tuple[str, ...] = ()
     ping_interval_s: float = DEFAULT_PING_S

@@ -83,6 +83,39 @@ class VnetHeader:
 
 
 PLAIN = VnetHeader()
+ZERO_HEADER = bytes(VNET_HDR_LEN)
+"""The header of a frame with nothing left undone (what a plain frame gets toward a port
+that takes headers)."""
+
+
+def parse(data: bytes | bytearray | memoryview) -> VnetHeader:
+    """A header of exactly VNET_HDR_LEN bytes (what a ring record carries); GsoError else."""
+    if len(data) != VNET_HDR_LEN:
+        raise GsoError(f"a virtio-net header of {len(data)} bytes")
+    return VnetHeader(*VNET_HDR.unpack_from(data))
+
+
+def shifted(data: bytes | bytearray | memoryview, delta: int) -> bytes:
+    """The header of a frame that grew by ``delta`` bytes in front of its network header
+    (an 802.1Q tag added: +4, stripped: -4): its offsets move with the headers they
+    point at. GsoError when it is not a header or an offset would fall before them."""
+    h = parse(data)
+    start = h.csum_start + delta if h.csum_start else 0
+    hdr_len = h.hdr_len + delta if h.hdr_len else 0
+    if start < 0 or hdr_len < 0 or start > 0xFFFF or hdr_len > 0xFFFF:
+        raise GsoError(f"offsets {h.csum_start}/{h.hdr_len} cannot move by {delta}")
+    return VNET_HDR.pack(h.flags, h.gso_type, hdr_len, h.gso_size, start, h.csum_offset)
+
+
+def wire_frames(frame: bytes | memoryview, header: bytes | bytearray | memoryview
+                ) -> list[bytes | memoryview]:
+    """What a port that takes no header sends for ``frame`` and its virtio-net header:
+    the frame itself when nothing was left undone, else its segments (or the frame with
+    its checksum completed). GsoError when the header does not fit the frame."""
+    h = parse(header)
+    if h.plain:
+        return [frame]
+    return list(segment(frame, h))
 
 
 def ones_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:

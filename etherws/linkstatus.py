@@ -11,7 +11,8 @@ Content, one JSON object (version 1)::
      "state": "connecting" | "up" | "backoff" | "failed",
      "error": "<last error, one line, never a secret>" ,
      "next_retry_ns": <time.monotonic_ns() of the next attempt> | null,
-     "first": "ok" | "failed" | null}     # outcome of the very first attempt
+     "first": "ok" | "failed" | null,    # outcome of the very first attempt
+     "offload": true | false | null}     # the link carries super-frames (etherws.gso.1)
 
 "failed" means the worker gave up for good (e.g. the first attempt failed without
 --retry); it then exits with status 0.
@@ -27,13 +28,14 @@ STATES = ("connecting", "up", "backoff", "failed")
 
 
 def encode(state: str, error: str = "", next_retry_ns: int | None = None,
-           first: str | None = None) -> str:
+           first: str | None = None, offload: bool | None = None) -> str:
     """The record's text; ValueError for a state the contract does not know (a bug)."""
     if state not in STATES:
         raise ValueError(f"unknown link state {state!r}")
     return json.dumps({"v": VERSION, "state": state,
                        "error": error.splitlines()[0] if error else "",
-                       "next_retry_ns": next_retry_ns, "first": first})
+                       "next_retry_ns": next_retry_ns, "first": first,
+                       "offload": offload})
 
 
 def decode(text: str) -> dict[str, Any] | None:

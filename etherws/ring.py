@@ -19,7 +19,8 @@ A record starts at ``head % capacity`` on an 8-byte boundary::
 
     0 length u32: bytes after this header (a virtio-net header, then the frame)
     4 flags u16   (PAD: filler up to the end of the data area; the next record is at 0)
-    6 vnet u16:   bytes of virtio-net header before the frame (0 until offload uses it)
+    6 vnet u16:   bytes of virtio-net header before the frame (``etherws.gso``): 0 for a
+                  plain frame, 10 for a frame from or to a port with offload
 
 Who writes what: the producer writes the records, ``head`` and ``waiting``; the consumer
 ``tail`` and ``armed``. A record becomes visible only when complete: the producer writes
@@ -27,6 +28,12 @@ the bytes, then publishes ``head`` (x86-64 keeps stores in order, and an aligned
 store is one instruction). A producer killed before publishing loses only what it had not
 published; a consumer resumes at its published ``tail``: the records it had taken but not
 released are read again, nothing released is.
+
+``take`` hands out the frames (the Ethernet frame, after any header) and, in ``headers``,
+the virtio-net header of each frame that has one, keyed by the ``id`` of the frame's view:
+whoever passes the frames on (the broker's forwarding, a worker's medium) keeps the
+objects, so the header travels with its frame without a second list to keep in step,
+and a batch without headers costs one test per record.
 
 Nothing read from a ring is trusted: the broker consumes rings written by workers that
 parse network input. ``take`` checks every index and length and raises RingError; the
@@ -104,6 +111,8 @@ class Ring:
         self._head = ctl[HEAD * (LINE // WORD)]  # the producer's own position
         self._tail = ctl[TAIL * (LINE // WORD)]  # the consumer's own position
         self._seen_tail = self._tail  # the producer's cached copy of the consumer's tail
+        self.headers: dict[int, bytes | memoryview] = {}
+        """The consumer's last ``take``: id(frame view) -> its virtio-net header."""
 
     def _get(self, word: int) -> int:
         return int(self._ctl[word * (LINE // WORD)])
@@ -151,10 +160,12 @@ class Ring:
         pad = self.capacity - pos if pos + need > self.capacity else 0
         return pad + need <= room
 
-    def put(self, frame: bytes | bytearray | memoryview, flags: int = 0) -> bool:
-        """Write one record (not yet visible); False when it does not fit now."""
+    def put(self, frame: bytes | bytearray | memoryview, flags: int = 0,
+            vnet: int = 0) -> bool:
+        """Write one record (not yet visible); False when it does not fit now. The first
+        ``vnet`` bytes of ``frame`` are its virtio-net header."""
         n = len(frame)
-        if n > MAX_PAYLOAD:
+        if n > MAX_PAYLOAD or vnet > n:
             return False
         need = (HDR + n + ALIGN - 1) & -ALIGN
         head, cap = self._head, self.capacity
@@ -168,7 +179,7 @@ class Ring:
             REC.pack_into(data, pos, pad - HDR, PAD, 0)
             head += pad
             pos = 0
-        REC.pack_into(data, pos, n, flags, 0)
+        REC.pack_into(data, pos, n, flags, vnet)
         data[pos + HDR:pos + HDR + n] = frame
         self._head = head + need
         return True
@@ -190,15 +201,20 @@ class Ring:
             pos = 0
         return self.data[pos + HDR:pos + HDR + payload]
 
-    def put_reserved(self, n: int, flags: int = 0) -> None:
-        """The reserved record holds ``n`` bytes (at most what was reserved): it is put."""
+    def put_reserved(self, n: int, flags: int = 0, vnet: int = 0) -> None:
+        """The reserved record holds ``n`` bytes (at most what was reserved), the first
+        ``vnet`` of them a virtio-net header: it is put."""
         pos = self._head & self._mask
-        REC.pack_into(self.data, pos, n, flags, 0)
+        REC.pack_into(self.data, pos, n, flags, vnet)
         self._head += (HDR + n + ALIGN - 1) & -ALIGN
 
-    def put_many(self, frames: list[bytes] | list[memoryview]) -> int:
+    def put_many(self, frames: list[bytes] | list[memoryview],
+                 headers: dict[int, bytes | memoryview] | None = None) -> int:
         """``put`` each frame in turn until one does not fit; how many were put (the
-        broker's copy into a down ring: one call per port and pass, not per frame)."""
+        broker's copy into a down ring: one call per port and pass, not per frame).
+        ``headers`` (``take``'s) gives a frame's virtio-net header by the id of its view."""
+        if headers:
+            return self._put_many_vnet(frames, headers)
         cap, mask, data, pack = self.capacity, self._mask, self.data, REC.pack_into
         head, seen = self._head, self._seen_tail
         n = 0
@@ -223,6 +239,28 @@ class Ring:
             head += need
             n += 1
         self._head = head
+        return n
+
+    def _put_many_vnet(self, frames: list[bytes] | list[memoryview],
+                       headers: dict[int, bytes | memoryview]) -> int:
+        """put_many for a batch some of whose frames have a virtio-net header."""
+        n = 0
+        put, get, reserve = self.put, headers.get, self.reserve
+        for frame in frames:
+            h = get(id(frame))
+            if h is None:
+                if not put(frame):
+                    break
+            else:  # one record: the header, then the frame, each copied once
+                k, size = len(h), len(h) + len(frame)
+                view = reserve(size)
+                if view is None:
+                    break
+                view[:k] = h
+                view[k:size] = frame
+                del view
+                self.put_reserved(size, 0, k)
+            n += 1
         return n
 
     def pending(self) -> bool:
@@ -251,6 +289,9 @@ class Ring:
         if not 0 <= head - tail <= cap:
             raise RingError(f"head {head} out of range for tail {tail}")
         out: list[memoryview] = []
+        if self.headers:
+            self.headers = {}
+        headers = self.headers
         append, unpack = out.append, REC.unpack_from
         budget, count = max_bytes, 0
         while tail != head and count < max_records:
@@ -262,7 +303,10 @@ class Ring:
                 if n > budget and count:  # the common case first, with one test
                     break
                 budget -= n
-                append(data[pos + HDR + vnet:pos + HDR + n])
+                view = data[pos + HDR + vnet:pos + HDR + n]
+                append(view)
+                if vnet:
+                    headers[id(view)] = data[pos + HDR:pos + HDR + vnet]
                 count += 1
                 tail += need
                 continue
@@ -277,7 +321,10 @@ class Ring:
                 if n > budget and count:
                     break
                 budget -= n
-                append(data[pos + HDR + vnet:pos + HDR + n])
+                view = data[pos + HDR + vnet:pos + HDR + n]
+                append(view)
+                if vnet:
+                    headers[id(view)] = data[pos + HDR:pos + HDR + vnet]
                 count += 1
             if problem:
                 if count:  # the good records before it first; the next take raises
@@ -289,7 +336,9 @@ class Ring:
         return out
 
     def release(self) -> None:
-        """Give the records taken so far back to the producer."""
+        """Give the records taken so far back to the producer (their headers' views go)."""
+        if self.headers:
+            self.headers = {}
         self._set(TAIL, self._tail)
 
     def resync(self) -> int:
@@ -343,5 +392,6 @@ class RingFile:
     def release(self) -> None:
         """Drop the views into the buffer, so the mapping can be closed."""
         for ring in (self.up, self.down):
+            ring.headers = {}
             ring._ctl.release()
             ring.data.release()

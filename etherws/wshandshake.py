@@ -30,7 +30,12 @@ credentials missing or refused (when auth is on)         401   ``WWW-Authenticat
 =====================================================  ======  ===========================
 
 Never negotiated: extensions (no permessage-deflate: a compressed tunnel is a
-decompression-bomb surface and Ethernet payloads rarely compress) and subprotocols.
+decompression-bomb surface and Ethernet payloads rarely compress). Subprotocols: the
+first of the server's ``protocols`` that the client offers is chosen and named in the 101
+(§4.2.2 item 5.4); a client offering none of them gets a 101 without one, as before.
+``OFFLOAD_PROTOCOL`` is the one etherws offers: every message is a 10-byte virtio-net
+header and a frame, which may be a super-frame (``etherws.gso``). Plain clients (etherws
+1.3, browser VMs) never offer it and get one standard Ethernet frame per message.
 
 Why h11 directly rather than wsproto's ``H11Handshake``: after the 101 etherws frames
 with its own codec (``etherws.wsframe``), so it needs the bytes that followed the
@@ -54,6 +59,8 @@ import h11
 
 from etherws.htpasswd import CHALLENGE, parse_basic_authorization
 
+#: The subprotocol of a tunnel whose messages carry a virtio-net header (see above).
+OFFLOAD_PROTOCOL = "etherws.gso.1"
 #: RFC 6455 §1.3: appended to the client's key before hashing into Sec-WebSocket-Accept.
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: Default bound on the request line plus headers (websockets uses 8 KiB lines too).
@@ -86,6 +93,8 @@ class Accepted:
     trailing: bytes
     user: str | None
     """The authenticated user, None when authentication is off."""
+    protocol: str | None = None
+    """The subprotocol chosen (named in the 101), None for none."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +178,8 @@ class ServerHandshake:
     """
 
     def __init__(self, path: str = "/", auth: Auth | None = None,
-                 origins: frozenset[str] | None = None, max_head: int = MAX_HEAD) -> None:
+                 origins: frozenset[str] | None = None, max_head: int = MAX_HEAD,
+                 protocols: tuple[str, ...] = ()) -> None:
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/': {path!r}")
         if max_head < 64:
@@ -178,6 +188,7 @@ class ServerHandshake:
         self.auth = auth
         self.origins = None if origins is None else frozenset(o.lower() for o in origins)
         self.max_head = max_head
+        self.protocols = protocols
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
         self._fed = 0  # bytes given to h11, never more than max_head
         self._start = b""  # the first bytes, until the method is known
@@ -208,10 +219,24 @@ class ServerHandshake:
         except _Refusal as refusal:
             return self._reject(refusal)
         self._decided = True
-        response = http_response(101, [("Upgrade", b"websocket"), ("Connection", b"Upgrade"),
-                                       ("Sec-WebSocket-Accept", accept_token(nonce))])
+        headers = [("Upgrade", b"websocket"), ("Connection", b"Upgrade"),
+                   ("Sec-WebSocket-Accept", accept_token(nonce))]
+        protocol = self._protocol(request)
+        if protocol is not None:
+            headers.append(("Sec-WebSocket-Protocol", protocol.encode("ascii")))
         trailing = bytes(self._conn.trailing_data[0]) + bytes(extra)
-        return Accepted(response, trailing, user)
+        return Accepted(http_response(101, headers), trailing, user, protocol)
+
+    def _protocol(self, request: h11.Request) -> str | None:
+        """The first of ours the client offered (every Sec-WebSocket-Protocol line, §4.1
+        item 10: a comma-separated list of tokens), or None."""
+        if not self.protocols:
+            return None
+        offered: set[str] = set()
+        for name, value in request.headers:
+            if name == b"sec-websocket-protocol":
+                offered.update(t.strip().decode("latin-1") for t in value.split(b","))
+        return next((p for p in self.protocols if p in offered), None)
 
     def _reject(self, refusal: _Refusal) -> Rejected:
         self._decided = True

@@ -17,6 +17,11 @@ The rules of a learning bridge (IEEE 802.1D, as Linux's bridge applies them):
 
 A frame never goes back out of its ingress port.
 
+A frame may come with a virtio-net header (a super-frame, or a frame whose checksum is
+left to do: ``etherws.gso``), in ``headers`` keyed by the id of the frame's object as the
+ring hands them out; the rules see the Ethernet frame only. A frame a VLAN rule rewrites
+gets its own entry there, its offsets moved with the tag.
+
 Each port may also have (``PortPolicy``):
 
 - a VLAN setting (``etherws.vlan``): a frame is in the VLAN its ingress port's rules give it
@@ -41,6 +46,7 @@ from typing import Generic, TypeVar
 
 from etherws.broker.fdb import Fdb, LearnResult
 from etherws.frame import FrameError, header
+from etherws.gso import GsoError, shifted
 from etherws.ratelimit import TokenBucket, rate_bucket, storm_bucket
 from etherws.vlan import TRANSPARENT, Out, PortVlan, rewrite
 
@@ -49,6 +55,8 @@ HELD = LearnResult.HELD
 REFRESHED = LearnResult.REFRESHED
 F = TypeVar("F", bytes, memoryview)
 """A frame: bytes, or a view into the ring it arrived in."""
+Headers = dict[int, bytes | memoryview]
+"""The virtio-net headers of a batch's frames, by ``id`` of the frame (``Ring.take``)."""
 MAX_VLAN_FLOOD_CACHE = 4096
 """Flood lists kept per (ingress port, VLAN) before the cache starts again: a port sending
 every VID cannot grow it without bound."""
@@ -150,8 +158,10 @@ class Forwarder:
             self._flood_cache[in_port] = targets
         return targets
 
-    def forward(self, in_port: int, frames: list[F], now: float) -> ForwardResult[F]:
+    def forward(self, in_port: int, frames: list[F], now: float,
+                headers: Headers | None = None) -> ForwardResult[F]:
         """Learn from and decide the egress of ``frames`` received on ``in_port`` at ``now``.
+        ``headers`` (the frames' virtio-net headers) gains the rewritten frames' own.
 
         Within the result, frames to one destination keep their order; unicast frames to a
         port come before the flooded ones (802.1D orders frames per destination and
@@ -170,7 +180,7 @@ class Forwarder:
             result.rate = len(frames) - len(kept)
             frames = kept
         if self._vlan:
-            self._forward_vlan(in_port, frames, now, result)
+            self._forward_vlan(in_port, frames, now, result, headers or None)
             return result
         storm = self._storm.get(in_port)
         shut_of = self._shut
@@ -272,7 +282,7 @@ class Forwarder:
         return targets
 
     def _forward_vlan(self, in_port: int, frames: list[F], now: float,
-                      result: ForwardResult[F]) -> None:
+                      result: ForwardResult[F], headers: Headers | None) -> None:
         """``forward`` when some port is not transparent: frames keep their batch order
         on every egress port."""
         rules = self._vlan.get(in_port, TRANSPARENT)
@@ -309,16 +319,35 @@ class Forwarder:
                 result.filtered += 1
             elif out is not None:
                 how = vlan_of.get(out, TRANSPARENT).egress(vid)
-                if how is None:  # its VLAN setting changed since: not a member now
+                g = None if how is None else _rewrite(f, how, vid, headers)
+                if g is None:  # its VLAN setting changed since: not a member now
                     result.filtered += 1
                 else:
-                    egress.setdefault(out, []).append(rewrite(f, how, vid))
+                    egress.setdefault(out, []).append(g)
             elif storm is not None and not storm.take(1, now):
                 result.storm += 1
             else:
-                forms: dict[Out, F | bytes] = {}
+                forms: dict[Out, F | bytes | None] = {}
                 for p, how in self.vlan_flood_targets(in_port, vid):
-                    g = forms.get(how)
-                    if g is None:
-                        g = forms[how] = rewrite(f, how, vid)
-                    egress.setdefault(p, []).append(g)
+                    if how in forms:
+                        g = forms[how]
+                    else:
+                        g = forms[how] = _rewrite(f, how, vid, headers)
+                        if g is None:
+                            result.malformed += 1
+                    if g is not None:
+                        egress.setdefault(p, []).append(g)
+
+
+def _rewrite(f: F, how: Out, vid: int, headers: Headers | None) -> F | bytes | None:
+    """``vlan.rewrite``, the frame's virtio-net header moved along; None when the header
+    does not survive the move (a worker's nonsense: dropped)."""
+    g = rewrite(f, how, vid)
+    if headers is not None and g is not f:
+        h = headers.get(id(f))
+        if h is not None:
+            try:
+                headers[id(g)] = shifted(h, len(g) - len(f))
+            except GsoError:
+                return None
+    return g

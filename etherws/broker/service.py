@@ -4,9 +4,11 @@ Every port has a ring file (``etherws.ring``) that the supervisor created with i
 broker maps the rings of every port in the port table (re-read whenever its generation
 moves). Each pass takes a bounded batch from every port's up ring, learns and decides
 with ``Forwarder`` exactly as a learning bridge does, and copies each frame once into
-each egress port's down ring. What a down ring cannot take is dropped and counted in
-that port's slot; the broker never waits for a port. A sender whose frames all went to
-one full ring is asked to pause (the slot's hold word). Each port's VLAN setting, storm
+each egress port's down ring, behind its virtio-net header if it came with one (a
+super-frame: ``etherws.gso``; the egress worker cuts it up for a port that cannot take
+it). What a down ring cannot take is dropped and counted in that port's slot; the
+broker never waits for a port. A sender whose frames all went to one full ring is asked
+to pause (the slot's hold word). Each port's VLAN setting, storm
 and rate limits come from its slot as well, re-read with the rest (``Forwarder`` applies
 them; a frame a VLAN rule rewrites is copied from its new bytes); a port whose VLAN setting
 changes forgets the addresses it had learned.
@@ -271,7 +273,8 @@ class Broker:
     def handle(self, pr: PortRings, frames: list[memoryview], now: float,
                filled: set[PortRings]) -> None:
         """Learn from and deliver the frames one port sent."""
-        result = self.forwarder.forward(pr.port, frames, now)
+        headers = pr.up.headers
+        result = self.forwarder.forward(pr.port, frames, now, headers)
         view, slot = self.view, pr.slot
         if result.malformed:
             view.add_errors(slot, result.malformed)
@@ -285,15 +288,17 @@ class Broker:
                 view.add_drops(shut.slot, n)
         if not result.egress:
             return
-        if not self.deliver(result.egress, filled) and len(result.egress) == 1:
+        if not self.deliver(result.egress, filled, headers) and len(result.egress) == 1:
             # All of it went to one port, which is full: the sender's worker pauses
             # (link.PortLoop). Not for frames to several ports: a flood must not let one
             # slow port throttle a sender for all the others.
             view.hold(slot, int(now * 1e9) + HOLD_NS)
 
-    def deliver(self, egress: dict[int, list[Frame]], filled: set[PortRings]) -> bool:
-        """Copy every port's frames into its down ring; what a ring cannot take is dropped
-        and counted. False when a ring was full."""
+    def deliver(self, egress: dict[int, list[Frame]], filled: set[PortRings],
+                headers: dict[int, bytes | memoryview] | None = None) -> bool:
+        """Copy every port's frames (each behind its virtio-net header, if ``headers``
+        has one) into its down ring; what a ring cannot take is dropped and counted.
+        False when a ring was full."""
         room = True
         for port, frames in egress.items():
             pr = self.rings.get(port)
@@ -301,7 +306,7 @@ class Broker:
                 continue
             # a VLAN rule's rewritten frames are bytes among the views: put_many takes
             # any buffer, its annotation only says the list is not mixed
-            sent = pr.down.put_many(cast("list[memoryview]", frames))
+            sent = pr.down.put_many(cast("list[memoryview]", frames), headers)
             if sent:
                 filled.add(pr)
             if sent < len(frames):

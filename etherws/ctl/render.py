@@ -247,6 +247,8 @@ def status(result: Mapping[str, Any]) -> str:
             *([("gone peers", _gone(_sub(e, "gone_peers")))] if _sub(e, "gone_peers")
               .get("peers") else []),
             *([("isolate", "peers cannot reach each other")] if e.get("isolate") else []),
+            *([("offload", "off: no super-frames (--no-offload)")]
+              if e.get("offload") is False else []),
             ("fdb", f"{number(table_.get('entries'))} of {number(table_.get('capacity'))} "
                     f"entries, refused: {number(table_.get('refused_full'))} table full, "
                     f"{number(table_.get('refused_port'))} port limit; "

@@ -19,9 +19,10 @@ def path(rundir: str, port: int) -> str:
 
 
 def write(rundir: str, port: int, state: str, error: str = "",
-          next_retry_ns: int | None = None, first: str | None = None) -> None:
+          next_retry_ns: int | None = None, first: str | None = None,
+          offload: bool | None = None) -> None:
     """Replace the status file atomically."""
-    text = linkstatus.encode(state, error, next_retry_ns, first)
+    text = linkstatus.encode(state, error, next_retry_ns, first, offload)
     final = path(rundir, port)
     tmp = f"{final}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -72,6 +72,8 @@ class Switch:
     """Accepted peers cannot reach each other (``--isolate``)."""
     move_hold_s: float = DEFAULT_MOVE_HOLD_S
     """MAC move protection's hold-down (``--move-hold``)."""
+    offload: bool = True
+    """TAP ports take super-frames, peers are offered etherws.gso.1 (not ``--no-offload``)."""
 
 
 def _port(sw: Switch, params: Params) -> Port:
@@ -116,7 +118,18 @@ def port_entry(sw: Switch, port: Port, now: float) -> dict[str, Any]:
         "last_reason_age": None if life.reason_at is None else now - life.reason_at,
         "next_retry": next_retry,
         "link": None if link is None else link["state"],
+        "offload": _offload(sw, port, link if state == "up" else None),
     }
+
+
+def _offload(sw: Switch, port: Port, link: dict[str, Any] | None) -> bool | None:
+    """The port takes super-frames: a TAP unless --no-offload, a tunnel whose link is up
+    and negotiated them; None when not known (a tunnel that is not up) or never (netdev)."""
+    if port.kind is PortKind.TAP:
+        return sw.offload
+    if port.kind in TUNNELS:
+        return None if link is None else bool(link.get("offload"))
+    return None
 
 
 CLIENT_ONLY = ("user", "passwd", "cacerts", "insecure", "proxy", "proxy_env", "retry")
@@ -348,7 +361,7 @@ def get_status(sw: Switch, params: Params) -> dict[str, Any]:
         "zygote": None if zygote is None else {**_process(zygote), "forked": zygote.forked,
                                                "spawned": zygote.spawned},
         "gone_peers": dataclasses.asdict(sw.ports.gone_peers),
-        "isolate": sw.isolate, "move_hold": sw.move_hold_s,
+        "isolate": sw.isolate, "move_hold": sw.move_hold_s, "offload": sw.offload,
         "fdb": {"entries": sw.fdb.in_use, "capacity": sw.fdb.capacity,
                 "refused_full": sw.fdb.refused_full, "refused_port": sw.fdb.refused_port,
                 "held_moves": sw.fdb.held_moves},

@@ -164,11 +164,13 @@ class ClientWorker:
         now = time.monotonic()
         self.backoff.connected(now)
         self.last_error = ""
-        self._status("up")
-        log.info("connected to %s%s", self.connector.target,
-                 f" through proxy {self.connector.proxy}" if self.connector.proxy else "")
+        c = self.connector
+        self._status("up", offload=c.offloaded)
+        log.info("connected to %s%s%s", c.target,
+                 f" through proxy {c.proxy}" if c.proxy else "",
+                 " (offload: super-frames)" if c.offloaded else "")
         keepalive = Keepalive(now, self.args.ping_interval_s, self.args.ping_timeout_s)
-        medium = WsMedium(sock, "client", keepalive=keepalive)
+        medium = WsMedium(sock, "client", keepalive=keepalive, offload=c.offloaded)
         try:
             PortLoop(medium, self.link, self.counters, self.stop).run()
         except MediumClosed as e:
@@ -205,10 +207,11 @@ class ClientWorker:
                                  IDLE_POLL_MS, done):
             self.counters.add_drops(link.discard())
 
-    def _status(self, state: str, error: str = "", next_retry_ns: int | None = None) -> None:
+    def _status(self, state: str, error: str = "", next_retry_ns: int | None = None,
+                offload: bool | None = None) -> None:
         """Publish the link state for the supervisor (never a secret)."""
         portstatus.write(self.args.rundir, self.args.port, state,
-                         self.connector.scrub(error), next_retry_ns, self.first)
+                         self.connector.scrub(error), next_retry_ns, self.first, offload)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -235,7 +238,8 @@ def _prepare(args: argparse.Namespace, secrets_text: str) -> Connector | str:
     try:
         secrets = Secrets.from_json(secrets_text)
         env = secrets.proxy_env if secrets.proxy_env is not None else own_env
-        return Connector(args.url, secrets, args.cacerts, args.insecure, env)
+        return Connector(args.url, secrets, args.cacerts, args.insecure, env,
+                         offload=not args.no_offload)
     except UrlError as e:
         return str(e)
 

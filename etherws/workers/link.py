@@ -36,6 +36,7 @@ from typing import Callable, Protocol
 
 from etherws.errors import EtherwsError
 from etherws.frame import ETH_HLEN, MAX_FRAME
+from etherws.gso import VNET_HDR_LEN, GsoError, wire_frames
 from etherws.paths import RunDir
 from etherws.ring import Ring, RingError, RingFile
 from etherws.runtime import lifeline, logsetup, malloctune, procargs, rings
@@ -77,11 +78,17 @@ class MediumClosed(EtherwsError):
 class Medium(Protocol):
     """One port's frame source and sink, polled by fd. Every call is non-blocking.
 
-    A medium inherits this class: the last five methods are optional hooks with no-op
-    defaults, for a medium that buffers on its own (a WebSocket: decoded messages left
+    ``offload``: every frame read comes behind a VNET_HDR_LEN-byte virtio-net header, and
+    ``write_vnet`` sends one with its header; ``write`` then sends a plain frame (behind a
+    zero header, if the medium needs one).
+
+    A medium inherits this class: the methods after ``close`` are optional hooks with
+    no-op defaults, for a medium that buffers on its own (a WebSocket: decoded messages left
     over from a bounded batch, bytes decrypted inside the TLS layer, output the socket
     could not take yet, keepalive timers); TAP and AF_PACKET media keep the defaults.
     """
+
+    offload: bool = False
 
     def fileno(self) -> int:
         """The fd to poll for readability (stays the same while the medium is open)."""
@@ -109,6 +116,11 @@ class Medium(Protocol):
     def close(self) -> None:
         """Release the medium (a persistent TAP stays)."""
         ...
+
+    def write_vnet(self, header: bytes | memoryview, frame: bytes | memoryview) -> bool:
+        """Send one frame behind its virtio-net header (an ``offload`` medium's; the
+        loop never calls it on another, which would drop the frame)."""
+        return False
 
     def read_into(self, ring: Ring, max_frames: int) -> tuple[int, int, int] | None:
         """Read up to ``max_frames`` frames straight into ``ring`` (put, not committed):
@@ -140,9 +152,11 @@ class Medium(Protocol):
         return True
 
 
-def split_valid(frames: list[bytes]) -> tuple[list[bytes], int]:
-    """``(frames the data plane can carry, how many were not)``: ETH_HLEN..MAX_FRAME bytes."""
-    good = [f for f in frames if ETH_HLEN <= len(f) <= MAX_FRAME]
+def split_valid(frames: list[bytes], vnet: int = 0) -> tuple[list[bytes], int]:
+    """``(frames the data plane can carry, how many were not)``: ETH_HLEN..MAX_FRAME bytes
+    after a ``vnet``-byte header."""
+    low, high = ETH_HLEN + vnet, MAX_FRAME + vnet
+    good = [f for f in frames if low <= len(f) <= high]
     return good, len(frames) - len(good)
 
 
@@ -192,13 +206,13 @@ class RingLink:
         """The up ring has room for the largest frame a medium reads."""
         return self.up.room_for(MAX_READ)
 
-    def send(self, frames: list[bytes]) -> tuple[int, int]:
-        """Put frames into the up ring and publish them; ``(frames, bytes)`` that went
-        (the rest found no room)."""
+    def send(self, frames: list[bytes], vnet: int = 0) -> tuple[int, int]:
+        """Put frames (each behind a ``vnet``-byte header) into the up ring and publish
+        them; ``(frames, bytes)`` that went (the rest found no room)."""
         put = self.up.put
         sent = nbytes = 0
         for f in frames:
-            if put(f):
+            if put(f, 0, vnet):
                 sent += 1
                 nbytes += len(f)
         if sent:
@@ -382,11 +396,12 @@ class PortLoop:
                 self.coalescer.sent(self.clock() / 1e9)
 
     def _send_up(self, frames: list[bytes]) -> None:
-        good, bad = split_valid(frames)
+        vnet = VNET_HDR_LEN if self.medium.offload else 0
+        good, bad = split_valid(frames, vnet)
         self.counters.add_errors(bad)
         if not good:
             return
-        sent, nbytes = self.link.send(good)
+        sent, nbytes = self.link.send(good, vnet)
         self.counters.received(sent, nbytes)
         self.counters.add_drops(len(good) - sent)
         self.coalescer.sent(self.clock() / 1e9)
@@ -403,18 +418,57 @@ class PortLoop:
             self.counters.add_errors(1)
             down.resync()
             return
-        sent = nbytes = 0
-        for f in frames:
-            if write(f):
-                sent += 1
-                nbytes += len(f)
+        headers = down.headers
+        if headers:
+            sent, nbytes, dropped = self._write_vnet(frames, headers)
+        else:
+            sent = nbytes = 0
+            for f in frames:
+                if write(f):
+                    sent += 1
+                    nbytes += len(f)
+            dropped = len(frames) - sent
         self.counters.sent(sent, nbytes)
-        self.counters.add_drops(len(frames) - sent)
-        del frames
+        self.counters.add_drops(dropped)
+        del frames, headers
         try:
             self.medium.flush()  # may raise MediumClosed
         finally:
             down.release()
+
+
+    def _write_vnet(self, frames: list[memoryview], headers: dict[int, bytes | memoryview]
+                    ) -> tuple[int, int, int]:
+        """downstream's writes for a batch with virtio-net headers: ``(frames sent, their
+        bytes, frames dropped)``. A medium without offload gets each super-frame's
+        segments; one whose header does not fit its frame is an error, not sent."""
+        medium, get = self.medium, headers.get
+        sent = nbytes = dropped = errors = 0
+        for f in frames:
+            h = get(id(f))
+            if h is None:
+                wire: list[bytes | memoryview] = [f]
+            elif medium.offload:
+                if medium.write_vnet(h, f):
+                    sent += 1
+                    nbytes += len(f)
+                else:
+                    dropped += 1
+                continue
+            else:
+                try:
+                    wire = wire_frames(f, h)
+                except GsoError:
+                    errors += 1
+                    continue
+            for w in wire:
+                if medium.write(w):
+                    sent += 1
+                    nbytes += len(w)
+                else:
+                    dropped += 1
+        self.counters.add_errors(errors)
+        return sent, nbytes, dropped
 
 
 def beat_while_waiting(counters: SlotView, stop: StopSignal, until_ns: int,

@@ -62,6 +62,7 @@ from etherws.workers.slot import claim_slot
 from etherws.workers.wsmedium import WsMedium
 from etherws.wsframe import CloseCode, Opcode, close_payload, frame
 from etherws.wshandshake import (
+    OFFLOAD_PROTOCOL,
     Accepted,
     Auth,
     Decision,
@@ -298,15 +299,17 @@ class Peer:
             return self._ended(f"{len(accepted.trailing)} bytes sent before the 101 "
                                "(closed with 1002)", sock, waiter)
         who = f" as user {accepted.user!r}" if accepted.user is not None else ""
-        log.info("WebSocket peer accepted%s (path %s)", who, self.args.path)
-        self._status("up")
-        return self._tunnel(sock)
+        log.info("WebSocket peer accepted%s (path %s%s)", who, self.args.path,
+                 ", offload: super-frames" if accepted.protocol == OFFLOAD_PROTOCOL else "")
+        self._status("up", offload=accepted.protocol == OFFLOAD_PROTOCOL)
+        return self._tunnel(sock, accepted.protocol == OFFLOAD_PROTOCOL)
 
-    def _tunnel(self, sock: socket.socket) -> int:
-        """Frames between the peer and the broker until either side ends; exit 0."""
+    def _tunnel(self, sock: socket.socket, offload: bool) -> int:
+        """Frames between the peer and the broker until either side ends; exit 0.
+        ``offload``: the messages carry a virtio-net header (``OFFLOAD_PROTOCOL``)."""
         now_ns = time.monotonic_ns()
         keepalive = Keepalive(now_ns / 1e9, self.args.ping_interval_s, self.args.ping_timeout_s)
-        medium = WsMedium(sock, "server", self.args.max_message, keepalive)
+        medium = WsMedium(sock, "server", self.args.max_message, keepalive, offload)
         link = open_link(self.args, self.counters)
         if link is None:
             medium.close()
@@ -348,9 +351,9 @@ class Peer:
         # calling that too would only try to send a Close after the peer's end.
         linger_close(medium.sock, waiter)
 
-    def _status(self, state: str, error: str = "") -> None:
+    def _status(self, state: str, error: str = "", offload: bool | None = None) -> None:
         """Publish the link state for the supervisor's listport."""
-        portstatus.write(self.args.rundir, self.args.port, state, error)
+        portstatus.write(self.args.rundir, self.args.port, state, error, offload=offload)
 
 
 def make_auth(path: str | None, rundir: str,
@@ -387,7 +390,8 @@ def configure(args: argparse.Namespace, beat: Callable[[], None] | None = None
     if not ETH_HLEN <= args.max_message <= MAX_FRAME:
         raise ConfigError(f"--max-message must be {ETH_HLEN}..{MAX_FRAME}")
     origins = frozenset(args.origin) if args.origin else None
-    handshake = ServerHandshake(args.path, make_auth(args.htpasswd, args.rundir, beat), origins)
+    handshake = ServerHandshake(args.path, make_auth(args.htpasswd, args.rundir, beat), origins,
+                                protocols=() if args.no_offload else (OFFLOAD_PROTOCOL,))
     context = None if args.sslcert is None else tls_context(args.sslcert, args.sslkey)
     return context, handshake
 

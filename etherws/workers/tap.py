@@ -6,7 +6,12 @@ The supervisor creates the TAP persistent (``etherws.runtime.tuntap.create_persi
 before it starts this worker; the worker only attaches, so after a restart it finds
 the same device with its addresses, MTU and bridge membership. If the device does not
 exist the kernel creates a non-persistent one, gone again when the worker exits.
-Frames are raw Ethernet (IFF_NO_PI, no virtio-net header).
+Frames are raw Ethernet (IFF_NO_PI) behind a virtio-net header (IFF_VNET_HDR), with
+checksum and TCP (and UDP, where the kernel has it) segmentation offload enabled: the
+kernel hands over super-frames of up to 64 KiB and frames whose checksum is left to do,
+and takes them back the same way (``etherws.gso``). In a Python relay between two TAPs
+that carried 10-11.6 Gbit/s at 0.5-0.6 CPU s/GB against 0.9 Gbit/s at 8.8 CPU s/GB
+without (tools/measure-tso, one run). ``--no-offload``: plain frames, no header.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import logging
 import os
 import sys
 
+from etherws import config
 from etherws.frame import ETH_HLEN, MAX_FRAME
+from etherws.gso import VNET_HDR_LEN, ZERO_HEADER
 from etherws.ring import Ring
 from etherws.runtime import tuntap
 from etherws.workers.link import Medium, MediumClosed, worker_main
@@ -31,14 +38,25 @@ READ_SIZE = MAX_FRAME + 1
 # tun_get_user() refuses a write with EIO while the interface is down and EINVAL for a
 # frame shorter than an Ethernet header; EAGAIN/ENOBUFS are lack of room. All: a drop.
 _WRITE_DROPS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.EIO, errno.EINVAL})
+OFFLOADS = (tuntap.TUN_F_CSUM | tuntap.TUN_F_TSO4 | tuntap.TUN_F_TSO6 | tuntap.TUN_F_USO4
+            | tuntap.TUN_F_USO6)
 
 
 class TapMedium(Medium):
-    """A non-blocking fd attached to a TAP, plus the device's kernel drop counter."""
+    """A non-blocking fd attached to a TAP, plus the device's kernel drop counter;
+    ``offload``: with the virtio-net header and the kernel's offloads."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, offload: bool = True) -> None:
         self.name = name
-        self.fd = tuntap.attach_tap(name)
+        self.fd = tuntap.attach_tap(name, vnet=offload)
+        self.offload = offload
+        self._vnet = VNET_HDR_LEN if offload else 0
+        try:  # a persistent TAP keeps what the last worker set: say it every time
+            self.offloads = tuntap.set_offload(self.fd, OFFLOADS if offload else 0)
+        except OSError as e:
+            os.close(self.fd)
+            raise OSError(e.errno, f"cannot set the offloads of TAP {name!r}: "
+                                   f"{e.strerror}") from None
         # tun_net_xmit() drops frames when the fd's queue (txqueuelen) is full — which
         # is where drop-early leaves them — and counts them in the device's tx_dropped.
         self._stats_fd: int | None = None
@@ -58,10 +76,10 @@ class TapMedium(Medium):
     def read_batch(self, max_frames: int) -> list[bytes]:
         """Read frames until the queue is empty or ``max_frames``."""
         frames = []
-        read, fd = os.read, self.fd
+        read, fd, size = os.read, self.fd, READ_SIZE + self._vnet
         try:
             for _ in range(max_frames):
-                frames.append(read(fd, READ_SIZE))
+                frames.append(read(fd, size))
         except BlockingIOError:
             pass
         except OSError as e:
@@ -75,17 +93,19 @@ class TapMedium(Medium):
         frame, no second copy) until the queue is empty, the ring is full or
         ``max_frames``; a frame too short or too long is counted, not put."""
         readv, fd, reserve, put = os.readv, self.fd, ring.reserve, ring.put_reserved
+        vnet = self._vnet
+        low, high, size = ETH_HLEN + vnet, MAX_FRAME + vnet, READ_SIZE + vnet
         frames = nbytes = errors = 0
         try:
             for _ in range(max_frames):
-                view = reserve(READ_SIZE)
+                view = reserve(size)
                 if view is None:
                     break
                 n = readv(fd, (view,))
-                if ETH_HLEN <= n <= MAX_FRAME:
-                    put(n)
+                if low <= n <= high:
+                    put(n, 0, vnet)
                     frames += 1
-                    nbytes += n
+                    nbytes += n - vnet
                 else:
                     errors += 1
         except BlockingIOError:
@@ -100,8 +120,23 @@ class TapMedium(Medium):
 
     def write(self, frame: bytes | memoryview) -> bool:
         """Write one frame; False when the kernel refused it."""
+        if self.offload:
+            return self.write_vnet(ZERO_HEADER, frame)
         try:
             os.write(self.fd, frame)
+        except OSError as e:
+            if e.errno in _WRITE_DROPS:
+                return False
+            if e.errno == errno.EBADFD:
+                raise MediumClosed(f"TAP {self.name} was deleted") from None
+            raise
+        return True
+
+    def write_vnet(self, header: bytes | memoryview, frame: bytes | memoryview) -> bool:
+        """Write one frame behind its virtio-net header (one system call); False when the
+        kernel refused it (EINVAL also for a header that does not fit the frame)."""
+        try:
+            os.writev(self.fd, (header, frame))
         except OSError as e:
             if e.errno in _WRITE_DROPS:
                 return False
@@ -139,12 +174,13 @@ class TapMedium(Medium):
 
 
 def _open(args: argparse.Namespace) -> TapMedium:
-    return TapMedium(args.target)
+    return TapMedium(args.target, offload=not args.no_offload)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a TAP port worker; the exit status (see link.worker_main)."""
-    return worker_main(argv, "etherws-tap-worker", "tap", _open)
+    return worker_main(argv, "etherws-tap-worker", "tap", _open,
+                       lambda p: config.add_child_arguments(p, "tap"))
 
 
 if __name__ == "__main__":

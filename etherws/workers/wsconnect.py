@@ -25,6 +25,7 @@ from typing import Any
 
 import websocket
 
+from etherws.wshandshake import OFFLOAD_PROTOCOL
 from etherws.wsurl import Proxy, Secrets, Target, env_proxy, parse_proxy
 
 CONNECT_TIMEOUT_S = 10.0
@@ -35,8 +36,12 @@ class Connector:
     """Everything one connection attempt needs; ``connect`` blocks (run it in a thread)."""
 
     def __init__(self, url: str, secrets: Secrets, cacerts: str | None, insecure: bool,
-                 proxy_env: dict[str, str]) -> None:
+                 proxy_env: dict[str, str], offload: bool = False) -> None:
         self.target = Target.parse(url)
+        self.offload = offload
+        """Offer OFFLOAD_PROTOCOL."""
+        self.offloaded = False
+        """The last connection's server chose it: messages carry a virtio-net header."""
         self.secrets = secrets
         self.cacerts = cacerts
         self.insecure = insecure
@@ -62,9 +67,17 @@ class Connector:
         # websocket-client offers no extensions, so permessage-deflate is never
         # negotiated; a server that answers with one anyway fails at its first
         # RSV1 frame (wsframe: 1002).
+        header = {}
         if self.secrets.user is not None:
             token = f"{self.secrets.user}:{self.secrets.passwd or ''}".encode()  # RFC 7617
-            kw["header"] = {"Authorization": "Basic " + base64.b64encode(token).decode()}
+            header["Authorization"] = "Basic " + base64.b64encode(token).decode()
+        if self.offload:
+            # Not websocket-client's ``subprotocols``: it fails the handshake when the
+            # server chooses none, and a server without offload (etherws 1.3, --no-offload)
+            # must still get a plain tunnel. ``connect`` reads the answer itself.
+            header["Sec-WebSocket-Protocol"] = OFFLOAD_PROTOCOL
+        if header:
+            kw["header"] = header
         if self.target.secure:
             if self.insecure:
                 kw["sslopt"] = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
@@ -82,6 +95,8 @@ class Connector:
         sock, ws.sock = ws.sock, None  # ours now: websocket-client must not close it
         if sock is None:  # create_connection returns connected or raises; never seen
             raise OSError("websocket-client returned no socket")
+        chosen = (ws.getheaders() or {}).get("sec-websocket-protocol", "")
+        self.offloaded = self.offload and chosen.strip() == OFFLOAD_PROTOCOL
         return sock
 
     def scrub(self, text: str) -> str:

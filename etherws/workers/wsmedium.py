@@ -3,7 +3,9 @@
 The opening handshake is someone else's (websocket-client for a client port, the
 peer worker's server handshake); from then on this module frames and parses whole
 buffers with ``etherws.wsframe`` (one big recv and one send per batch cost a third of
-a per-message library, measured). One Ethernet frame is one binary message.
+a per-message library, measured). One Ethernet frame is one binary message; with
+``offload`` (both sides chose ``wshandshake.OFFLOAD_PROTOCOL``) one message is a 10-byte
+virtio-net header and a frame, which may be a 64 KiB super-frame.
 
 What it owns, because no library does it any more:
 
@@ -37,6 +39,7 @@ import ssl
 
 from etherws import wsframe
 from etherws.frame import MAX_FRAME
+from etherws.gso import VNET_HDR_LEN, ZERO_HEADER
 from etherws.keepalive import Keepalive, Verdict
 from etherws.workers.link import (
     RECV_BYTES_PER_WAKEUP,
@@ -79,19 +82,22 @@ class WsMedium(Medium):
     """Frames as binary messages over one connected socket (plain or TLS).
 
     ``role`` is this end's side ("client" masks what it sends, §5.1), ``max_message``
-    the largest message accepted (larger: close 1009), ``keepalive`` the silence timer
-    or None for none. The socket is made non-blocking and is closed by ``close``.
+    the largest frame accepted (a larger message: close 1009), ``keepalive`` the silence
+    timer or None for none, ``offload``: every message carries a virtio-net header (not
+    counted in ``max_message``). The socket is made non-blocking and is closed by
+    ``close``.
     """
 
     def __init__(self, sock: socket.socket, role: str, max_message: int = MAX_FRAME,
-                 keepalive: Keepalive | None = None) -> None:
+                 keepalive: Keepalive | None = None, offload: bool = False) -> None:
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
         self.sock = sock
         self.fd = sock.fileno()
         self.tls = isinstance(sock, ssl.SSLSocket)
-        self.decoder = wsframe.Decoder(role, max_message)
+        self.offload = offload
+        self.decoder = wsframe.Decoder(role, max_message + (VNET_HDR_LEN if offload else 0))
         self.masking = role == "client"
         self.keepalive = keepalive
         self._ready: list[bytes] = []  # decoded messages not handed out yet
@@ -122,6 +128,15 @@ class WsMedium(Medium):
 
     def write(self, frame: bytes | memoryview) -> bool:
         """Queue one frame for the next flush; False (a drop) when there is no room."""
+        if self.offload:
+            return self.write_vnet(ZERO_HEADER, frame)
+        return self._queue(frame)
+
+    def write_vnet(self, header: bytes | memoryview, frame: bytes | memoryview) -> bool:
+        """Queue one frame behind its virtio-net header, as one message (``offload``)."""
+        return self._queue(b"".join((header, frame)))
+
+    def _queue(self, frame: bytes | memoryview) -> bool:
         size = len(frame) + FRAME_OVERHEAD
         if (self._close_sent or self._failure is not None
                 or len(self._out) + self._batch_bytes + size > OUT_LIMIT):

@@ -171,3 +171,36 @@ def test_ones_sum_matches_the_word_loop(data: bytes, initial: int) -> None:
     got = gso.ones_sum(data, initial)
     assert got == total or {got, total} == {0, 0xFFFF}
     assert gso.checksum(data) == scapy_checksum(data)
+
+
+def test_wire_frames_passes_a_plain_frame_as_it_is_and_cuts_a_super_frame() -> None:
+    frame = bytes(Ether() / IP() / UDP() / Raw(b"abc"))
+    view = memoryview(frame)
+    assert gso.wire_frames(view, gso.ZERO_HEADER)[0] is view  # no copy
+    assert gso.wire_frames(view, VnetHeader(gso.DATA_VALID).pack())[0] is view
+    big, h, _ = super_frame(False, True, None, os.urandom(5000), 1448)
+    assert gso.wire_frames(big, h.pack()) == gso.segment(big, h)
+    with pytest.raises(GsoError, match="12 bytes"):
+        gso.wire_frames(big, h.pack() + b"xx")
+
+
+@given(v6=st.booleans(), tcp=st.booleans(), size=st.integers(1, 6000),
+       mss=st.integers(256, 1500))
+@settings(max_examples=40, deadline=None)
+def test_a_shifted_header_fits_the_frame_with_its_tag_added_or_removed(
+        v6: bool, tcp: bool, size: int, mss: int) -> None:
+    payload = os.urandom(size)
+    untagged, h, _ = super_frame(v6, tcp, None, payload, mss)
+    tagged, h_tagged, _ = super_frame(v6, tcp, 10, payload, mss)
+    assert gso.shifted(h.pack(), 4) == h_tagged.pack()
+    assert gso.shifted(h_tagged.pack(), -4) == h.pack()
+    assert [s[:12] + s[16:] for s in gso.segment(tagged, gso.parse(gso.shifted(
+        h.pack(), 4)))] == gso.segment(untagged, h)
+
+
+def test_a_header_that_cannot_shift_is_refused() -> None:
+    assert gso.shifted(gso.ZERO_HEADER, -4) == gso.ZERO_HEADER  # no offsets to move
+    with pytest.raises(GsoError, match="cannot move"):
+        gso.shifted(VnetHeader(gso.NEEDS_CSUM, 0, 0, 0, 2, 16).pack(), -4)
+    with pytest.raises(GsoError, match="9 bytes"):
+        gso.shifted(b"123456789", 4)

@@ -393,3 +393,73 @@ def test_put_many_puts_until_one_does_not_fit() -> None:
     consumer.release()
     assert producer.put_many(frames[n:]) == len(frames) - n  # wraps behind padding
     assert producer.put_many([bytes(ring.MAX_PAYLOAD + 1)]) == 0
+
+
+# --- records with a virtio-net header ---------------------------------------------------
+HDR10 = bytes(range(1, 11))
+
+
+def test_a_record_with_a_header_hands_out_the_frame_and_the_header_beside_it() -> None:
+    f = RingFile(new_file())
+    assert f.up.put(HDR10 + frame(1, 100), vnet=10)
+    assert f.up.put(frame(2, 60))
+    f.up.commit()
+    frames = f.up.take(8)
+    assert [bytes(x) for x in frames] == [frame(1, 100), frame(2, 60)]
+    assert {k: bytes(v) for k, v in f.up.headers.items()} == {id(frames[0]): HDR10}
+    del frames
+    f.up.release()
+    assert f.up.headers == {}
+
+
+def test_put_many_copies_each_frames_header_in_front_of_it() -> None:
+    src, dst = RingFile(new_file()), RingFile(new_file())
+    src.up.put(HDR10 + frame(1, 3000), vnet=10)
+    src.up.put(frame(2, 70))
+    src.up.put(bytes(10) + frame(3, 64), vnet=10)
+    src.up.commit()
+    frames = src.up.take(8)
+    extra = b"a rewritten frame"  # bytes among the views: plain unless given a header
+    assert dst.down.put_many(frames + [extra], src.up.headers) == 4
+    dst.down.commit()
+    got = dst.down.take(8)
+    assert [bytes(x) for x in got] == [frame(1, 3000), frame(2, 70), frame(3, 64), extra]
+    headers = {got.index(v): bytes(h) for v in got for k, h in dst.down.headers.items()
+               if k == id(v)}
+    assert headers == {0: HDR10, 2: bytes(10)}
+
+
+def test_put_many_with_headers_stops_at_the_first_record_that_does_not_fit() -> None:
+    f = RingFile(new_file())
+    big = frame(9, 60000)
+    views = [memoryview(big) for _ in range(6)]
+    headers = {id(v): memoryview(HDR10) for v in views}
+    assert f.down.put_many(views, headers) == 4  # 4 x 60018 of 262144 bytes
+    f.down.commit()
+    assert len(f.down.take(8)) == 4
+
+
+def test_a_header_longer_than_its_record_is_refused_on_both_sides() -> None:
+    f = RingFile(new_file())
+    assert not f.up.put(b"short", vnet=10)
+    buf = new_file()
+    g = RingFile(buf)
+    g.up.put(frame(1, 40))
+    g.up.commit()
+    struct.pack_into("<H", buf, ring.DATA_OFFSET + 6, 41)  # a worker lying about it
+    with pytest.raises(RingError, match="header"):
+        g.up.take(8)
+
+
+def test_put_reserved_marks_the_header_read_in_front_of_the_frame() -> None:
+    f = RingFile(new_file())
+    view = f.up.reserve(2000)
+    assert view is not None
+    view[:10] = HDR10
+    view[10:110] = frame(4, 100)
+    del view
+    f.up.put_reserved(110, vnet=10)
+    f.up.commit()
+    frames = f.up.take(1)
+    assert bytes(frames[0]) == frame(4, 100)
+    assert [bytes(h) for h in f.up.headers.values()] == [HDR10]

@@ -360,3 +360,34 @@ def test_arbitrary_bytes_after_a_request_line(tail: bytes) -> None:
     hs = ServerHandshake(max_head=1024)
     decision = decide(hs, b"GET / HTTP/1.1\r\n" + tail + b"\r\n\r\n")
     assert decision is None or isinstance(decision, (Accepted, Rejected))
+
+
+# --- the offload subprotocol ----------------------------------------------------------------
+GSO = "etherws.gso.1"
+
+
+@pytest.mark.parametrize(("offered", "ours", "chosen"), [
+    ([b"etherws.gso.1"], (GSO,), GSO),
+    ([b"chat, etherws.gso.1"], (GSO,), GSO),                 # a list in one line
+    ([b"chat", b" etherws.gso.1 "], (GSO,), GSO),            # several lines
+    ([b"etherws.gso.2"], (GSO,), None),                      # a later version: plain
+    ([b"etherws.gso.1"], (), None),                          # --no-offload
+    ([], (GSO,), None),                                      # etherws 1.3, a browser VM
+])
+def test_the_offload_protocol_is_chosen_only_when_both_sides_offer_it(
+        offered: list[bytes], ours: tuple[str, ...], chosen: str | None) -> None:
+    raw = request(headers=[(b"Sec-WebSocket-Protocol", v) for v in offered])
+    decision = ServerHandshake(protocols=ours).receive(raw)
+    assert isinstance(decision, Accepted) and decision.protocol == chosen
+    _, headers, _ = parse_response(decision.response)
+    assert headers.get("sec-websocket-protocol", []) == ([chosen] if chosen else [])
+
+
+def test_a_real_client_offering_the_protocol_accepts_the_answer() -> None:
+    client = H11Handshake(ConnectionType.CLIENT)
+    raw = client.send(Request(host="switch.example", target="/", subprotocols=[GSO]))
+    decision = ServerHandshake(protocols=(GSO,)).receive(raw)
+    assert isinstance(decision, Accepted)
+    client.receive_data(decision.response)
+    events = list(client.events())
+    assert isinstance(events[0], AcceptConnection) and events[0].subprotocol == GSO

@@ -230,3 +230,29 @@ def test_matches_the_vlan_rules_frame_by_frame(ports: dict[int, PortPolicy],
                 assert rules.transparent or rules.classify(f) is not None, (p, f)
                 if rules.mode is vlan.Mode.ACCESS:
                     assert tag is None
+
+
+# --- frames with a virtio-net header ------------------------------------------------------
+def test_a_frame_a_vlan_rule_rewrites_takes_its_header_along_shifted() -> None:
+    from etherws import gso
+    fw = switch()
+    f = eth(BCAST, A, payload=b"y" * 80)
+    h = gso.VnetHeader(gso.NEEDS_CSUM, gso.GSO_TCPV4, 66, 1448, 34, 16).pack()
+    headers: dict[int, bytes | memoryview] = {id(f): h}
+    egress = fw.forward(1, [f], 0.0, headers).egress
+    assert egress[2] == [f]  # unchanged: the same object, the same header
+    tagged = egress[4][0]
+    assert tagged is egress[5][0] and len(tagged) == len(f) + 4
+    assert headers[id(tagged)] == gso.VnetHeader(gso.NEEDS_CSUM, gso.GSO_TCPV4, 70, 1448,
+                                                 38, 16).pack()
+    back = fw.forward(4, [eth(BCAST, B, 10, b"z" * 80)], 1.0, {}).egress
+    assert len(back[1][0]) == 14 + 80  # no header given: none made up
+
+
+def test_a_header_that_cannot_follow_its_rewrite_drops_the_frame_counted() -> None:
+    fw = switch()
+    f = eth(BCAST, A, 10)  # tagged from the trunk, untagged toward the access ports
+    headers: dict[int, bytes | memoryview] = {id(f): b"\x01\x00\x00\x00\x00\x00\x02\x00\x10\x00"}
+    result = fw.forward(4, [f], 0.0, headers)
+    assert result.malformed == 1 and 1 not in result.egress and 2 not in result.egress
+    assert [bytes(x) for x in result.egress[5]] == [f]  # as it is toward the transparent
