@@ -158,9 +158,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("isolate", "--isolate", bool, False, "accepted peers cannot reach each other, "
            "only the switch's own ports (a public relay for browser VMs)", section="server",
            children=frozenset({"broker"})),
-    Option("no_offload", "--no-offload", bool, False, "no super-frames: TAP ports without "
-           "the kernel's offloads, peers not offered etherws.gso.1 (for comparison, or a "
-           "kernel that misbehaves)", children=frozenset({"tap", "peer", "client"})),
+    Option("no_offload", "--no-offload", bool, False, "no super-frames: TAP and netdev "
+           "ports without the virtio-net header (netdev interfaces get their offloads "
+           "turned off instead), tunnels without etherws.gso.1 (for comparison, or a "
+           "kernel that misbehaves)", children=frozenset({"tap", "netdev", "peer", "client"})),
     Option("no_zygote", "--no-zygote", bool, False, "start every peer worker with "
            "fork+exec, not from the zygote (slower, more memory: for comparison)",
            section="server"),

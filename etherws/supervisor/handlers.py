@@ -123,9 +123,9 @@ def port_entry(sw: Switch, port: Port, now: float) -> dict[str, Any]:
 
 
 def _offload(sw: Switch, port: Port, link: dict[str, Any] | None) -> bool | None:
-    """The port takes super-frames: a TAP unless --no-offload, a tunnel whose link is up
-    and negotiated them; None when not known (a tunnel that is not up) or never (netdev)."""
-    if port.kind is PortKind.TAP:
+    """The port takes super-frames: a TAP or netdev port unless --no-offload, a tunnel
+    whose link is up and negotiated them; None when not known (a tunnel that is not up)."""
+    if port.kind in (PortKind.TAP, PortKind.NETDEV):
         return sw.offload
     if port.kind in TUNNELS:
         return None if link is None else bool(link.get("offload"))

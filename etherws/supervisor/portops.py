@@ -167,7 +167,7 @@ def create(ports: PortManager, spec: PortSpec, secrets: Secrets, retry: bool,
             if isinstance(exc, PortError):
                 raise
             raise PortError("add-failed", f"cannot add {spec.target}: {exc}") from None
-    if kind is PortKind.NETDEV:
+    if kind is PortKind.NETDEV and not ports.offload:  # else the header carries them
         offloads.turn_off(spec.target, port.number)
     port.spec = replace(spec, number=port.number)
     port.secrets = secrets

@@ -122,6 +122,9 @@ class PortManager:
         # Started by the WebSocket server, if there is one; watched like a worker.
         self.listener: Child | None = None
         self.zygote: ZygoteChild | None = None
+        self.offload = True
+        """TAP and netdev ports take super-frames (the switch runs without --no-offload):
+        a netdev interface keeps its offloads."""
         self.peer_launcher: Launcher | None = None
         """How peer workers start when not with fork+exec (the zygote's fork)."""
 

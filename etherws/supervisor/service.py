@@ -129,6 +129,7 @@ class Supervisor:
         self.fdb = shm.create_fdb_table(self.rundir.fdb_table, self.cfg.fdb_size)
         self._bind_control()
         self.ports = PortManager(self.table, self._child_argv, self.rundir.root)
+        self.ports.offload = not self.cfg.no_offload
         if not self.cfg.no_server:
             self.server = Server(self.cfg, self.rundir.root, self.ports)
             try:

@@ -208,13 +208,13 @@ class RingLink:
 
     def send(self, frames: list[bytes], vnet: int = 0) -> tuple[int, int]:
         """Put frames (each behind a ``vnet``-byte header) into the up ring and publish
-        them; ``(frames, bytes)`` that went (the rest found no room)."""
+        them; ``(frames, bytes)`` that went, headers not counted (the rest found no room)."""
         put = self.up.put
         sent = nbytes = 0
         for f in frames:
             if put(f, 0, vnet):
                 sent += 1
-                nbytes += len(f)
+                nbytes += len(f) - vnet
         if sent:
             self.publish()
         return sent, nbytes

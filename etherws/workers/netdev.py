@@ -19,12 +19,17 @@ switch; frames the switch sends leave through the interface.
 - Kernel drops (receive buffer full, which is where drop-early leaves frames when the
   broker is slow) come from PACKET_STATISTICS and show as the port's drops.
 
-Offloads: turn GRO, GSO and TSO off on the interface (``ethtool -K IF gro off gso off
-tso off``). With GRO the kernel hands AF_PACKET merged super-packets of up to 64 KiB,
-which are not frames any peer port can carry; those larger than the data plane carries
-(frame.MAX_FRAME) are counted as errors and dropped, the others pass on oversized. On a
-veth also turn tx checksumming off on the peer (``ethtool -K PEER tx off``): frames
-from the peer's own stack otherwise arrive with partial checksums (CHECKSUM_PARTIAL).
+Offloads (``etherws.gso``): the socket has PACKET_VNET_HDR, so every frame comes behind a
+virtio-net header and goes out behind one. The interface keeps its offloads: a GRO
+super-packet or a frame with a partial checksum (a veth's peer's own traffic) comes with
+the header that says so, and travels on as such to the ports that take super-frames and
+as wire frames to the others; a super-frame sent out is segmented by the kernel (in the
+device, or in software if it cannot). A stripped 802.1Q tag put back moves the header's
+offsets with it. With ``--no-offload`` the socket reads plain frames and the supervisor
+turns GRO, GSO, TSO and the checksum offloads off on the interface instead
+(``etherws.supervisor.offloads``): without the header, super-packets and partial checksums
+are frames no port can use (those larger than the data plane carries are counted as
+errors and dropped).
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ import socket
 import struct
 import sys
 
+from etherws import config
 from etherws.frame import MAX_FRAME
+from etherws.gso import VNET_HDR_LEN, ZERO_HEADER, GsoError, shifted
 from etherws.ifaddr import valid_ifname
 from etherws.workers.link import Medium, MediumClosed, worker_main
 
@@ -49,6 +56,7 @@ PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 PACKET_STATISTICS = 6
 PACKET_AUXDATA = 8
+PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
 SO_RCVBUFFORCE = 33
 ARPHRD_ETHER = 1
@@ -85,8 +93,9 @@ def vlan_tag(ancdata: list[tuple[int, int, bytes]]) -> bytes:
     return b""
 
 
-def _open_socket(name: str) -> tuple[socket.socket, int]:
-    """A bound, promiscuous, non-blocking packet socket on ``name`` and its ifindex."""
+def _open_socket(name: str, vnet: bool) -> tuple[socket.socket, int]:
+    """A bound, promiscuous, non-blocking packet socket on ``name`` (``vnet``: with
+    PACKET_VNET_HDR) and its ifindex."""
     if not valid_ifname(name):
         raise OSError(errno.EINVAL, f"invalid interface name {name!r}")
     try:
@@ -104,6 +113,8 @@ def _open_socket(name: str) -> tuple[socket.socket, int]:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
         sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        if vnet:  # before bind: the kernel refuses it on a socket with a ring only
+            sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
         sock.bind((name, ETH_P_ALL))
         hatype = sock.getsockname()[3]
         if hatype != ARPHRD_ETHER:
@@ -120,11 +131,12 @@ def _open_socket(name: str) -> tuple[socket.socket, int]:
 
 
 class NetdevMedium(Medium):
-    """An AF_PACKET socket on one interface."""
+    """An AF_PACKET socket on one interface; ``offload``: with the virtio-net header."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, offload: bool = True) -> None:
         self.name = name
-        self.sock, self.ifindex = _open_socket(name)
+        self.sock, self.ifindex = _open_socket(name, offload)
+        self.offload = offload
         self._errors = 0
 
     def fileno(self) -> int:
@@ -135,9 +147,10 @@ class NetdevMedium(Medium):
         """Read frames (VLAN tags re-inserted) until none is waiting or ``max_frames``."""
         frames = []
         recvmsg = self.sock.recvmsg
+        vnet = VNET_HDR_LEN if self.offload else 0
         for _ in range(max_frames):
             try:
-                data, ancdata, flags, _addr = recvmsg(MAX_FRAME, _ANC_SIZE)
+                data, ancdata, flags, _addr = recvmsg(MAX_FRAME + vnet, _ANC_SIZE)
             except BlockingIOError:
                 break
             except OSError as e:
@@ -150,7 +163,19 @@ class NetdevMedium(Medium):
                 self._errors += 1
                 continue
             tag = vlan_tag(ancdata)
-            frames.append(data[:12] + tag + data[12:] if tag else data)
+            if not tag:
+                frames.append(data)
+            elif not vnet:
+                frames.append(data[:12] + tag + data[12:])
+            else:
+                header = data[:vnet]
+                if header != ZERO_HEADER:
+                    try:
+                        header = shifted(header, len(tag))
+                    except GsoError:  # offsets past 64 KiB: cannot come from a kernel
+                        self._errors += 1
+                        continue
+                frames.append(header + data[vnet:vnet + 12] + tag + data[vnet + 12:])
         return frames
 
     def _check_still_there(self) -> None:
@@ -164,8 +189,21 @@ class NetdevMedium(Medium):
 
     def write(self, frame: bytes | memoryview) -> bool:
         """Send one frame out of the interface; False when the kernel refused it."""
+        if self.offload:
+            return self.write_vnet(ZERO_HEADER, frame)
         try:
             self.sock.send(frame)
+        except OSError as e:
+            if e.errno in _WRITE_DROPS:
+                return False
+            raise
+        return True
+
+    def write_vnet(self, header: bytes | memoryview, frame: bytes | memoryview) -> bool:
+        """Send one frame behind its virtio-net header (one system call, no copy here);
+        False when the kernel refused it (EINVAL also for a header that does not fit)."""
+        try:
+            self.sock.sendmsg((header, frame))
         except OSError as e:
             if e.errno in _WRITE_DROPS:
                 return False
@@ -186,12 +224,13 @@ class NetdevMedium(Medium):
 
 
 def _open(args: argparse.Namespace) -> NetdevMedium:
-    return NetdevMedium(args.target)
+    return NetdevMedium(args.target, offload=not args.no_offload)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a netdev port worker; the exit status (see link.worker_main)."""
-    return worker_main(argv, "etherws-netdev-worker", "netdev", _open)
+    return worker_main(argv, "etherws-netdev-worker", "netdev", _open,
+                       lambda p: config.add_child_arguments(p, "netdev"))
 
 
 if __name__ == "__main__":

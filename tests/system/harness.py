@@ -167,12 +167,14 @@ def no_offloads(dev: str, ns: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def host(address: str, outer_offloads: bool = False) -> Iterator[Host]:
+def host(address: str, outer_offloads: bool = False,
+         inner_offloads: bool = False) -> Iterator[Host]:
     """A host namespace with ``address``/24 on its veth; removed afterwards.
 
-    The host's own end always has its offloads off, as a host behind a real NIC sends
-    wire-sized frames with their checksums; ``outer_offloads`` keeps the kernel's default
-    offloads on the other end (the switch's port), off otherwise."""
+    The host's own end has its offloads off, as a host behind a real NIC sends wire-sized
+    frames with their checksums, unless ``inner_offloads`` (a host whose stack hands the
+    veth 64 KiB TSO buffers); ``outer_offloads`` keeps the kernel's default offloads on
+    the other end (the switch's port), off otherwise."""
     tag = unique("")
     with netns(f"etw-{tag}") as ns:
         h = Host(ns, f"etwi{tag}", f"etwo{tag}", address)
@@ -184,7 +186,8 @@ def host(address: str, outer_offloads: bool = False) -> Iterator[Host]:
             run("ip", "link", "set", h.outer, "up")
             if not outer_offloads:
                 no_offloads(h.outer)
-            no_offloads(h.inner, ns)
+            if not inner_offloads:
+                no_offloads(h.inner, ns)
             yield h
         finally:
             delete_link(h.outer)

@@ -35,7 +35,10 @@ from benchlib.switches import etherws_path
 
 PROG = "tools/bench"
 DEFAULT_JSON = "bench-results.json"
-PATH_NAMES = ("veth", "openvpn-aes", "openvpn-none", "relay", "etherws-ws", "etherws-wss")
+PATH_NAMES = ("veth", "openvpn-aes", "openvpn-none", "relay", "etherws-ws", "etherws-wss",
+              "etherws-ws-nooff", "etherws-wss-nooff")
+"""The etherws paths as they run by default (offload: super-frames from the TAPs and
+across the tunnel) and with ``--no-offload`` on both switches (wire frames only)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,10 +102,11 @@ def _setup_paths(stack: contextlib.ExitStack, lab: lablib.Lab, names: list[str],
         elif name == "relay":
             path = relay.relay_path(stack, lab, index)
         else:
-            if name == "etherws-wss":
+            tls = name.startswith("etherws-wss")
+            if tls:
                 wss_cert = wss_cert or certs.self_signed(lab.work, "wss", lablib.UNDERLAY_B)
-            path = etherws_path(stack, lab, index,
-                                wss_cert if name == "etherws-wss" else None)
+            path = etherws_path(stack, lab, index, wss_cert if tls else None,
+                                offload=not name.endswith("-nooff"))
         _say(f"  {name:<13} up in {time.monotonic() - t0:4.1f} s: {path.label}")
         for note in path.notes:
             _say(f"  {'':<13} {note}")

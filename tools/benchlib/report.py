@@ -161,11 +161,13 @@ def targets(paths: dict[str, dict[str, Any]],
     """The targets, each with the measured value and whether it is met
     (``met`` is None when the value was not measured, e.g. MTU 9000 in --quick)."""
     found: list[dict[str, Any]] = []
-    for name in ("etherws-ws", "etherws-wss"):
+    for name in ("etherws-ws", "etherws-wss", "etherws-ws-nooff", "etherws-wss-nooff"):
         entry = paths.get(name)
         if entry is None or entry["ratio"] is None:
             continue
         ref, ratio = entry["reference"], entry["ratio"]
+        if not name.endswith("-nooff"):
+            found += _offload_targets(name, entry)
         for mtu, limit in (("1500", 0.8), ("9000", 1.0)):
             found.append(_target(f"{name} throughput at MTU {mtu} vs {ref}",
                                  ratio["gbit_s"].get(mtu), limit, True, "x"))
@@ -217,6 +219,22 @@ def targets(paths: dict[str, dict[str, Any]],
                          "(tools/bench-broker --memory)", broker_full_fdb_mib,
                          BROKER_RSS_MIB, False, "MiB"))
     return found
+
+
+def _offload_targets(name: str, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 14's targets for a path with offload (super-frames end to end)."""
+    ref, ratio, relay = entry["reference"], entry["ratio"], entry.get("vs_relay") or {}
+    gbit = entry["median"]["gbit_s"]
+    return [
+        _target(f"{name} (offload) throughput at MTU 1500 vs {ref}",
+                ratio["gbit_s"].get("1500"), 3.0, True, "x"),
+        _target(f"{name} (offload) throughput at MTU 1500 vs relay",
+                relay.get("gbit_s", {}).get("1500"), 2.0, True, "x"),
+        _target(f"{name} (offload) CPU s/GB at MTU 1500 vs {ref}",
+                ratio["cpu_s_per_gb"].get("1500"), 0.5, False, "x"),
+        _target(f"{name} (offload) throughput at MTU 9000 vs at MTU 1500",
+                _ratio(gbit.get("9000"), gbit.get("1500")), 1.0, True, "x"),
+    ]
 
 
 # --- the tables ---------------------------------------------------------------------------

@@ -87,15 +87,16 @@ class Switch:
 
 
 def etherws_path(stack: contextlib.ExitStack, lab: Lab, index: int,
-                 tls: tuple[Path, Path] | None) -> BenchPath:
+                 tls: tuple[Path, Path] | None, offload: bool = True) -> BenchPath:
     """Both switches of path ``index`` joined by one tunnel (wss:// when ``tls`` gives
-    the server's certificate and key); stopping them goes on ``stack``."""
-    name = "etherws-wss" if tls else "etherws-ws"
+    the server's certificate and key; ``offload`` False: both with --no-offload);
+    stopping them goes on ``stack``."""
+    name = ("etherws-wss" if tls else "etherws-ws") + ("" if offload else "-nooff")
     addr_a, addr_b = overlay_addresses(index)
     port = 8443 + index if tls else 8080 + index
     a = Switch(lab.ns_a, lab.work / f"{name}-a", lab.work / f"{name}-a.log")
     b = Switch(lab.ns_b, lab.work / f"{name}-b", lab.work / f"{name}-b.log")
-    server = ["--port", str(port)]
+    server = ["--port", str(port)] + ([] if offload else ["--no-offload"])
     client: list[str] = []
     if tls:
         cert, key = tls
@@ -105,7 +106,7 @@ def etherws_path(stack: contextlib.ExitStack, lab: Lab, index: int,
     b.start(*server)
     tap_b = b.add_tap(lab.ifname(f"e{index}b"), f"{addr_b}/{OVERLAY_PREFIX}")
     stack.callback(a.stop)
-    a.start("--no-server")
+    a.start("--no-server", *([] if offload else ["--no-offload"]))
     tap_a = a.add_tap(lab.ifname(f"e{index}a"), f"{addr_a}/{OVERLAY_PREFIX}")
     url = f"{'wss' if tls else 'ws'}://{UNDERLAY_B}:{port}/"
     a.ctl("addport", "client", *client, url, timeout_s=CONNECT_TIMEOUT_S)
@@ -115,7 +116,7 @@ def etherws_path(stack: contextlib.ExitStack, lab: Lab, index: int,
         a.ctl("setif", str(tap_a), "--mtu", str(value))
         b.ctl("setif", str(tap_b), "--mtu", str(value))
 
-    label = f"etherws {'wss' if tls else 'ws'}:// ({url})"
+    label = f"etherws {'wss' if tls else 'ws'}:// ({url}{'' if offload else ', --no-offload'})"
     path = BenchPath(name, label, addr_a, addr_b, mtu,
                      lambda: a.processes("A") + b.processes("B"),
                      reference="openvpn-aes" if tls else "openvpn-none")
