@@ -108,6 +108,7 @@ COMMANDS: tuple[Command, ...] = (
         "proxy": (str, False),
         "proxy_env": (dict, False),
         "retry": (bool, False),
+        "no_offload": (bool, False),
         "name": (str, False),
         "bridge": (str, False),
     }, "addport", "ports"),

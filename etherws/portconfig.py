@@ -22,6 +22,7 @@ The file's ``[[ports]]`` tables use the option names of ``addport``, ``setport``
     insecure = false
     proxy = "http://proxy.example:3128"
     proxy-auth-file = "proxy.pass" # one line, user:password
+    no-offload = false             # true: never offer super-frames (etherws.gso.1)
 
 A port's *identity* (kind, target and, for a client, everything its worker is started
 with) decides whether a reload may change it in place; its *settings* (name, addresses,
@@ -46,12 +47,13 @@ from etherws.wsurl import Target, UrlError, parse_proxy
 KINDS = ("tap", "netdev", "client")
 MAX_PORT_NUMBER = 1_000_000
 _INTERFACE_KEYS = ("address", "mtu", "bridge")
-_CLIENT_KEYS = ("user", "passwd-file", "cacerts", "insecure", "proxy", "proxy-auth-file")
+_CLIENT_KEYS = ("user", "passwd-file", "cacerts", "insecure", "proxy", "proxy-auth-file",
+                "no-offload")
 _PATH_KEYS = ("passwd-file", "cacerts", "proxy-auth-file")
 _TYPES: dict[str, type] = {
     "tap": str, "netdev": str, "client": str, "name": str, "number": int, "mtu": int,
     "bridge": str, "shut": bool, "user": str, "passwd-file": str, "cacerts": str,
-    "insecure": bool, "proxy": str, "proxy-auth-file": str,
+    "insecure": bool, "proxy": str, "proxy-auth-file": str, "no-offload": bool,
 }
 _SECRET_KEYS = {"passwd": "passwd-file", "password": "passwd-file"}
 
@@ -78,6 +80,7 @@ class PortSpec:
     insecure: bool = False
     proxy: str | None = None
     proxy_auth_file: str | None = None
+    no_offload: bool = False
     rules: Rules = field(default_factory=Rules)
 
     @property
@@ -88,7 +91,7 @@ class PortSpec:
     def identity(self) -> tuple[Any, ...]:
         """What the port's worker is started with: a change means a new port."""
         return (self.kind, self.target, self.user, self.passwd_file, self.cacerts,
-                self.insecure, self.proxy, self.proxy_auth_file)
+                self.insecure, self.proxy, self.proxy_auth_file, self.no_offload)
 
     def settings(self) -> tuple[Any, ...]:
         """What is applied to a running port in place."""

@@ -152,6 +152,8 @@ def _add_addport(sub: "argparse._SubParsersAction[Any]") -> None:
                         "from the first line of F")
     client.add_argument("--retry", action="store_true", help="keep the port and keep "
                         "trying when the first connection fails")
+    client.add_argument("--no-offload", action="store_true", help="do not offer the "
+                        "server super-frames (etherws.gso.1): one wire frame per message")
     client.add_argument("url", metavar="URL", help="ws://HOST[:PORT]/PATH or wss://...")
     for p in (tap, netdev, client):
         p.add_argument("--name", metavar="N", help="a name for the port, unique; "

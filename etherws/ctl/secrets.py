@@ -93,7 +93,7 @@ def client_params(args: argparse.Namespace, params: dict[str, Any]) -> dict[str,
         params["passwd"] = passwd  # the supervisor refuses it with a clear reason
     if args.cacerts:
         params["cacerts"] = os.path.abspath(args.cacerts)
-    for flag in ("insecure", "retry"):
+    for flag in ("insecure", "retry", "no_offload"):
         if getattr(args, flag):
             params[flag] = True
     if args.proxy:

@@ -132,7 +132,8 @@ def _offload(sw: Switch, port: Port, link: dict[str, Any] | None) -> bool | None
     return None
 
 
-CLIENT_ONLY = ("user", "passwd", "cacerts", "insecure", "proxy", "proxy_env", "retry")
+CLIENT_ONLY = ("user", "passwd", "cacerts", "insecure", "proxy", "proxy_env", "retry",
+               "no_offload")
 
 
 def add_port(sw: Switch, params: Params) -> dict[str, Any] | Later:
@@ -183,6 +184,7 @@ def add_client(sw: Switch, params: Params) -> Later:
             proxy = env_proxy(Target.parse(url), params["proxy_env"])
     spec = PortSpec("client", url, name=params.get("name"), user=params.get("user"),
                     cacerts=params.get("cacerts"), insecure=bool(params.get("insecure")),
+                    no_offload=bool(params.get("no_offload")),
                     proxy=split_proxy(proxy)[0] if proxy else None)
     secrets = Secrets(user=params.get("user"), passwd=params.get("passwd"),
                       proxy=proxy, proxy_env=params.get("proxy_env"))

@@ -81,6 +81,8 @@ def _client_options(spec: PortSpec, retry: bool) -> tuple[str, ...]:
         options += ["--cacerts", spec.cacerts]
     if spec.insecure:
         options.append("--insecure")
+    if spec.no_offload:
+        options.append("--no-offload")
     if retry:
         options.append("--retry")
     return tuple(options)

@@ -27,6 +27,7 @@ from tests.system.tunnel import (
     Underlay,
     connected,
     fresh_rundir,
+    server_and_client,
     site,
     underlay,
 )
@@ -187,3 +188,24 @@ def test_a_port_without_offload_gets_wire_frames_of_the_same_streams(
     else:
         assert received_bytes(result) > 5_000_000
     assert csum_errors(c.ns) == errors  # every segment's checksums right
+
+
+def test_a_client_port_with_no_offload_sends_wire_frames(net: Underlay,
+                                                         tmp_path: Path) -> None:
+    """addport client --no-offload: the server is not offered etherws.gso.1; the TAP's
+    super-frames are cut into segments by the client worker before the tunnel."""
+    with server_and_client(net, tmp_path) as (b, a):
+        number = connected(a, f"ws://{UNDERLAY_B}/", "--no-offload")
+        a.host.wait_ping(OVERLAY_B, 15, "A to reach B")
+        assert port(a, "client")["offload"] is False
+        assert port(b, "server")["offload"] is False
+        assert a.switch.port(a.tap_port)["offload"] is True  # the TAP still hands them over
+        errors = csum_errors(b.ns)
+        before = a.switch.port(number)
+        result = iperf(a, b, OVERLAY_B)
+        after = a.switch.port(number)
+        assert received_bytes(result) > 5_000_000
+        sent = after["tx_bytes"] - before["tx_bytes"]
+        frames = after["tx"] - before["tx"]
+        assert sent / frames < 1514, (sent, frames)  # segments, not super-frames
+        assert csum_errors(b.ns) == errors

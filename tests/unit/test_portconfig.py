@@ -106,6 +106,8 @@ def test_numbers_follow_declaration_order_around_explicit_ones() -> None:
     ({"tap": "t0", "name": "a b"}, ["'name'"]),
     ({"client": "http://h/"}, ["scheme must be ws or wss"]),
     ({"client": "ws://h/", "insecure": True}, ["are for wss:// URLs"]),
+    ({"tap": "t0", "no-offload": True}, ["'no-offload' is an option of client ports"]),
+    ({"client": "ws://h/", "no-offload": 1}, ["'no-offload'", "true or false"]),
     ({"client": "wss://h/", "insecure": True, "cacerts": "c"}, ["not both"]),
     ({"client": "wss://h/", "passwd-file": "p"}, ["'passwd-file' goes with 'user'"]),
     ({"client": "wss://h/", "user": "a:b"}, ["'user' cannot contain ':'"]),
@@ -169,8 +171,11 @@ proxy-auth-file = "/a"
 [[ports]]
 client = "wss://h/y"
 insecure = true
+no-offload = true
 ''')
     assert parse_ports([s.to_table() for s in specs], "/elsewhere") == specs
+    assert specs[2].no_offload and specs[2].to_table()["no-offload"] is True
+    assert "no-offload" not in specs[1].to_table()
 
 
 def _spec(target: str, number: int, **kw: Any) -> PortSpec:
