@@ -20,10 +20,11 @@ import pytest
 from tests.support import SCALE
 
 ROOT = Path(__file__).resolve().parents[2]
-PATHS = ("veth", "openvpn-aes", "openvpn-none", "relay", "etherws-ws", "etherws-wss")
+PATHS = ("veth", "openvpn-aes", "openvpn-none", "relay", "etherws-ws", "etherws-wss",
+         "etherws-ws-nooff", "etherws-wss-nooff")
 OVERLOADED = PATHS[1:]
 """Every tunnel gets the UDP overload runs; veth (the kernel alone) does not."""
-BENCH_TIMEOUT_S = 300
+BENCH_TIMEOUT_S = 420
 
 
 def _run(cmd: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
@@ -79,7 +80,9 @@ def test_bench_quick_prints_its_table_and_writes_json(tmp_path: Path) -> None:
         assert len(entry["runs"]["1500"]) == 1, name
         loaded = entry["median"]["loaded_rtt_p99_ms"]  # pings behind a bulk stream
         assert (loaded is None) if name == "veth" else loaded > 0, name
-    for name, ref in (("etherws-ws", "openvpn-none"), ("etherws-wss", "openvpn-aes")):
+    for name, ref in (("etherws-ws", "openvpn-none"), ("etherws-wss", "openvpn-aes"),
+                      ("etherws-ws-nooff", "openvpn-none"),
+                      ("etherws-wss-nooff", "openvpn-aes")):
         entry = result["paths"][name]
         assert entry["reference"] == ref
         assert entry["ratio"]["gbit_s"]["1500"] > 0
@@ -116,8 +119,11 @@ def test_bench_quick_prints_its_table_and_writes_json(tmp_path: Path) -> None:
     assert re.search(r"as Unix seqpacket hops \(no I/O threads\): [\d.]+ ms", res.stdout)
     assert {"target", "value", "limit", "met"} <= set(result["targets"][0])
     overload_targets = [t for t in result["targets"] if "overload" in t["target"]]
-    assert [t["limit"] for t in overload_targets] == [0.9] * 4  # 2 etherws paths x 2 MTUs
-    assert [t["value"] is None for t in overload_targets] == [False, True] * 2  # no 9000
+    assert [t["limit"] for t in overload_targets] == [0.9] * 8  # 4 etherws paths x 2 MTUs
+    assert [t["value"] is None for t in overload_targets] == [False, True] * 4  # no 9000
+    offload = [t for t in result["targets"] if "(offload)" in t["target"]]
+    assert len(offload) == 8 and all("nooff" not in t["target"] for t in offload)
+    assert [t["limit"] for t in offload[:4]] == [3.0, 2.0, 0.5, 1.0]  # issue 14's targets
 
     hosts = re.search(r"hosts (\S+) and (\S+),", res.stdout)
     assert hosts, res.stdout[:500]

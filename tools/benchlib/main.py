@@ -107,9 +107,9 @@ def _setup_paths(stack: contextlib.ExitStack, lab: lablib.Lab, names: list[str],
                 wss_cert = wss_cert or certs.self_signed(lab.work, "wss", lablib.UNDERLAY_B)
             path = etherws_path(stack, lab, index, wss_cert if tls else None,
                                 offload=not name.endswith("-nooff"))
-        _say(f"  {name:<13} up in {time.monotonic() - t0:4.1f} s: {path.label}")
+        _say(f"  {name:<17} up in {time.monotonic() - t0:4.1f} s: {path.label}")
         for note in path.notes:
-            _say(f"  {'':<13} {note}")
+            _say(f"  {'':<17} {note}")
         paths.append(path)
     return paths
 
@@ -146,13 +146,13 @@ def _measure(paths: list[BenchPath], lab: lablib.Lab, args: argparse.Namespace,
                 t = measure.transfer(p, lab.ns_a, args.seconds)
                 r.transfers.setdefault(mtu, []).append(t)
                 cpu = "-" if t.cpu_s_per_gb is None else f"{t.cpu_s_per_gb:.2f}"
-                _say(f"  rep {rep + 1}/{args.repetitions} MTU {mtu:<5} {p.name:<13} "
+                _say(f"  rep {rep + 1}/{args.repetitions} MTU {mtu:<5} {p.name:<17} "
                      f"{t.gbit_s:6.3f} Gbit/s, {cpu} CPU s/GB, host "
                      f"{t.host_cpu_s_per_gb or 0:.2f} s/GB{rtt_text}")
                 if p.name not in overload.SKIPPED:
                     o = overload.overload(p, lab, mtu, t.gbit_s, args.overload_seconds)
                     r.overloads.setdefault(mtu, []).append(o)
-                    _say(f"  {'':<30} UDP 1x {o.at_1x.delivered_gbit_s:6.3f} Gbit/s "
+                    _say(f"  {'':<34} UDP 1x {o.at_1x.delivered_gbit_s:6.3f} Gbit/s "
                          f"({o.at_1x.loss_percent:.0f}% lost), 2x "
                          f"{o.at_2x.delivered_gbit_s:6.3f} ({o.at_2x.loss_percent:.0f}% "
                          f"lost): {o.ratio or 0:.2f} of best")
