@@ -119,24 +119,18 @@ class TapMedium(Medium):
         return frames, nbytes, errors
 
     def write(self, frame: bytes | memoryview) -> bool:
-        """Write one frame; False when the kernel refused it."""
-        if self.offload:
-            return self.write_vnet(ZERO_HEADER, frame)
-        try:
-            os.write(self.fd, frame)
-        except OSError as e:
-            if e.errno in _WRITE_DROPS:
-                return False
-            if e.errno == errno.EBADFD:
-                raise MediumClosed(f"TAP {self.name} was deleted") from None
-            raise
-        return True
+        """Write one frame (behind a zero header with offload); False when the kernel
+        refused it."""
+        return self._writev((ZERO_HEADER, frame) if self.offload else (frame,))
 
     def write_vnet(self, header: bytes | memoryview, frame: bytes | memoryview) -> bool:
         """Write one frame behind its virtio-net header (one system call); False when the
         kernel refused it (EINVAL also for a header that does not fit the frame)."""
+        return self._writev((header, frame))
+
+    def _writev(self, parts: tuple[bytes | memoryview, ...]) -> bool:
         try:
-            os.writev(self.fd, (header, frame))
+            os.writev(self.fd, parts)
         except OSError as e:
             if e.errno in _WRITE_DROPS:
                 return False

@@ -338,3 +338,85 @@ def test_frames_read_into_the_ring_before_the_medium_ends_still_go() -> None:
     with pytest.raises(MediumClosed):
         loop.upstream()
     assert broker.take() == [FRAME] * 4 and table.read(2).rx == 4
+
+
+# --- frames with a virtio-net header -----------------------------------------------------
+class OffloadMedium(FakeMedium):
+    """A medium that takes super-frames: what it writes, with the header beside."""
+
+    offload = True
+
+    def __init__(self, inbound: list[bytes]) -> None:
+        super().__init__(inbound)
+        self.with_header: list[tuple[bytes, bytes]] = []
+
+    def write_vnet(self, header: bytes | memoryview, frame: bytes | memoryview) -> bool:
+        self.with_header.append((bytes(header), bytes(frame)))
+        return True
+
+
+def super_frame(size: int = 4000, mss: int = 1000) -> tuple[bytes, bytes]:
+    """An IPv4 TCP super-frame and its header (checksums left to do)."""
+    from etherws import gso
+    ip = bytearray(b"\x45\0" + (20 + 20 + size).to_bytes(2, "big") + b"\0\x01\x40\0\x40\x06"
+                   + b"\0\0" + bytes([192, 0, 2, 1, 192, 0, 2, 2]))
+    tcp = bytearray(b"\x9c\x40\x14\x51" + bytes(8) + b"\x50\x18\xff\xff" + bytes(4))
+    frame = b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + bytes(ip) + bytes(tcp) + bytes(size)
+    h = gso.VnetHeader(gso.NEEDS_CSUM, gso.GSO_TCPV4, 54, mss, 34, 16)
+    return frame, h.pack()
+
+
+def put_with_header(broker: FakeBroker, frame: bytes, header: bytes) -> None:
+    assert broker.file.down.put(header + frame, vnet=len(header))
+    broker.file.down.commit()
+
+
+def test_a_medium_without_offload_gets_a_super_frames_segments() -> None:
+    from etherws import gso
+    frame, header = super_frame(4000, 1000)
+    broker = FakeBroker()
+    medium = FakeMedium([])
+    loop, table = make_loop(medium, broker)
+    put_with_header(broker, frame, header)
+    broker.put([FRAME])
+    loop.downstream()
+    assert medium.written == gso.segment(frame, gso.parse(header)) + [FRAME]
+    s = table.read(2)
+    assert s.tx == 5 and s.tx_bytes == sum(map(len, medium.written)) and s.errors == 0
+
+
+def test_a_header_that_does_not_fit_its_frame_is_an_error_not_a_write() -> None:
+    frame, _ = super_frame()
+    broker = FakeBroker()
+    medium = FakeMedium([])
+    loop, table = make_loop(medium, broker)
+    put_with_header(broker, frame, b"\x01\x01\x36\x00\xe8\x03\xff\xff\x10\x00")  # csum at 65535
+    loop.downstream()
+    assert medium.written == [] and table.read(2).errors == 1
+
+
+def test_an_offload_medium_gets_each_frame_with_its_header() -> None:
+    frame, header = super_frame()
+    broker = FakeBroker()
+    medium = OffloadMedium([])
+    loop, table = make_loop(medium, broker)
+    put_with_header(broker, frame, header)
+    broker.put([FRAME])
+    loop.downstream()
+    assert medium.with_header == [(header, frame)]
+    assert medium.written == [FRAME]  # a plain frame: the medium adds its zero header
+    assert (table.read(2).tx, table.read(2).tx_bytes) == (2, len(frame) + len(FRAME))
+
+
+def test_an_offload_medium_reads_go_up_behind_their_header() -> None:
+    frame, header = super_frame()
+    short = bytes(10) + bytes(13)  # a header and less than an Ethernet header
+    medium = OffloadMedium([header + frame, short])
+    broker = FakeBroker()
+    loop, table = make_loop(medium, broker)
+    loop.upstream()
+    frames = broker.file.up.take(10)
+    assert [bytes(f) for f in frames] == [frame]
+    assert [bytes(h) for h in broker.file.up.headers.values()] == [header]
+    s = table.read(2)
+    assert (s.rx, s.rx_bytes, s.errors) == (1, len(frame), 1)  # headers not counted
