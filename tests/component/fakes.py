@@ -86,9 +86,16 @@ class FakeBroker:
         self.bell = rings.Bell(rd.broker_bell)
         self.worker_bell = rings.Bell(rings.bell_path(path))
         self.received: list[bytes] = []  # every frame, ours or not, for the counters
+        self.headers: dict[bytes, bytes] = {}  # a frame -> the virtio-net header it came with
 
     def _take(self) -> list[bytes]:
-        frames = [bytes(f) for f in self.up.take(1024)]
+        views = self.up.take(1024)
+        frames = [bytes(f) for f in views]
+        for view, frame in zip(views, frames):
+            h = self.up.headers.get(id(view))
+            if h is not None:
+                self.headers[frame] = bytes(h)
+        del views
         self.up.release()
         rings.fence()
         if self.up.waiting:

@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--tls", action="store_true", help="profile wss:// instead of ws://")
     p.add_argument("--mtu", type=int, default=1500, help="overlay MTU (default 1500)")
+    p.add_argument("--no-offload", action="store_true",
+                   help="both switches with --no-offload (wire frames only)")
     p.add_argument("--seconds", type=float, default=10.0, help="iperf3 time (default 10)")
     p.add_argument("--top", type=int, default=TOP, help=f"functions per process ({TOP})")
     p.add_argument("--tag", help=argparse.SUPPRESS)
@@ -130,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(server.stop)
             wait_until(lambda: measure.iperf_listening(lab.ns_b), 10, "the iperf3 server")
             tls = certs.self_signed(work, "wss", lablib.UNDERLAY_B) if args.tls else None
-            index = PATH_NAMES.index("etherws-wss" if args.tls else "etherws-ws")
-            path = etherws_path(stack, lab, index, tls)
+            name = ("etherws-wss" if args.tls else "etherws-ws") + (
+                "-nooff" if args.no_offload else "")
+            path = etherws_path(stack, lab, PATH_NAMES.index(name), tls,
+                                offload=not args.no_offload)
             path.set_mtu(args.mtu)
             wait_until(lambda: run(*in_ns(lab.ns_a, "ping", "-c1", "-W1", "-M", "do", "-s",
                                           str(args.mtu - 28), path.addr_b),

@@ -95,10 +95,11 @@ class Client:
         self._parts = bytearray()
 
     def upgrade(self, path: str = "/", headers: Sequence[tuple[bytes, bytes]] = (),
-                extensions: Sequence[PerMessageDeflate] = (), early: bytes = b"") -> None:
+                extensions: Sequence[PerMessageDeflate] = (), early: bytes = b"",
+                subprotocols: Sequence[str] = ()) -> None:
         """Send the upgrade request (and ``early`` bytes in the same write)."""
         request = Request(host="localhost", target=path, extra_headers=list(headers),
-                          extensions=list(extensions))
+                          extensions=list(extensions), subprotocols=list(subprotocols))
         self.sock.sendall(self.ws.send(request) + early)
 
     def send(self, event: Event) -> None:
@@ -152,9 +153,10 @@ class Client:
             raise AssertionError(f"unexpected {event!r}")
 
     def open(self, path: str = "/", headers: Sequence[tuple[bytes, bytes]] = (),
-             extensions: Sequence[PerMessageDeflate] = ()) -> None:
+             extensions: Sequence[PerMessageDeflate] = (),
+             subprotocols: Sequence[str] = ()) -> None:
         """Upgrade and wait for the 101."""
-        self.upgrade(path, headers, extensions)
+        self.upgrade(path, headers, extensions, subprotocols=subprotocols)
         self.wait(lambda: self.accepted or self.rejected, "the answer to the upgrade")
         assert self.accepted is not None, (self.rejected, self.reject_body)
 
@@ -266,7 +268,8 @@ def test_frames_flow_both_ways_and_are_counted(rundir: str, table: PortTable,
     support.wait_until(lambda: (portstatus.read(rundir, PORT) or {}).get("state") == "up",
                        5, "the status file to say up")
     assert portstatus.read(rundir, PORT) == {"v": 1, "state": "up", "error": "",
-                                             "next_retry_ns": None, "first": None}
+                                             "next_retry_ns": None, "first": None,
+                                             "offload": False}
     down, up = exchange(broker, client)
     # Many masked frames in few TCP segments.
     many = [make_frame(1000 + i, 60 + i) for i in range(300)]
@@ -275,6 +278,36 @@ def test_frames_flow_both_ways_and_are_counted(rundir: str, table: PortTable,
     wait_counters(table, broker, down)
     assert (slot(table).errors, slot(table).drops) == (0, 0)
     assert "WebSocket peer accepted (path /)" in proc.stderr_text()
+
+
+@pytest.mark.parametrize("no_offload", [False, True])
+def test_a_client_offering_etherws_gso_gets_messages_with_a_header(
+        rundir: str, broker: FakeBroker, start_peer: StartPeer, no_offload: bool) -> None:
+    from etherws.gso import ZERO_HEADER
+    _, sock = start_peer(*(["--no-offload"] if no_offload else []))
+    client = Client(sock)
+    client.open(subprotocols=["etherws.gso.1"])
+    assert client.accepted is not None
+    assert client.accepted.subprotocol == (None if no_offload else "etherws.gso.1")
+    support.wait_until(lambda: (portstatus.read(rundir, PORT) or {}).get("state") == "up",
+                       5, "the status file to say up")
+    assert portstatus.read(rundir, PORT)["offload"] is not no_offload  # type: ignore[index]
+    frames = [make_frame(i, size) for i, size in enumerate([60, 1514, 65535])]
+    broker.send(frames)
+    client.wait(lambda: len(client.messages) >= 3, "the frames")
+    if no_offload:
+        assert client.messages == frames
+        return
+    assert client.messages == [ZERO_HEADER + f for f in frames]
+    header = bytes([1, 0, 0, 0, 0, 0, 34, 0, 16, 0])  # a checksum left to do at 34+16
+    up = [make_frame(100 + i, size) for i, size in enumerate([60, 65535])]
+    for f in up:
+        client.send(Message(data=header + f))
+    assert broker.collect(len(up)) == up
+    assert [broker.headers[f] for f in up] == [header, header]
+    client.send(Message(data=header + make_frame(200, 65536)))  # 65546: one over
+    client.wait(lambda: client.close_code is not None, "the close")
+    assert client.close_code == 1009
 
 
 def test_wss_with_websocket_client(table: PortTable, broker: FakeBroker,
