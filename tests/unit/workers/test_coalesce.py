@@ -41,3 +41,13 @@ def test_each_send_restarts_the_stream_gap() -> None:
     assert c.hold_s(1, 2.0) == 0.0
     c.sent(2.0)
     assert c.hold_s(1, 2.5) == 0.1
+
+
+def test_a_batch_of_many_bytes_is_full_whatever_its_frame_count() -> None:
+    from etherws.workers.coalesce import FULL_ENOUGH_BYTES
+    c = Coalescer()
+    c.sent(1.0)
+    assert c.hold_s(1, 1.0001, 1514) == HOLD_S  # one wire frame of a stream: waits
+    assert c.hold_s(1, 1.0001, 65000) == 0.0    # one super-frame: goes
+    assert c.hold_s(2, 1.0001, FULL_ENOUGH_BYTES) == 0.0
+    assert c.hold_s(2, 1.0001, FULL_ENOUGH_BYTES - 1) == HOLD_S
