@@ -475,6 +475,21 @@ class PortLoop:
         return sent, nbytes, dropped
 
 
+def write_segments(write: Callable[[bytes | memoryview], bool], header: bytes | memoryview,
+                   frame: bytes | memoryview) -> bool:
+    """Send a frame the kernel refused with its virtio-net header (EINVAL: a GSO type or
+    an offload this kernel does not have, e.g. UDP segmentation before Linux 6.2, from a
+    switch on a newer one) as wire frames through ``write``, which takes plain frames;
+    False when one was dropped or the header does not fit the frame."""
+    try:
+        wire = wire_frames(frame, header)
+    except GsoError:
+        return False
+    if len(wire) == 1 and wire[0] is frame:  # nothing to do for it here: a true refusal
+        return False
+    return all([write(w) for w in wire])
+
+
 def beat_while_waiting(counters: SlotView, stop: StopSignal, until_ns: int,
                        poll: Callable[[int], object], slice_ms: int,
                        done: Callable[[], bool] | None = None,

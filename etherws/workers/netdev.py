@@ -45,7 +45,7 @@ from etherws import config
 from etherws.frame import MAX_FRAME
 from etherws.gso import VNET_HDR_LEN, ZERO_HEADER, GsoError, shifted
 from etherws.ifaddr import valid_ifname
-from etherws.workers.link import Medium, MediumClosed, worker_main
+from etherws.workers.link import Medium, MediumClosed, worker_main, write_segments
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +201,12 @@ class NetdevMedium(Medium):
 
     def write_vnet(self, header: bytes | memoryview, frame: bytes | memoryview) -> bool:
         """Send one frame behind its virtio-net header (one system call, no copy here);
-        False when the kernel refused it (EINVAL also for a header that does not fit)."""
+        False when the kernel refused it. A header it refuses (EINVAL) is done here."""
         try:
             self.sock.sendmsg((header, frame))
         except OSError as e:
+            if e.errno == errno.EINVAL and header != ZERO_HEADER:
+                return write_segments(self.write, header, frame)
             if e.errno in _WRITE_DROPS:
                 return False
             raise

@@ -390,8 +390,10 @@ def configure(args: argparse.Namespace, beat: Callable[[], None] | None = None
     if not ETH_HLEN <= args.max_message <= MAX_FRAME:
         raise ConfigError(f"--max-message must be {ETH_HLEN}..{MAX_FRAME}")
     origins = frozenset(args.origin) if args.origin else None
+    # a smaller --max-message would close the tunnel at the first super-frame (1009)
+    offload = not args.no_offload and args.max_message == MAX_FRAME
     handshake = ServerHandshake(args.path, make_auth(args.htpasswd, args.rundir, beat), origins,
-                                protocols=() if args.no_offload else (OFFLOAD_PROTOCOL,))
+                                protocols=(OFFLOAD_PROTOCOL,) if offload else ())
     context = None if args.sslcert is None else tls_context(args.sslcert, args.sslkey)
     return context, handshake
 

@@ -27,7 +27,7 @@ from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.gso import VNET_HDR_LEN, ZERO_HEADER
 from etherws.ring import Ring
 from etherws.runtime import tuntap
-from etherws.workers.link import Medium, MediumClosed, worker_main
+from etherws.workers.link import Medium, MediumClosed, worker_main, write_segments
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +125,15 @@ class TapMedium(Medium):
 
     def write_vnet(self, header: bytes | memoryview, frame: bytes | memoryview) -> bool:
         """Write one frame behind its virtio-net header (one system call); False when the
-        kernel refused it (EINVAL also for a header that does not fit the frame)."""
+        kernel refused it. A header it refuses (EINVAL) is done here instead."""
         return self._writev((header, frame))
 
     def _writev(self, parts: tuple[bytes | memoryview, ...]) -> bool:
         try:
             os.writev(self.fd, parts)
         except OSError as e:
+            if e.errno == errno.EINVAL and len(parts) == 2 and parts[0] != ZERO_HEADER:
+                return write_segments(self.write, parts[0], parts[1])
             if e.errno in _WRITE_DROPS:
                 return False
             if e.errno == errno.EBADFD:

@@ -421,3 +421,22 @@ def test_an_offload_medium_reads_go_up_behind_their_header() -> None:
     assert [bytes(h) for h in broker.file.up.headers.values()] == [header]
     s = table.read(2)
     assert (s.rx, s.rx_bytes, s.errors) == (1, len(frame), 1)  # headers not counted
+
+
+def test_a_header_the_kernel_refuses_is_done_in_software() -> None:
+    from etherws import gso
+    from etherws.workers.link import write_segments
+    frame, header = super_frame(3000, 1000)
+    written: list[bytes] = []
+
+    def write(f: bytes | memoryview) -> bool:
+        written.append(bytes(f))
+        return True
+
+    assert write_segments(write, header, frame)
+    assert written == gso.segment(frame, gso.parse(header))
+    written.clear()
+    assert not write_segments(write, gso.ZERO_HEADER, frame)  # nothing to do: refused
+    assert not write_segments(write, header[:6] + b"\xff\xff" + header[8:], frame)
+    assert written == []
+    assert not write_segments(lambda f: False, header, frame)  # a segment dropped
