@@ -161,7 +161,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("no_offload", "--no-offload", bool, False, "no super-frames: TAP and netdev "
            "ports without the virtio-net header (netdev interfaces get their offloads "
            "turned off instead), tunnels without etherws.gso.1 (for comparison, or a "
-           "kernel that misbehaves)", children=frozenset({"tap", "netdev", "peer", "client"})),
+           "kernel that misbehaves)",
+           children=frozenset({"tap", "netdev", "peer", "client"})),
     Option("no_zygote", "--no-zygote", bool, False, "start every peer worker with "
            "fork+exec, not from the zygote (slower, more memory: for comparison)",
            section="server"),

@@ -8,10 +8,10 @@ each egress port's down ring, behind its virtio-net header if it came with one (
 super-frame: ``etherws.gso``; the egress worker cuts it up for a port that cannot take
 it). What a down ring cannot take is dropped and counted in that port's slot; the
 broker never waits for a port. A sender whose frames all went to one full ring is asked
-to pause (the slot's hold word). Each port's VLAN setting, storm
-and rate limits come from its slot as well, re-read with the rest (``Forwarder`` applies
-them; a frame a VLAN rule rewrites is copied from its new bytes); a port whose VLAN setting
-changes forgets the addresses it had learned.
+to pause (the slot's hold word). Each port's VLAN setting, storm and rate limits come
+from its slot as well, re-read with the rest (``Forwarder`` applies them; a frame a VLAN
+rule rewrites is copied from its new bytes, its header's offsets moved); a port whose
+VLAN setting changes forgets the addresses it had learned.
 
 Nothing in a ring is trusted: a worker parses network input and may be compromised.
 A ring whose indices or records are invalid is counted as one error of its port, its

@@ -73,7 +73,8 @@ class Switch:
     move_hold_s: float = DEFAULT_MOVE_HOLD_S
     """MAC move protection's hold-down (``--move-hold``)."""
     offload: bool = True
-    """TAP ports take super-frames, peers are offered etherws.gso.1 (not ``--no-offload``)."""
+    """TAP and netdev ports take super-frames, the server accepts etherws.gso.1 (not
+    ``--no-offload``)."""
 
 
 def _port(sw: Switch, params: Params) -> Port:

@@ -87,9 +87,10 @@ class Medium(Protocol):
     zero header, if the medium needs one).
 
     A medium inherits this class: the methods after ``close`` are optional hooks with
-    no-op defaults, for a medium that buffers on its own (a WebSocket: decoded messages left
-    over from a bounded batch, bytes decrypted inside the TLS layer, output the socket
-    could not take yet, keepalive timers); TAP and AF_PACKET media keep the defaults.
+    no-op defaults, for a medium that buffers on its own (a WebSocket: decoded messages
+    left over from a bounded batch, bytes decrypted inside the TLS layer, output the
+    socket could not take yet, keepalive timers); TAP and AF_PACKET media keep the
+    defaults.
     """
 
     offload: bool = False
@@ -439,7 +440,6 @@ class PortLoop:
             self.medium.flush()  # may raise MediumClosed
         finally:
             down.release()
-
 
     def _write_vnet(self, frames: list[memoryview], headers: dict[int, bytes | memoryview]
                     ) -> tuple[int, int, int]:

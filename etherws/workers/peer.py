@@ -299,10 +299,11 @@ class Peer:
             return self._ended(f"{len(accepted.trailing)} bytes sent before the 101 "
                                "(closed with 1002)", sock, waiter)
         who = f" as user {accepted.user!r}" if accepted.user is not None else ""
+        offload = accepted.protocol == OFFLOAD_PROTOCOL
         log.info("WebSocket peer accepted%s (path %s%s)", who, self.args.path,
-                 ", offload: super-frames" if accepted.protocol == OFFLOAD_PROTOCOL else "")
-        self._status("up", offload=accepted.protocol == OFFLOAD_PROTOCOL)
-        return self._tunnel(sock, accepted.protocol == OFFLOAD_PROTOCOL)
+                 ", offload: super-frames" if offload else "")
+        self._status("up", offload=offload)
+        return self._tunnel(sock, offload)
 
     def _tunnel(self, sock: socket.socket, offload: bool) -> int:
         """Frames between the peer and the broker until either side ends; exit 0.
