@@ -243,24 +243,41 @@ class Ring:
 
     def _put_many_vnet(self, frames: list[bytes] | list[memoryview],
                        headers: dict[int, bytes | memoryview]) -> int:
-        """put_many for a batch some of whose frames have a virtio-net header."""
+        """put_many for a batch some of whose frames have a virtio-net header: each one
+        record, the header then the frame. put_many's loop with the header added, kept
+        apart from it: calls to put and reserve per frame took 790 ns a 100-byte frame
+        against 540 for this loop, and put_many's loop, given the header lookup, would
+        cost a plain frame more than its 360 ns (best of 7, one process); with offload
+        every TCP and UDP frame of a TAP has a header."""
+        cap, mask, data, pack = self.capacity, self._mask, self.data, REC.pack_into
+        head, seen, get = self._head, self._seen_tail, headers.get
         n = 0
-        put, get, reserve = self.put, headers.get, self.reserve
         for frame in frames:
             h = get(id(frame))
-            if h is None:
-                if not put(frame):
+            k = 0 if h is None else len(h)
+            size = len(frame) + k
+            if size > MAX_PAYLOAD:
+                break
+            need = (HDR + size + ALIGN - 1) & -ALIGN
+            pos = head & mask
+            pad = cap - pos if pos + need > cap else 0
+            if head + pad + need - seen > cap:
+                self._head = head
+                if pad + need > self.room():
                     break
-            else:  # one record: the header, then the frame, each copied once
-                k, size = len(h), len(h) + len(frame)
-                view = reserve(size)
-                if view is None:
-                    break
-                view[:k] = h
-                view[k:size] = frame
-                del view
-                self.put_reserved(size, 0, k)
+                seen = self._seen_tail
+            if pad:
+                pack(data, pos, pad - HDR, PAD, 0)
+                head += pad
+                pos = 0
+            pack(data, pos, size, 0, k)
+            pos += HDR
+            if k:
+                data[pos:pos + k] = h
+            data[pos + k:pos + size] = frame
+            head += need
             n += 1
+        self._head = head
         return n
 
     def pending(self) -> bool:
