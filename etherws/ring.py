@@ -272,7 +272,7 @@ class Ring:
                 pos = 0
             pack(data, pos, size, 0, k)
             pos += HDR
-            if k:
+            if h is not None:
                 data[pos:pos + k] = h
             data[pos + k:pos + size] = frame
             head += need
