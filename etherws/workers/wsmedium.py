@@ -102,8 +102,9 @@ class WsMedium(Medium):
         self.keepalive = keepalive
         self._ready: list[bytes] = []  # decoded messages not handed out yet
         self._failure: str | None = None  # why the medium ended, raised once _ready is empty
-        # frames written since the last flush, not encoded (views into the down ring)
-        self._batch: list[bytes | memoryview] = []
+        # frames written since the last flush, not encoded (views into the down ring;
+        # a header and its frame as a pair)
+        self._batch: list[wsframe.Payload] = []
         self._batch_bytes = 0
         self._out = bytearray()  # encoded bytes the socket has not taken yet
         self._close_sent = False
@@ -130,14 +131,14 @@ class WsMedium(Medium):
         """Queue one frame for the next flush; False (a drop) when there is no room."""
         if self.offload:
             return self.write_vnet(ZERO_HEADER, frame)
-        return self._queue(frame)
+        return self._queue(frame, len(frame))
 
     def write_vnet(self, header: bytes | memoryview, frame: bytes | memoryview) -> bool:
         """Queue one frame behind its virtio-net header, as one message (``offload``)."""
-        return self._queue(b"".join((header, frame)))
+        return self._queue((header, frame), len(header) + len(frame))
 
-    def _queue(self, frame: bytes | memoryview) -> bool:
-        size = len(frame) + FRAME_OVERHEAD
+    def _queue(self, frame: wsframe.Payload, size: int) -> bool:
+        size += FRAME_OVERHEAD
         if (self._close_sent or self._failure is not None
                 or len(self._out) + self._batch_bytes + size > OUT_LIMIT):
             return False
@@ -291,7 +292,7 @@ class WsMedium(Medium):
         if self.masking:
             raw = os.urandom(4 * len(self._batch))  # one syscall per batch, cut in fours
             keys = [raw[i:i + 4] for i in range(0, len(raw), 4)]
-        self._out += wsframe.binary_batch(self._batch, keys)
+        wsframe.append_binary_batch(self._out, self._batch, keys)
         self._batch = []
         self._batch_bytes = 0
 

@@ -143,6 +143,19 @@ def test_binary_batch_is_concatenated_frames(masked: bool) -> None:
     assert binary_batch([], None) == b""
 
 
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=300), cut=st.integers(0, 300), masked=st.booleans(),
+       key=st.binary(min_size=4, max_size=4))
+def test_a_payload_in_two_parts_is_the_message_of_the_joined_parts(
+        data: bytes, cut: int, masked: bool, key: bytes) -> None:
+    from etherws.wsframe import append_binary_batch
+    keys = [key, KEY] if masked else None
+    out = bytearray(b"before")
+    head, rest = data[:cut], memoryview(data)[cut:]
+    append_binary_batch(out, [(head, rest), b"next"], keys)
+    assert bytes(out) == b"before" + binary_batch([data, b"next"], keys)
+
+
 def test_binary_batch_refuses_bad_keys() -> None:
     with pytest.raises(ValueError):
         binary_batch([b"a", b"b"], [KEY])
