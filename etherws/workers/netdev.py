@@ -113,7 +113,7 @@ def _open_socket(name: str, vnet: bool) -> tuple[socket.socket, int]:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
         sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        if vnet:  # before bind: the kernel refuses it on a socket with a ring only
+        if vnet:  # (the kernel refuses it once a packet ring is mapped: there is none)
             sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
         sock.bind((name, ETH_P_ALL))
         hatype = sock.getsockname()[3]
@@ -188,25 +188,21 @@ class NetdevMedium(Medium):
         log.info("interface %s went down", self.name)
 
     def write(self, frame: bytes | memoryview) -> bool:
-        """Send one frame out of the interface; False when the kernel refused it."""
-        if self.offload:
-            return self.write_vnet(ZERO_HEADER, frame)
-        try:
-            self.sock.send(frame)
-        except OSError as e:
-            if e.errno in _WRITE_DROPS:
-                return False
-            raise
-        return True
+        """Send one frame out of the interface (behind a zero header with offload); False
+        when the kernel refused it."""
+        return self._sendmsg((ZERO_HEADER, frame) if self.offload else (frame,))
 
     def write_vnet(self, header: bytes | memoryview, frame: bytes | memoryview) -> bool:
         """Send one frame behind its virtio-net header (one system call, no copy here);
         False when the kernel refused it. A header it refuses (EINVAL) is done here."""
+        return self._sendmsg((header, frame))
+
+    def _sendmsg(self, parts: tuple[bytes | memoryview, ...]) -> bool:
         try:
-            self.sock.sendmsg((header, frame))
+            self.sock.sendmsg(parts)
         except OSError as e:
-            if e.errno == errno.EINVAL and header != ZERO_HEADER:
-                return write_segments(self.write, header, frame)
+            if e.errno == errno.EINVAL and len(parts) == 2 and parts[0] != ZERO_HEADER:
+                return write_segments(self.write, parts[0], parts[1])
             if e.errno in _WRITE_DROPS:
                 return False
             raise

@@ -52,7 +52,7 @@ class TapMedium(Medium):
         self.offload = offload
         self._vnet = VNET_HDR_LEN if offload else 0
         try:  # a persistent TAP keeps what the last worker set: say it every time
-            self.offloads = tuntap.set_offload(self.fd, OFFLOADS if offload else 0)
+            tuntap.set_offload(self.fd, OFFLOADS if offload else 0)
         except OSError as e:
             os.close(self.fd)
             raise OSError(e.errno, f"cannot set the offloads of TAP {name!r}: "
