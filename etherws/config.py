@@ -128,6 +128,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("no_port_security", "--no-port-security", bool, False, "flood frames from "
            f"addresses a port may not learn any more (it holds {FDB_PER_PORT}) instead of "
            "dropping them", children=frozenset({"broker"})),
+    Option("no_loop_guard", "--no-loop-guard", bool, False, "send no loop probes and "
+           "block no port (loops are then held off by MAC move protection only)",
+           children=frozenset({"broker"})),
     Option("metrics", "--metrics", str, None, "serve Prometheus metrics on [ADDR:]PORT "
            "(127.0.0.1 when only a port is given; off by default)", "[ADDR:]PORT",
            lambda flag, value: metrics_address(value) and None),
@@ -200,6 +203,7 @@ class Config:
     move_hold_s: float = DEFAULT_MOVE_HOLD_S
     fdb_size: int = DEFAULT_FDB_SIZE
     no_port_security: bool = False
+    no_loop_guard: bool = False
     metrics: str | None = None
     ctl: str | None = None
     ctl_secret_key: str | None = None

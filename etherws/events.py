@@ -11,6 +11,8 @@ allowed clients. Each message has two frames::
 
     type    event                                     other fields
     port    added removed up down backoff fatal       port name kind target [reason]
+    port    loop forwarding                           port name kind target
+                                                      (the loop guard blocked it; opened it)
     worker  restart                                   port|process reason restarts
     worker  up backoff fatal                          process [reason]  (broker, listener)
     link    connecting up backoff failed              port [error]       (tunnel ports)
@@ -130,6 +132,8 @@ class PortFacts:
     reason: str
     link: str | None = None
     link_error: str = ""
+    loop: bool = False
+    """The loop guard blocks the port."""
 
 
 STATE_EVENTS = {"up": "up", "backoff": "backoff", "fatal": "fatal", "stopped": "down"}
@@ -167,6 +171,8 @@ def port_events(before: Mapping[int, PortFacts], after: Mapping[int, PortFacts])
             out.append(_port_event(number, new, STATE_EVENTS[new.state]))
         if new.link != old.link and new.link is not None:
             out.append(_link_event(number, new))
+        if new.loop != old.loop:
+            out.append(_port_event(number, new, "loop" if new.loop else "forwarding"))
     return out
 
 

@@ -18,6 +18,8 @@ Port table (file ``ports.tbl``)::
       8 malformed session messages                                 (broker)
       9 listener heartbeat ns                                      (listener)
       10 broker pid: the workers attach again when it changes      (broker)
+      11 switch id: the loop guard's name for this switch (``etherws.loopguard``), drawn
+         by the first broker, kept by the next                      (broker)
     slot i at HEADER_WORDS + i * SLOT_WORDS:
       0 port (0 = free slot)  1 flags (FLAG_SHUT)  2 kind (PortKind)          (supervisor)
       3 heartbeat ns  4 rx frames  5 rx bytes  6 tx frames  7 tx bytes
@@ -32,7 +34,10 @@ Port table (file ``ports.tbl``)::
       17 VLAN mode: ``vid << 2 | mode`` (``vlan.PortVlan.word``)
       18 storm limit, frames a second (0: the default, STORM_OFF: none)
       19 rate limit, bits a second of what the port sends into the switch (0: none)
-      20-31 free
+      20-27 free
+      28 loop guard: blocked since ns (0: forwarding)  29 times blocked
+      30 frames dropped while blocked                                        (broker)
+      31 free
       32-95 a trunk's VIDs, one bit each (``vlan.vids_to_bitmap``)            (supervisor)
 
 The supervisor writes words 17-19 and 32-95 together (``set_rules``), then bumps the
@@ -84,6 +89,7 @@ H_FLUSH_DONE = 7
 H_BROKER_MALFORMED = 8
 H_LISTENER_HEARTBEAT = 9
 H_BROKER_PID = 10
+H_SWITCH_ID = 11
 
 # port slot words
 S_PORT = 0
@@ -106,6 +112,9 @@ S_RATE_DROPS = 16
 S_VLAN = 17
 S_STORM = 18
 S_RATE = 19
+S_LOOP_SINCE = 28
+S_LOOP_BLOCKS = 29
+S_LOOP_DROPS = 30
 S_TRUNK = 32
 TRUNK_WORDS = 64
 TRUNK_SLOT = frozenset(range(S_TRUNK, S_TRUNK + TRUNK_WORDS))
@@ -208,6 +217,10 @@ class PortSlot:
     vlan_drops: int = 0
     storm_drops: int = 0
     rate_drops: int = 0
+    loop_since_ns: int = 0
+    """When the loop guard blocked the port (0: it forwards)."""
+    loop_blocks: int = 0
+    loop_drops: int = 0
 
 
 @dataclass(frozen=True)
@@ -238,9 +251,10 @@ SUPERVISOR_SLOT = frozenset({S_PORT, S_FLAGS, S_KIND, S_RING, S_VLAN, S_STORM, S
                             ) | TRUNK_SLOT
 """(``claim`` also zeroes a free slot's other words before anyone else uses it.)"""
 BROKER_HEADER = frozenset({H_BROKER_HEARTBEAT, H_FLUSH_DONE, H_BROKER_MALFORMED,
-                           H_BROKER_PID})
+                           H_BROKER_PID, H_SWITCH_ID})
 BROKER_SLOT = frozenset({S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL, S_VLAN_DROPS,
-                         S_STORM_DROPS, S_RATE_DROPS})
+                         S_STORM_DROPS, S_RATE_DROPS, S_LOOP_SINCE, S_LOOP_BLOCKS,
+                         S_LOOP_DROPS})
 LISTENER_HEADER = frozenset({H_LISTENER_HEARTBEAT})
 WORKER_SLOT = frozenset({S_HEARTBEAT, S_RX, S_RX_BYTES, S_TX, S_TX_BYTES, S_ERRORS, S_DROPS})
 BROKER_FDB_HEADER = frozenset({F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT, F_HELD_MOVES})
@@ -358,13 +372,16 @@ class PortTable:
             tx_bytes=w[b + S_TX_BYTES],
             errors=w[b + S_ERRORS] + w[b + S_BROKER_ERRORS],
             drops=(w[b + S_DROPS] + w[b + S_BROKER_DROPS] + w[b + S_VLAN_DROPS]
-                   + w[b + S_STORM_DROPS] + w[b + S_RATE_DROPS]),
+                   + w[b + S_STORM_DROPS] + w[b + S_RATE_DROPS] + w[b + S_LOOP_DROPS]),
             broker_errors=w[b + S_BROKER_ERRORS],
             broker_drops=w[b + S_BROKER_DROPS],
             hold_until_ns=w[b + S_HOLD_UNTIL],
             vlan_drops=w[b + S_VLAN_DROPS],
             storm_drops=w[b + S_STORM_DROPS],
             rate_drops=w[b + S_RATE_DROPS],
+            loop_since_ns=w[b + S_LOOP_SINCE],
+            loop_blocks=w[b + S_LOOP_BLOCKS],
+            loop_drops=w[b + S_LOOP_DROPS],
         )
 
     def rules(self, slot: int) -> PortRules:
@@ -464,6 +481,28 @@ class BrokerView:
     def hold(self, slot: int, until_ns: int) -> None:
         """Ask ``slot``'s worker to read nothing from its medium before ``until_ns``."""
         self.words[self.table.base(slot) + S_HOLD_UNTIL] = until_ns
+
+    def switch_id(self, drawn: int) -> int:
+        """The switch's loop-guard id: the one a broker before us kept, else ``drawn``
+        (kept from now on)."""
+        if not self.words[H_SWITCH_ID]:
+            self.words[H_SWITCH_ID] = drawn
+        return self.words[H_SWITCH_ID]
+
+    def loop_since_ns(self, slot: int) -> int:
+        """When the loop guard blocked ``slot``'s port (0: not blocked)."""
+        return self.words[self.table.base(slot) + S_LOOP_SINCE]
+
+    def set_loop(self, slot: int, since_ns: int) -> None:
+        """The loop guard blocked ``slot``'s port at ``since_ns`` (counted), or opened it (0)."""
+        b = self.table.base(slot)
+        if since_ns and not self.words[b + S_LOOP_SINCE]:
+            self.words[b + S_LOOP_BLOCKS] += 1
+        self.words[b + S_LOOP_SINCE] = since_ns
+
+    def add_loop_drops(self, slot: int, n: int) -> None:
+        """Frames from ``slot``'s port dropped because the loop guard blocks it."""
+        self.words[self.table.base(slot) + S_LOOP_DROPS] += n
 
 
 class ListenerView:

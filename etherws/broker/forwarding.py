@@ -36,6 +36,12 @@ Each port may also have (``PortPolicy``):
 - isolation: a frame from an isolated port never leaves by another isolated port (it
   floods to the others only; a unicast to one is filtered), as a private VLAN's isolated
   ports: the switch's accepted peers reach its own ports but not each other.
+
+With the loop guard on (``guard``), frames addressed to ``loopguard.PROBE_DST`` are
+never switched nor learned from: they are handed back in ``ForwardResult.probes`` for
+the broker's ``LoopGuard``, whatever the port's VLAN rules. A port the guard blocked
+(``set_blocked``) sends and receives nothing else: its frames are dropped (counted in
+``loop``), floods leave it out, and a unicast to it is filtered.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from typing import Generic, TypeVar
 from etherws.broker.fdb import Fdb, LearnResult
 from etherws.frame import FrameError, header
 from etherws.gso import GsoError, shifted
+from etherws.loopguard import PROBE_DST
 from etherws.ratelimit import TokenBucket, rate_bucket, storm_bucket
 from etherws.vlan import TRANSPARENT, Out, PortVlan, rewrite
 
@@ -86,6 +93,7 @@ class ForwardResult(Generic[F]):
     it as a unicast).
     ``vlan``, ``storm`` and ``rate`` frames of the ingress port were dropped by its VLAN
     rules, its storm control and its rate limit. A frame a VLAN rule rewrote is bytes.
+    ``probes`` are the loop guard's frames, ``loop`` the others from a blocked port.
     """
 
     egress: dict[int, list[F | bytes]] = field(default_factory=dict)
@@ -96,14 +104,20 @@ class ForwardResult(Generic[F]):
     vlan: int = 0
     storm: int = 0
     rate: int = 0
+    probes: list[F] = field(default_factory=list)
+    loop: int = 0
 
 
 class Forwarder:
     """Applies the forwarding rules over an ``Fdb`` and the current set of ports."""
 
-    def __init__(self, fdb: Fdb, port_security: bool = True) -> None:
+    def __init__(self, fdb: Fdb, port_security: bool = True, guard: bool = False) -> None:
         self.fdb = fdb
         self.port_security = port_security
+        self.guard = guard
+        """Probes are taken out for the loop guard (else switched as any frame)."""
+        self._blocked: frozenset[int] = frozenset()
+        self._live: dict[int, bool] = {}  # port -> shut, as set_ports gave it
         self._shut: dict[int, bool] = {}
         self._flood_cache: dict[int, tuple[int, ...]] = {}
         self._policy: dict[int, PortPolicy] = {}
@@ -121,7 +135,8 @@ class Forwarder:
                     for p, v in ports.items()}
         old = self._policy
         self._policy = policies
-        self._shut = {p: v.shut for p, v in policies.items()}
+        self._live = {p: v.shut for p, v in policies.items()}
+        self._shut = {p: v.shut or p in self._blocked for p, v in policies.items()}
         self._vlan = {p: v.vlan for p, v in policies.items() if not v.vlan.transparent}
         self._isolated = frozenset(p for p, v in policies.items() if v.isolated)
         self._storm = {p: self._storm[p] if p in self._storm and old[p].storm_pps == v.storm_pps
@@ -130,6 +145,13 @@ class Forwarder:
         self._rate = {p: self._rate[p] if p in self._rate and old[p].rate_bps == v.rate_bps
                       else rate_bucket(v.rate_bps, now)
                       for p, v in policies.items() if v.rate_bps}
+        self._flood_cache.clear()
+        self._vlan_flood.clear()
+
+    def set_blocked(self, ports: frozenset[int]) -> None:
+        """The ports the loop guard blocks now (as shut, but counted apart)."""
+        self._blocked = ports
+        self._shut = {p: shut or p in ports for p, shut in self._live.items()}
         self._flood_cache.clear()
         self._vlan_flood.clear()
 
@@ -145,7 +167,7 @@ class Forwarder:
     @property
     def ports(self) -> dict[int, bool]:
         """The current ports: port number -> shut (a copy)."""
-        return dict(self._shut)
+        return dict(self._live)
 
     def flood_targets(self, in_port: int) -> tuple[int, ...]:
         """The ports a frame from ``in_port`` floods to: live ones but ``in_port`` (and
@@ -169,10 +191,14 @@ class Forwarder:
         """
         result: ForwardResult[F] = ForwardResult()
         state = self._shut.get(in_port)
-        if state is None or state:  # unknown or shut
-            result.filtered = len(frames)
-            if state:
-                result.shut[in_port] = len(frames)
+        if state is None or state:  # unknown, shut or blocked
+            if in_port in self._blocked and not self._live[in_port]:
+                result.probes = [f for f in frames if f[:6] == PROBE_DST] if self.guard else []
+                result.loop = len(frames) - len(result.probes)
+            else:
+                result.filtered = len(frames)
+                if state:
+                    result.shut[in_port] = len(frames)
             return result
         bucket = self._rate.get(in_port)
         if bucket is not None:
@@ -190,6 +216,8 @@ class Forwarder:
         flood: list[F | bytes] = []
         malformed = filtered = secured = stormed = 0
         secure = self.port_security
+        guard = self.guard
+        probes = result.probes
         # A batch is mostly one stream: the same source and destination frame after frame.
         # The verdicts are kept while the keys repeat (a learn that changed the table
         # forgets the lookup), which took the broker from 2 to 1 lookups' worth per frame.
@@ -202,6 +230,9 @@ class Forwarder:
                 vid, dst, src = header(f)
             except FrameError:
                 malformed += 1
+                continue
+            if dst[0] == 3 and guard and dst == PROBE_DST:  # the first byte: cheap
+                probes.append(f)
                 continue
             key = (vid << 48) | from_bytes(src, "big")
             if key != last_src:
@@ -297,6 +328,9 @@ class Forwarder:
                 _, dst, src = header(f)
             except FrameError:
                 result.malformed += 1
+                continue
+            if dst[0] == 3 and self.guard and dst == PROBE_DST:
+                result.probes.append(f)
                 continue
             vid = rules.classify(f)
             if vid is None:

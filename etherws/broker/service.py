@@ -42,6 +42,7 @@ import zmq
 from etherws import config, session
 from etherws.broker.fdb import Fdb
 from etherws.broker.forwarding import Forwarder, PortPolicy
+from etherws.broker.loops import LoopShell, draw_switch_id
 from etherws.frame import Frame
 from etherws.paths import RunDir
 from etherws.ratelimit import storm_limit
@@ -145,12 +146,15 @@ class Broker:
     """The broker's state: the ports' rings, the FDB, the forwarding rules."""
 
     def __init__(self, rundir: RunDir, ports: PortTable, fdb: Fdb,
-                 port_security: bool = True, isolate: bool = False) -> None:
+                 port_security: bool = True, isolate: bool = False,
+                 loop_guard: bool = True) -> None:
         self.rundir = rundir
         self.ports = ports
         self.view = BrokerView(ports)
         self.fdb = fdb
-        self.forwarder = Forwarder(fdb, port_security)
+        self.forwarder = Forwarder(fdb, port_security, guard=loop_guard)
+        self.loops = LoopShell(self.view, self.forwarder, fdb,
+                               self.view.switch_id(draw_switch_id())) if loop_guard else None
         self.isolate = isolate
         """Server ports (accepted peers) are isolated from each other (``--isolate``)."""
         self.rings: dict[int, PortRings] = {}  # port -> its rings
@@ -187,8 +191,11 @@ class Broker:
             old = self.forwarder.policy(port)
             if old is not None and old.vlan != policy.vlan:  # learned in VLANs it left
                 forgotten += self.fdb.flush_port(port)
-        self.forwarder.set_ports({p: v for p, v in policies.items() if p in self.rings},
-                                 time.monotonic())
+        now = time.monotonic()
+        self.forwarder.set_ports({p: v for p, v in policies.items() if p in self.rings}, now)
+        if self.loops is not None:
+            self.loops.set_ports({p: pr.slot for p, pr in self.rings.items()},
+                                 {p: v.shut for p, v in policies.items()}, now)
         forgotten += self.fdb.retain_ports(current)
         log.debug("port table generation %d: %d ports, %d addresses forgotten",
                   generation, len(current), forgotten)
@@ -231,6 +238,21 @@ class Broker:
         if now >= self._next_expire:
             self.fdb.expire(now)
             self._next_expire = now + EXPIRE_INTERVAL_S
+        if self.loops is not None:
+            self.loops.tick(now, time.monotonic_ns(), self.inject)
+
+    def inject(self, egress: dict[int, list[Frame]]) -> None:
+        """Frames of the broker's own (the loop guard's probes) into the down rings, the
+        workers woken."""
+        filled: set[PortRings] = set()
+        self.deliver(egress, filled)
+        for pr in filled:
+            pr.down.commit()
+        if filled:
+            rings.fence()
+            for pr in filled:
+                if pr.down.armed:
+                    pr.bell.ring()
 
     # --- the data plane ---------------------------------------------------------------
     def switch(self, now: float) -> int:
@@ -282,6 +304,14 @@ class Broker:
             view.add_drops(slot, result.secured)
         if result.vlan or result.storm or result.rate:
             view.add_policed(slot, result.vlan, result.storm, result.rate)
+        if result.loop:
+            view.add_loop_drops(slot, result.loop)
+        if result.probes and self.loops is not None:
+            onward, bad = self.loops.received(pr.port, result.probes, now)
+            if bad:
+                view.add_errors(slot, bad)
+            if onward:
+                self.deliver(onward, filled)
         for shut_port, n in result.shut.items():  # a shut port's drops: listport shows them
             shut = self.rings.get(shut_port)
             if shut is not None:
@@ -357,6 +387,8 @@ class Broker:
         if old != m.pid:
             log.info("port %d: worker %d attached%s", m.port, m.pid,
                      f" (after {old})" if old is not None else "")
+            if self.loops is not None:
+                self.loops.attached(m.port, time.monotonic())
         self.attached[m.port] = m.pid
         return session.encode(session.Message(session.ATTACHED, m.port, m.generation,
                                               os.getpid()))
@@ -443,7 +475,7 @@ def _serve(rundir: RunDir, args: argparse.Namespace, stop: StopSignal) -> int:
         return procargs.EXIT_CONFIG
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     broker = Broker(rundir, ports, fdb, port_security=not args.no_port_security,
-                    isolate=args.isolate)
+                    isolate=args.isolate, loop_guard=not args.no_loop_guard)
     try:
         try:
             sock = bind_session(ctx, rundir.session_endpoint)

@@ -249,6 +249,9 @@ def status(result: Mapping[str, Any]) -> str:
             *([("isolate", "peers cannot reach each other")] if e.get("isolate") else []),
             *([("offload", "off: no super-frames (--no-offload)")]
               if e.get("offload") is False else []),
+            *([("loop guard", "off (--no-loop-guard)")] if e.get("loop_guard") is False
+              else [("loop guard", "blocks port " + ", ".join(
+                  number(p) for p in e["loop_blocked"]))] if e.get("loop_blocked") else []),
             ("fdb", f"{number(table_.get('entries'))} of {number(table_.get('capacity'))} "
                     f"entries, refused: {number(table_.get('refused_full'))} table full, "
                     f"{number(table_.get('refused_port'))} port limit; "

@@ -163,7 +163,8 @@ def _port_facts(ports: PortManager, port: Port) -> PortFacts:
     return PortFacts(name=port.name, kind=port.kind.label, target=port.target,
                      state=life.state.value, restarts=life.restarts, reason=life.reason,
                      link=None if link is None else str(link["state"]),
-                     link_error="" if link is None else str(link.get("error") or ""))
+                     link_error="" if link is None else str(link.get("error") or ""),
+                     loop=bool(ports.table.read(port.slot).loop_since_ns))
 
 
 def _process_facts(child: Child) -> ProcessFacts:

@@ -73,6 +73,8 @@ class Switch:
     move_hold_s: float = DEFAULT_MOVE_HOLD_S
     """MAC move protection's hold-down (``--move-hold``)."""
     offload: bool = True
+    loop_guard: bool = True
+    """Loop probes are sent and looped ports blocked (not ``--no-loop-guard``)."""
     """TAP and netdev ports take super-frames, the server accepts etherws.gso.1 (not
     ``--no-offload``)."""
 
@@ -91,7 +93,8 @@ def port_entry(sw: Switch, port: Port, now: float) -> dict[str, Any]:
 
     While a tunnel port's worker runs, its state is the link's (connecting, up, backoff,
     failed) with the link's next retry and last error: that is what the operator asks
-    about; the process's own state shows when it is not running.
+    about; the process's own state shows when it is not running. A port the loop guard
+    blocks is ``loop`` while its worker is up.
     """
     child, life = port.child, port.child.life
     cpu, rss = child.stats()
@@ -105,6 +108,9 @@ def port_entry(sw: Switch, port: Port, now: float) -> dict[str, Any]:
         at_ns = link.get("next_retry_ns")
         next_retry = max(0.0, (at_ns - time.monotonic_ns()) / 1e9) \
             if isinstance(at_ns, int) and state == "backoff" else None
+    looped = bool(slot.loop_since_ns)
+    if looped and state == "up":
+        state, reason = "loop", "blocked by the loop guard: a loop closes through it"
     return {
         "port": port.number, "name": port.name, "type": port.kind.label,
         "target": port.target, "unsaved": sw.declared.unsaved(port),
@@ -115,6 +121,7 @@ def port_entry(sw: Switch, port: Port, now: float) -> dict[str, Any]:
         **portops.rules(sw.ports, port).entry(port.kind in TUNNELS),
         "vlan_drops": slot.vlan_drops, "storm_drops": slot.storm_drops,
         "rate_drops": slot.rate_drops,
+        "loop": looped, "loop_blocks": slot.loop_blocks, "loop_drops": slot.loop_drops,
         "last_reason": life.reason,
         "last_reason_age": None if life.reason_at is None else now - life.reason_at,
         "next_retry": next_retry,
@@ -365,6 +372,9 @@ def get_status(sw: Switch, params: Params) -> dict[str, Any]:
                                                "spawned": zygote.spawned},
         "gone_peers": dataclasses.asdict(sw.ports.gone_peers),
         "isolate": sw.isolate, "move_hold": sw.move_hold_s, "offload": sw.offload,
+        "loop_guard": sw.loop_guard,
+        "loop_blocked": sorted(p.number for p in sw.ports.ports.values()
+                               if sw.table.read(p.slot).loop_since_ns),
         "fdb": {"entries": sw.fdb.in_use, "capacity": sw.fdb.capacity,
                 "refused_full": sw.fdb.refused_full, "refused_port": sw.fdb.refused_port,
                 "held_moves": sw.fdb.held_moves},

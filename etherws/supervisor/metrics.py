@@ -45,6 +45,7 @@ class SwitchCollector:
                         ("drops", "Frames dropped at the port (full queues, shut, limits)"),
                         ("errors", "Frames or messages of the port that were malformed"),
                         ("restarts", "Restarts of the port's worker"),
+                        ("loop_blocks", "Times the loop guard blocked the port"),
                         ("cpu_seconds", "CPU time of the port's current worker"))}
         up = GaugeMetricFamily("etherws_port_up", "1 while the port's worker is up (for "
                                "a tunnel port: while its link is up)", labels=LABELS)
@@ -56,7 +57,8 @@ class SwitchCollector:
             for key, value in (("rx_frames", slot.rx), ("tx_frames", slot.tx),
                                ("rx_bytes", slot.rx_bytes), ("tx_bytes", slot.tx_bytes),
                                ("drops", slot.drops), ("errors", slot.errors),
-                               ("restarts", port.child.life.restarts)):
+                               ("restarts", port.child.life.restarts),
+                               ("loop_blocks", slot.loop_blocks)):
                 counters[key].add_metric(lv, value)
             link = self.ports.link(port) if port.kind in (PortKind.CLIENT,
                                                           PortKind.SERVER) else None

@@ -149,7 +149,7 @@ class Supervisor:
             ports=self.ports, table=self.table, fdb=self.fdb, ageout_s=self.cfg.ageout_s,
             rundir=self.rundir.root, started=self.started, stop=self.stop.request,
             isolate=self.cfg.isolate, move_hold_s=self.cfg.move_hold_s,
-            offload=not self.cfg.no_offload,
+            offload=not self.cfg.no_offload, loop_guard=not self.cfg.no_loop_guard,
             declared=self.declared, reloading=self.watchdog.reloading,
             reloaded=lambda: self.watchdog.reloaded(self.status_line()))
         self._handlers = handlers.table(self._switch)

@@ -120,7 +120,7 @@ def test_durations_say_their_unit() -> None:
 
 SAMPLES: dict[str, Any] = {
     "foreground": True, "rundir": "/run/etw-x", "ageout_s": 12.5, "move_hold_s": 0.5, "fdb_size": 64,
-    "no_port_security": True, "metrics": "127.0.0.1:9100",
+    "no_port_security": True, "no_loop_guard": True, "metrics": "127.0.0.1:9100",
     "ctl": "tcp://127.0.0.1:7000", "ctl_secret_key": "/k/s.key_secret",
     "ctl_clients": "/k/clients", "no_server": True, "no_zygote": True, "isolate": True,
     "no_offload": True, "host": "127.0.0.1", "port": 8443,

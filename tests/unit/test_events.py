@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -87,6 +88,15 @@ def test_tunnel_links() -> None:
         {"type": "link", "event": "backoff", "port": 2, "error": "connection refused"}]
     gone = PortFacts(None, "client", "ws://gw/", "stopped", 0, "", link=None)
     assert [e["event"] for e in events.port_events({2: up}, {2: gone})] == ["down"]
+
+
+def test_a_port_the_loop_guard_blocks_and_opens() -> None:
+    looped = dataclasses.replace(CLIENT, loop=True)
+    port = {"type": "port", "port": 4, "name": None, "kind": "client", "target": "ws://gw/"}
+    assert events.port_events({4: CLIENT}, {4: looped}) == [{**port, "event": "loop"}]
+    assert events.port_events({4: looped}, {4: looped}) == []
+    assert events.port_events({4: looped}, {4: CLIENT}) == [{**port, "event": "forwarding"}]
+    assert events.describe({**port, "event": "loop"}) == "port 4 (client ws://gw/): loop"
 
 
 def test_events_come_in_port_order() -> None:

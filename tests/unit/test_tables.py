@@ -344,9 +344,12 @@ BROKER_WRITES: dict[str, Callable[[BrokerView], object]] = {
     "add_drops": lambda v: v.add_drops(1, 3), "hold": lambda v: v.hold(1, 99),
     "started": lambda v: v.started(4242),
     "add_policed": lambda v: v.add_policed(1, 1, 2, 3),
+    "switch_id": lambda v: v.switch_id(12345), "set_loop": lambda v: v.set_loop(1, 77),
+    "add_loop_drops": lambda v: v.add_loop_drops(1, 5),
 }
 BROKER_READS: dict[str, Callable[[BrokerView], object]] = {
     "pending_flush": lambda v: v.pending_flush(),
+    "loop_since_ns": lambda v: v.loop_since_ns(1),
 }
 WORKER_WRITES: dict[str, Callable[[SlotView], object]] = {
     "received": lambda v: v.received(1, 60), "sent": lambda v: v.sent(2, 120),

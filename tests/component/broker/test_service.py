@@ -33,6 +33,7 @@ import zmq
 import etherws
 from etherws import ring, session
 from etherws.broker.service import HOLD_NS
+from etherws.loopguard import is_probe
 from etherws.paths import RunDir
 from etherws.runtime import rings, shm
 from etherws.tables import (
@@ -127,6 +128,8 @@ class Switch:
         self.proc: subprocess.Popen[bytes] | None = None
         self.inbox: dict[int, collections.deque[bytes]] = collections.defaultdict(
             collections.deque)
+        self.probes: dict[int, list[bytes]] = collections.defaultdict(list)
+        """The loop guard's probes each port received, kept apart from the test frames."""
 
     def add_port(self, port: int, generation: int) -> None:
         """Create the port's rings and claim its slot (as the supervisor does)."""
@@ -159,8 +162,9 @@ class Switch:
         self.workers[port].send(list(frames))
 
     def take_all(self, port: int) -> None:
-        """Move everything waiting on ``port`` into its inbox."""
-        self.inbox[port].extend(self.workers[port].take())
+        """Move everything waiting on ``port`` into its inbox (the probes apart)."""
+        for f in self.workers[port].take():
+            (self.probes[port] if is_probe(f) else self.inbox[port]).append(f)
 
     def recv(self, port: int, timeout_s: float = WAIT_S) -> bytes:
         """The next test frame ``port`` receives; fails the test at the deadline."""
