@@ -120,12 +120,14 @@ def site(ns: str, rundir: str, log: Path, overlay: str, *options: str,
 
 
 @contextlib.contextmanager
-def server_and_client(net: Underlay, tmp_path: Path) -> Iterator[tuple[Site, Site]]:
-    """Site B with a WebSocket server (port 80) and site A without one, both stopped
-    afterwards: (b, a)."""
-    with site(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B) as b, \
+def server_and_client(net: Underlay, tmp_path: Path, *options: str
+                      ) -> Iterator[tuple[Site, Site]]:
+    """Site B with a WebSocket server (port 80) and site A without one, both started with
+    ``options`` and stopped afterwards: (b, a)."""
+    with site(net.b, fresh_rundir(tmp_path, "rb"), tmp_path / "b.log", OVERLAY_B,
+              *options) as b, \
             site(net.a, fresh_rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
-                 server=False) as a:
+                 *options, server=False) as a:
         yield b, a
 
 
