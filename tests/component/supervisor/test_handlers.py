@@ -103,7 +103,7 @@ def test_setport_shuts_the_slot(switch: Switch, tap_name: str) -> None:
 
 @pytest.mark.parametrize("method, extra", [
     ("setPort", {"shut": True}), ("delPort", {}), ("restartPort", {}),
-    ("setInterface", {"mtu": 1400}), ("flushFdb", {}),
+    ("setInterface", {"mtu": 1400}), ("flushFdb", {}), ("probePort", {}),
 ])
 def test_an_unknown_port_is_refused(switch: Switch, method: str, extra: dict[str, Any]) -> None:
     with pytest.raises(Refused) as err:
@@ -199,3 +199,16 @@ def test_setif_replaces_an_address_without_leaving_none(switch: Switch, tap_name
     family = 6 if ":" in second else 4
     mine = [a for a in entry["addresses"] if (":" in a) == (family == 6)]
     assert mine == [second]
+
+
+@pytest.mark.parametrize("size, reason", [(1514, "not-a-tunnel"), (63, "bad-value"),
+                                          (65536, "bad-value")])
+def test_probe_refuses_a_tap_port_and_sizes_out_of_range(switch: Switch, tap_name: str,
+                                                         size: int, reason: str) -> None:
+    call(switch, "addPort", type="tap", target=tap_name)
+    slot = switch.ports.ports[1].slot
+    with pytest.raises(Refused) as err:
+        call(switch, "probePort", port=1, size=size)
+    assert err.value.reason == reason
+    assert "\n" not in err.value.message
+    assert switch.table.probe(slot).request == 0  # nothing asked of the worker
