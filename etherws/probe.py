@@ -300,8 +300,8 @@ class Prober:
         size, at = sent
         if not self._in_ladder:
             self._rtts.append(max(now_s - at, 0.0))
-            if self._far_max is None:
-                self._far_max = reply.max_message
+            if self._far_max is None:  # nothing larger is ever sent: keep it in range
+                self._far_max = min(reply.max_message, MAX_SIZE)
             if self._small_sent < self.rtt_probes:
                 self._small(now_s)
             else:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from etherws import probe
 from etherws.frame import MAX_FRAME
@@ -220,3 +222,31 @@ def test_the_entry_has_the_fields_ctl_shows() -> None:
                      "largest": 1514, "lost": [4096, 9014], "far_max_message": MAX_FRAME,
                      "sizes": [1514, 4096, 9014]}
     assert Result(Code.NO_ANSWER, 1514).entry()["largest"] is None
+
+
+def test_a_far_max_above_the_largest_frame_counts_as_the_largest_frame() -> None:
+    p = Prober(64, 0.0, rtt_probes=1)
+    p.take()
+    p.received(Reply(1, 64, 10 ** 10 - 1), 0.001)
+    answer_all(p, 0.002)
+    r = p.result()
+    assert r.far_max == MAX_FRAME and r.largest == 64
+    back = probe.from_words(64, *probe.to_words(r))
+    assert back is not None and back.far_max == MAX_FRAME
+
+
+@given(st.binary(max_size=200))
+def test_no_text_makes_the_parsers_raise(data: bytes) -> None:
+    probe.parse_probe(data)
+    probe.parse_reply(data)
+    probe.parse_probe(probe.PROBE_TAG + b" " + data)
+    probe.parse_reply(probe.REPLY_TAG + b" " + data)
+
+
+@given(st.integers(0, 10 ** 10 - 1), st.integers(probe.MIN_SIZE, 2000),
+       st.integers(0, 10 ** 10 - 1))
+def test_every_probe_and_reply_round_trips(probe_id: int, size: int, max_message: int) -> None:
+    assert probe.parse_probe(probe.encode_probe(probe_id, size)) == probe.Probe(
+        probe_id, size, size)
+    reply = Reply(probe_id, size, max_message)
+    assert probe.parse_reply(probe.encode_reply(reply)) == reply
