@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.support import run, wait_until
+from tests.support import PYTHON, run, wait_until
 from tests.system.tunnel import (
     OVERLAY_A,
     OVERLAY_B,
@@ -20,6 +20,20 @@ from tests.system.tunnel import (
     pings_both_ways,
     site,
 )
+
+
+PLAIN_SERVER = """
+import sys
+from websockets.sync.server import serve
+
+def ignore(ws):  # a plain peer: takes every message, answers none (as etherws 1.3 does text)
+    for _ in ws:
+        pass
+
+with serve(ignore, sys.argv[1], 8765, max_size=None) as server:
+    server.serve_forever()
+"""
+"""A WebSocket server that is not an etherws switch."""
 
 
 def probe(s: Site, port: int, *options: str) -> dict[str, Any]:
@@ -71,7 +85,7 @@ def test_probe_from_either_end_a_tap_port_and_a_busy_tunnel(net: Underlay,
                 "ip", "netns", "exec", b.ns, "ss", "-ltn", check=False).stdout,
                 10, "iperf3 to listen")
             bulk = subprocess.Popen(["ip", "netns", "exec", a.ns, "iperf3", "-c", OVERLAY_B,
-                                     "-t", "4", "-J"], stdout=subprocess.PIPE,
+                                     "-t", "3", "-J"], stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, text=True)
             try:
                 start_rx = server_port(b)["rx_bytes"]
@@ -116,3 +130,23 @@ def test_a_far_side_with_a_smaller_max_message_limits_the_probe_and_stays_up(
         # From the server's side the far end (the client) takes every size.
         e = probe(b, before["port"], "--size", "9014")
         assert e["answered"] and e["largest"] == 9014 and e["far_max_message"] == 65535, e
+
+
+def test_a_far_side_that_is_not_an_etherws_switch_gives_no_answer(net: Underlay,
+                                                                  tmp_path: Path) -> None:
+    server = subprocess.Popen(["ip", "netns", "exec", net.b, PYTHON, "-c", PLAIN_SERVER,
+                               UNDERLAY_B], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: f"{UNDERLAY_B}:8765" in run(
+            "ip", "netns", "exec", net.b, "ss", "-ltn", check=False).stdout,
+            10, "the plain WebSocket server to listen")
+        with site(net.a, fresh_rundir(tmp_path, "ra"), tmp_path / "a.log", OVERLAY_A,
+                  server=False) as a:
+            client = connected(a, f"ws://{UNDERLAY_B}:8765/")
+            e = probe(a, client)
+            assert not e["answered"] and e["largest"] is None and e["rtt_ms"] is None, e
+            assert a.switch.port(client)["state"] == "up"  # type: ignore[index]
+    finally:
+        server.kill()
+        server.wait()
