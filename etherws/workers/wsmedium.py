@@ -19,10 +19,10 @@ What it owns, because no library does it any more:
 - control frames: a ping is answered with a pong of the same payload (RFC 6455
   §5.5.2); a Close is answered with a Close (§5.5.1) and ends the medium; a protocol
   violation sends the decoder's close code (1002, 1007, 1009 ...) and ends it (§7.1.7).
-  Text messages are ignored and counted as errors: the tunnel carries binary frames;
-  but the path probe's (``etherws.probe``): a probe is answered at once with a reply, and
-  a reply goes to this side's running probe. They are text so the binary data path does
-  no work for them.
+  Text messages are ignored and counted as errors (the tunnel carries binary frames),
+  except the path probe's (``etherws.probe``): a probe is answered at once, a reply goes
+  to this side's running probe. Probes are text so that the binary path does no work
+  for them.
 - writing: frames are queued and encoded once per wake-up (a client masks each with a
   fresh key from one ``os.urandom`` call, §5.3), then sent without blocking. At most
   OUT_LIMIT bytes wait for the socket, and the loop takes batches from the broker only
