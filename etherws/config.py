@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from etherws.errors import EtherwsError
+from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.paths import DEFAULT_RUNDIR, RunDir
 
 MIN_FDB, MAX_FDB = 16, 1_000_000
@@ -66,6 +67,11 @@ def _check_path(flag: str, value: str) -> None:
     if not value.startswith("/") or not _plain(value):
         raise ConfigError(f"{flag} must start with '/' and be an absolute URL path like /ws, "
                           f"not {value!r}")
+
+
+def _check_message(flag: str, value: int) -> None:
+    if not ETH_HLEN <= value <= MAX_FRAME:
+        raise ConfigError(f"{flag} must be {ETH_HLEN}..{MAX_FRAME}")
 
 
 def _check_origins(flag: str, value: Sequence[str]) -> None:
@@ -158,6 +164,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_peers", "--max-peers", int, DEFAULT_MAX_PEERS,
            f"most peers at once; more get HTTP 503 (default {DEFAULT_MAX_PEERS})", "N",
            _between(1, MAX_PEERS), section="server"),
+    Option("max_message", "--max-message", int, MAX_FRAME, "largest message a peer may "
+           f"send; a larger one closes its tunnel with 1009 (default {MAX_FRAME}; below "
+           "it peers get no super-frames)", "B", _check_message, section="server",
+           children=frozenset({"peer"})),
     Option("isolate", "--isolate", bool, False, "accepted peers cannot reach each other, "
            "only the switch's own ports (a public relay for browser VMs)", section="server",
            children=frozenset({"broker"})),
@@ -216,6 +226,7 @@ class Config:
     sslcert: str | None = None
     htpasswd: str | None = None
     max_peers: int = DEFAULT_MAX_PEERS
+    max_message: int = MAX_FRAME
     isolate: bool = False
     no_offload: bool = False
     no_zygote: bool = False

@@ -136,6 +136,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("listFdb", {}, "listfdb", "fdb", changes=False),
     Command("flushFdb", {"port": (PortRef, False)}, "flushfdb", None),
     Command("getStatus", {}, "status", "status", changes=False),
+    # etherws.probe: round trip and largest frame across a tunnel port (size: 64..65535,
+    # default 1514; the supervisor refuses other sizes)
+    Command("probePort", {"port": (PortRef, True), "size": (int, False)}, "probe", "probe",
+            changes=False),
     Command("saveConfig", {}, "save", "saved"),
     Command("reloadConfig", {}, None, "changes"),
     Command("shutdown", {}, None, None),

@@ -34,7 +34,12 @@ Port table (file ``ports.tbl``)::
       17 VLAN mode: ``vid << 2 | mode`` (``vlan.PortVlan.word``)
       18 storm limit, frames a second (0: the default, STORM_OFF: none)
       19 rate limit, bits a second of what the port sends into the switch (0: none)
-      20-27 free
+      20-21 free
+      22 probe request sequence  23 probe size, bytes                         (supervisor)
+      24 probe done sequence: written last, after 25-27
+      25 probe round trips, ns: median | minimum << 32  26 largest size answered
+      27 probe flags: code | lost sizes << 8 | far max message << 24
+         (``etherws.probe.to_words``)                                        (port worker)
       28 loop guard: blocked since ns (0: forwarding)  29 times blocked
       30 frames dropped while blocked                                        (broker)
       31 free
@@ -43,6 +48,10 @@ Port table (file ``ports.tbl``)::
 The supervisor writes words 17-19 and 32-95 together (``set_rules``), then bumps the
 generation: a broker that read them half-written sees the generation move and reads them
 again, as it does for the shut flag.
+
+A path probe (``etherws-ctl probe``): the supervisor writes the size, then bumps the
+request sequence; the tunnel worker sees it on its periodic tick, probes, writes the
+result words and then the done sequence, which the supervisor polls.
 
 "rx" counts frames the port received from its medium (into the switch), "tx" frames it
 sent out. A restarted worker continues its slot's counters.
@@ -74,8 +83,9 @@ SLOT_WORDS = 96
 ENTRY_WORDS = 4
 WORD = 8
 VERSION = 1
-PORT_VERSION = 2
-"""The port table's layout version (2: VLANs, storm control and rate limits)."""
+PORT_VERSION = 3
+"""The port table's layout version (2: VLANs, storm control and rate limits; 3: the
+path probe's words, the loop guard's)."""
 
 PORT_MAGIC = int.from_bytes(b"ETWPORTS", "little")
 FDB_MAGIC = int.from_bytes(b"ETWFDB01", "little")
@@ -112,6 +122,12 @@ S_RATE_DROPS = 16
 S_VLAN = 17
 S_STORM = 18
 S_RATE = 19
+S_PROBE_REQUEST = 22
+S_PROBE_SIZE = 23
+S_PROBE_DONE = 24
+S_PROBE_RTT = 25
+S_PROBE_LARGEST = 26
+S_PROBE_FLAGS = 27
 S_LOOP_SINCE = 28
 S_LOOP_BLOCKS = 29
 S_LOOP_DROPS = 30
@@ -234,6 +250,19 @@ class PortRules:
 
 
 @dataclass(frozen=True)
+class ProbeWords:
+    """A slot's path probe words: the latest request and the latest result
+    (``etherws.probe.from_words`` reads the last three)."""
+
+    request: int
+    size: int
+    done: int
+    rtt: int
+    largest: int
+    flags: int
+
+
+@dataclass(frozen=True)
 class PortHeader:
     """A snapshot of the port table's header."""
 
@@ -247,8 +276,8 @@ class PortHeader:
 
 # Who writes which words: the single-writer rule, checked by tests/unit/test_tables.py.
 SUPERVISOR_HEADER = frozenset({H_GENERATION, H_FLUSH_REQUEST, H_FLUSH_PORT})
-SUPERVISOR_SLOT = frozenset({S_PORT, S_FLAGS, S_KIND, S_RING, S_VLAN, S_STORM, S_RATE}
-                            ) | TRUNK_SLOT
+SUPERVISOR_SLOT = frozenset({S_PORT, S_FLAGS, S_KIND, S_RING, S_VLAN, S_STORM, S_RATE,
+                             S_PROBE_REQUEST, S_PROBE_SIZE}) | TRUNK_SLOT
 """(``claim`` also zeroes a free slot's other words before anyone else uses it.)"""
 BROKER_HEADER = frozenset({H_BROKER_HEARTBEAT, H_FLUSH_DONE, H_BROKER_MALFORMED,
                            H_BROKER_PID, H_SWITCH_ID})
@@ -256,7 +285,8 @@ BROKER_SLOT = frozenset({S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL, S_VLAN_D
                          S_STORM_DROPS, S_RATE_DROPS, S_LOOP_SINCE, S_LOOP_BLOCKS,
                          S_LOOP_DROPS})
 LISTENER_HEADER = frozenset({H_LISTENER_HEARTBEAT})
-WORKER_SLOT = frozenset({S_HEARTBEAT, S_RX, S_RX_BYTES, S_TX, S_TX_BYTES, S_ERRORS, S_DROPS})
+WORKER_SLOT = frozenset({S_HEARTBEAT, S_RX, S_RX_BYTES, S_TX, S_TX_BYTES, S_ERRORS, S_DROPS,
+                         S_PROBE_DONE, S_PROBE_RTT, S_PROBE_LARGEST, S_PROBE_FLAGS})
 BROKER_FDB_HEADER = frozenset({F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT, F_HELD_MOVES})
 BROKER_FDB_ENTRY = frozenset({E_SEQ, E_KEY, E_PORT, E_SEEN})
 
@@ -333,6 +363,14 @@ class PortTable:
             w[b + S_TRUNK + i] = word
         w[H_GENERATION] += 1
 
+    def request_probe(self, slot: int, size: int) -> int:
+        """Ask ``slot``'s worker for a path probe of ``size`` bytes (supervisor); returns
+        the request's sequence, which ``probe`` shows as done once answered."""
+        b = self.base(slot)
+        self.words[b + S_PROBE_SIZE] = size  # before the sequence: the worker reads it after
+        self.words[b + S_PROBE_REQUEST] += 1
+        return self.words[b + S_PROBE_REQUEST]
+
     def free_slot(self, start: int = 0) -> int | None:
         """The first free slot at or after ``start`` (wrapping), or None when full.
 
@@ -391,6 +429,15 @@ class PortTable:
         return PortRules(w[b + S_VLAN], tuple(w[b + S_TRUNK:b + S_TRUNK + TRUNK_WORDS]),
                          w[b + S_STORM], w[b + S_RATE])
 
+    def probe(self, slot: int) -> ProbeWords:
+        """``slot``'s probe words; the done sequence is read first, so result words read
+        after it belong to that probe (or a newer one)."""
+        b = self.base(slot)
+        w = self.words
+        done = w[b + S_PROBE_DONE]
+        return ProbeWords(w[b + S_PROBE_REQUEST], w[b + S_PROBE_SIZE], done,
+                          w[b + S_PROBE_RTT], w[b + S_PROBE_LARGEST], w[b + S_PROBE_FLAGS])
+
     def header(self) -> PortHeader:
         """A snapshot of the header."""
         w = self.words
@@ -412,6 +459,10 @@ class PortTable:
     def broker_pid(self) -> int:
         """The pid of the broker that runs now (0 before the first one started)."""
         return self.words[H_BROKER_PID]
+
+    def switch_id(self) -> int:
+        """The loop guard's id of this switch (0 before the first broker drew it)."""
+        return self.words[H_SWITCH_ID]
 
     def listener_heartbeat_ns(self) -> int:
         """The WebSocket listener's latest heartbeat."""
@@ -561,6 +612,22 @@ class SlotView:
     def heartbeat(self, now_ns: int) -> None:
         """Tell the supervisor this worker is alive."""
         self.words[self.base + S_HEARTBEAT] = now_ns
+
+    def probe_request(self) -> tuple[int, int] | None:
+        """``(sequence, size)`` of the supervisor's latest probe request when it is not
+        done yet, else None."""
+        b, w = self.base, self.words
+        request = w[b + S_PROBE_REQUEST]  # before the size: the supervisor writes it after
+        if request == w[b + S_PROBE_DONE]:
+            return None
+        return request, w[b + S_PROBE_SIZE]
+
+    def probe_done(self, request: int, rtt: int, largest: int, flags: int) -> None:
+        """Publish probe ``request``'s result words (``etherws.probe.to_words``), the done
+        sequence last."""
+        b, w = self.base, self.words
+        w[b + S_PROBE_RTT], w[b + S_PROBE_LARGEST], w[b + S_PROBE_FLAGS] = rtt, largest, flags
+        w[b + S_PROBE_DONE] = request
 
     def hold_ns(self, now_ns: int) -> int:
         """Nanoseconds left of a pause the broker asked for (its port's queue was full

@@ -20,7 +20,7 @@ import sys
 import traceback
 from typing import Any, Callable, NoReturn, Sequence
 
-from etherws import __version__, paths
+from etherws import __version__, paths, probe
 from etherws.control import BY_VERB, Command, RpcError
 from etherws.ctl import eventstream, render, secrets, setport, top
 from etherws.portconfig import valid_port_name
@@ -36,6 +36,9 @@ PROG = "etherws-ctl"
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 CLIENT_TIMEOUT_S = 50.0
 """addport client waits for the first connection: the supervisor answers within 40 s."""
+PROBE_TIMEOUT_S = 15.0
+"""probe waits for the probe: the supervisor answers within 10 s
+(``supervisor.probing.DEADLINE_S``)."""
 
 Params = Callable[[argparse.Namespace], dict[str, Any]]
 Renderer = Callable[[dict[str, Any]], str]
@@ -99,6 +102,19 @@ def seconds(value: str) -> float:
     if not 0 < s < 86400:
         raise argparse.ArgumentTypeError(f"not a sensible timeout: {value!r}")
     return s
+
+
+def probe_size(value: str) -> int:
+    """``--size N`` of probe: etherws.probe's MIN_SIZE..MAX_SIZE bytes (checked here for
+    a usage error; the supervisor checks again)."""
+    try:
+        n = int(value, 10)
+    except ValueError:
+        n = 0
+    if not probe.MIN_SIZE <= n <= probe.MAX_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"--size must be {probe.MIN_SIZE}..{probe.MAX_SIZE} bytes, not {value!r}")
+    return n
 
 
 def shut_flag(value: str) -> bool:
@@ -220,6 +236,13 @@ def _add_commands(sub: "argparse._SubParsersAction[Any]") -> None:
                  lambda a: {} if a.port is None else {"port": a.port})
     p.add_argument("port", metavar="PORT", type=port_ref, nargs="?")
     _command(sub, "status", "show the supervisor, broker and FDB state", _no_params)
+    p = _command(sub, "probe", "round trip and largest frame across a tunnel port (the "
+                 "far etherws switch answers probes)",
+                 lambda a: {"port": a.port, "size": a.size})
+    p.add_argument("port", metavar="PORT", type=port_ref)
+    p.add_argument("--size", metavar="N", type=probe_size, default=probe.DEFAULT_SIZE,
+                   help=f"the largest frame to try, {probe.MIN_SIZE}..{probe.MAX_SIZE} bytes "
+                        f"(default {probe.DEFAULT_SIZE}: a full frame of MTU 1500)")
     _command(sub, "save", "write the running ports into the configuration file",
              _no_params)
     p = top.add_parser(sub, interval=seconds, count=positive_int)
@@ -312,6 +335,8 @@ def run(args: argparse.Namespace) -> int:
     timeout = args.timeout
     if args.command == "addport" and args.kind == "client":
         timeout = max(timeout, CLIENT_TIMEOUT_S)
+    if args.command == "probe":
+        timeout = max(timeout, PROBE_TIMEOUT_S)
     try:
         params = args.params(args)  # may ask for a password: before any connection
         client = ControlClient(endpoint, timeout_s=timeout, curve=curve)

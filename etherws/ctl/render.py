@@ -250,8 +250,9 @@ def status(result: Mapping[str, Any]) -> str:
             *([("offload", "off: no super-frames (--no-offload)")]
               if e.get("offload") is False else []),
             *([("loop guard", "off (--no-loop-guard)")] if e.get("loop_guard") is False
-              else [("loop guard", "blocks port " + ", ".join(
-                  number(p) for p in e["loop_blocked"]))] if e.get("loop_blocked") else []),
+              else [("loop guard", f"switch id {text(e.get('switch_id'))}" + (
+                  "; blocks port " + ", ".join(number(p) for p in e["loop_blocked"])
+                  if e.get("loop_blocked") else ""))] if e.get("loop_guard") else []),
             ("fdb", f"{number(table_.get('entries'))} of {number(table_.get('capacity'))} "
                     f"entries, refused: {number(table_.get('refused_full'))} table full, "
                     f"{number(table_.get('refused_port'))} port limit; "
@@ -275,8 +276,40 @@ def changes(result: Mapping[str, Any]) -> str:
     return "\n".join(text(e.get("change")) for e in _entries(result))
 
 
+# --- probePort -------------------------------------------------------------------
+def _sizes(values: Any) -> str:
+    return ", ".join(str(v) for v in values) if isinstance(values, list) else NONE
+
+
+def probe(result: Mapping[str, Any]) -> str:
+    """What a path probe found, one line a port: ``port 3 (name): round trip 1.23 ms,
+    largest frame 1514 bytes (of 9014 asked; lost: 9014)``, or ``no answer``."""
+    lines = []
+    for e in _entries(result):
+        who = f"port {number(e.get('port'))}" + (f" ({e['name']})" if e.get("name") else "")
+        asked = e.get("asked")
+        if not e.get("answered"):
+            lines.append(f"{who}: no answer to probes: the far side is not an etherws "
+                         "switch that answers them (etherws 1.3, a browser VM), or the "
+                         "tunnel drops them")
+            continue
+        rtt, low = e.get("rtt_ms"), e.get("rtt_min_ms")
+        trip = NONE if rtt is None else f"{rtt:.2f} ms" + (
+            f" (min {low:.2f})" if isinstance(low, (int, float)) and low < rtt else "")
+        notes = [f"of {number(asked)} asked"]
+        far = e.get("far_max_message")
+        if isinstance(far, int) and isinstance(asked, int) and asked > far:
+            notes.append(f"the far side takes at most {far}")
+        if e.get("lost"):
+            notes.append(f"lost: {_sizes(e.get('lost'))}")
+        largest = e.get("largest")
+        got = f"largest frame {largest} bytes" if largest else "no probe frame got through"
+        lines.append(f"{who}: round trip {trip}, {got} ({'; '.join(notes)})")
+    return "\n".join(lines)
+
+
 VIEWS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "ports": ports, "interfaces": interfaces, "fdb": fdb, "status": status,
-    "saved": saved, "changes": changes,
+    "saved": saved, "changes": changes, "probe": probe,
 }
 """The views ``control.COMMANDS`` names, by name."""

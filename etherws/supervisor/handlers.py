@@ -22,7 +22,8 @@ from etherws.ifaddr import AddressError, check_mtu, parse_address, valid_ifname
 from etherws.portconfig import NAME_RULE, PortSpec, valid_port_name
 from etherws.portrules import KEYS as RULE_KEYS
 from etherws.portrules import RulesError
-from etherws.supervisor import netif, offloads, portops
+from etherws import probe
+from etherws.supervisor import netif, offloads, portops, probing
 from etherws.supervisor.children import Child
 from etherws.supervisor.declared import Declared
 from etherws.supervisor.policy import State
@@ -355,6 +356,13 @@ def flush_fdb(sw: Switch, params: Params) -> Later:
     return Later(poll)
 
 
+def probe_port(sw: Switch, params: Params) -> Later:
+    """probePort: the round trip and the largest frame across a tunnel port, measured by
+    its worker with probes the far etherws switch answers (``supervisor.probing``)."""
+    port = _port(sw, params)
+    return probing.start(sw.ports, sw.table, port, params.get("size", probe.DEFAULT_SIZE))
+
+
 def _process(child: Child) -> dict[str, Any]:
     return {"state": child.life.state.value, "pid": child.pid,
             "restarts": child.life.restarts, "reason": child.life.reason}
@@ -372,7 +380,7 @@ def get_status(sw: Switch, params: Params) -> dict[str, Any]:
                                                "spawned": zygote.spawned},
         "gone_peers": dataclasses.asdict(sw.ports.gone_peers),
         "isolate": sw.isolate, "move_hold": sw.move_hold_s, "offload": sw.offload,
-        "loop_guard": sw.loop_guard,
+        "loop_guard": sw.loop_guard, "switch_id": f"{sw.table.switch_id():016x}",
         "loop_blocked": sorted(p.number for p in sw.ports.ports.values()
                                if sw.table.read(p.slot).loop_since_ns),
         "fdb": {"entries": sw.fdb.in_use, "capacity": sw.fdb.capacity,
@@ -413,7 +421,7 @@ HANDLERS: dict[str, Callable[[Switch, Params], Mapping[str, Any] | Later]] = {
     "restartPort": restart_port, "listPort": list_port,
     "setInterface": set_interface, "listInterface": list_interface,
     "listFdb": list_fdb, "flushFdb": flush_fdb,
-    "getStatus": get_status, "saveConfig": save_config, "reloadConfig": reload_config,
+    "getStatus": get_status, "probePort": probe_port, "saveConfig": save_config, "reloadConfig": reload_config,
     "shutdown": shutdown,
 }
 """Every method of ``control.COMMANDS`` and what does it (a test checks they agree)."""

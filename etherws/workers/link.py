@@ -34,6 +34,7 @@ import select
 import time
 from typing import Callable, Protocol
 
+from etherws import probe
 from etherws.errors import EtherwsError
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.gso import VNET_HDR_LEN, GsoError, wire_frames
@@ -148,6 +149,16 @@ class Medium(Protocol):
 
     def tick(self, now_ns: int) -> None:
         """Called every TICK_NS (MediumClosed when the peer is dead)."""
+        return None
+
+    def start_probe(self, size: int, now_ns: int) -> bool:
+        """Begin a path probe of ``size`` bytes to the far switch (``etherws.probe``);
+        False when this medium cannot probe (not a tunnel)."""
+        return False
+
+    def probe_tick(self, now_ns: int) -> probe.Result | None:
+        """The running probe's turn (called every TICK_NS while one runs): its result
+        once done, else None."""
         return None
 
     def has_room(self) -> bool:
@@ -315,6 +326,7 @@ class PortLoop:
         self.clock = clock
         self.sleep = sleep
         self._in_place = medium.read_into(link.up, 0) is not None  # asks, reads nothing
+        self._probing: int | None = None  # the probe request being served
 
     def run(self) -> None:
         """Loop until the stop flag is set; MediumClosed propagates."""
@@ -363,6 +375,22 @@ class PortLoop:
         self.counters.add_errors(errors)
         self.counters.add_drops(drops)
         self.medium.tick(now_ns)
+        self.probe_tick(now_ns)
+
+    def probe_tick(self, now_ns: int) -> None:
+        """Start the path probe the supervisor asked for in the slot, and publish its
+        result once done (on the tick: the data path does nothing for probes)."""
+        request = self.counters.probe_request()
+        result = None
+        if request is not None and request[0] != self._probing:
+            self._probing, size = request
+            if not self.medium.start_probe(size, now_ns):
+                result = probe.unsupported(size)
+        elif self._probing is not None:
+            result = self.medium.probe_tick(now_ns)
+        if result is not None and self._probing is not None:
+            self.counters.probe_done(self._probing, *probe.to_words(result))
+            self._probing = None
 
     def upstream(self) -> None:
         """One bounded batch from the medium to the up ring; a partial batch of a flowing

@@ -44,7 +44,7 @@ from collections.abc import Callable
 
 from etherws import config
 from etherws.config import ConfigError
-from etherws.frame import ETH_HLEN, MAX_FRAME
+from etherws.frame import MAX_FRAME
 from etherws.keepalive import Keepalive
 from etherws.runtime import portstatus, procargs
 from etherws.runtime.authfile import AuthFile, VerifySlots
@@ -388,8 +388,6 @@ def configure(args: argparse.Namespace, beat: Callable[[], None] | None = None
     ``beat`` while it verifies a password); ConfigError if unusable."""
     config.check_child(args, "peer")  # the supervisor's checks: path, origins, pings
     config.check_tls_pair(args.sslkey, args.sslcert)
-    if not ETH_HLEN <= args.max_message <= MAX_FRAME:
-        raise ConfigError(f"--max-message must be {ETH_HLEN}..{MAX_FRAME}")
     origins = frozenset(args.origin) if args.origin else None
     # a smaller --max-message would close the tunnel at the first super-frame (1009)
     offload = not args.no_offload and args.max_message == MAX_FRAME
@@ -414,8 +412,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fd", type=int, required=True,
                         help="the accepted TCP connection, inherited from the supervisor")
     config.add_child_arguments(parser, "peer")
-    parser.add_argument("--max-message", type=int, default=MAX_FRAME, metavar="B",
-                        help=f"largest message accepted, larger: close 1009 (default {MAX_FRAME})")
     parser.add_argument("peer", help="the peer's address, for the log (198.51.100.7:51234)")
 
 

@@ -19,7 +19,10 @@ What it owns, because no library does it any more:
 - control frames: a ping is answered with a pong of the same payload (RFC 6455
   §5.5.2); a Close is answered with a Close (§5.5.1) and ends the medium; a protocol
   violation sends the decoder's close code (1002, 1007, 1009 ...) and ends it (§7.1.7).
-  Text messages are ignored and counted as errors: the tunnel carries binary frames.
+  Text messages are ignored and counted as errors (the tunnel carries binary frames),
+  except the path probe's (``etherws.probe``): a probe is answered at once, a reply goes
+  to this side's running probe. Probes are text so that the binary path does no work
+  for them.
 - writing: frames are queued and encoded once per wake-up (a client masks each with a
   fresh key from one ``os.urandom`` call, §5.3), then sent without blocking. At most
   OUT_LIMIT bytes wait for the socket, and the loop takes batches from the broker only
@@ -36,8 +39,10 @@ import os
 import select
 import socket
 import ssl
+import time
+from typing import Callable
 
-from etherws import wsframe
+from etherws import probe, wsframe
 from etherws.frame import MAX_FRAME
 from etherws.gso import VNET_HDR_LEN, ZERO_HEADER
 from etherws.keepalive import Keepalive, Verdict
@@ -89,7 +94,8 @@ class WsMedium(Medium):
     """
 
     def __init__(self, sock: socket.socket, role: str, max_message: int = MAX_FRAME,
-                 keepalive: Keepalive | None = None, offload: bool = False) -> None:
+                 keepalive: Keepalive | None = None, offload: bool = False,
+                 clock: Callable[[], int] = time.monotonic_ns) -> None:
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
@@ -97,7 +103,10 @@ class WsMedium(Medium):
         self.fd = sock.fileno()
         self.tls = isinstance(sock, ssl.SSLSocket)
         self.offload = offload
-        self.decoder = wsframe.Decoder(role, max_message + (VNET_HDR_LEN if offload else 0))
+        self.max_message = max_message
+        # keep_text: a probe's text is read (texts are bounded by max_message as frames)
+        self.decoder = wsframe.Decoder(role, max_message + (VNET_HDR_LEN if offload else 0),
+                                       keep_text=True)
         self.masking = role == "client"
         self.keepalive = keepalive
         self._ready: list[bytes] = []  # decoded messages not handed out yet
@@ -111,6 +120,9 @@ class WsMedium(Medium):
         self._heard = False  # bytes arrived since the last tick
         self._errors = 0
         self.pongs_sent = 0
+        self.clock = clock
+        self.probes_answered = 0
+        self._prober: probe.Prober | None = None
 
     # --- the Medium protocol -----------------------------------------------------
     def fileno(self) -> int:
@@ -204,6 +216,52 @@ class WsMedium(Medium):
             raise MediumClosed(f"peer silent for {k.interval_s:g} s and "
                                f"{k.timeout_s:g} s after a ping: connection dead")
 
+    def start_probe(self, size: int, now_ns: int) -> bool:
+        """Begin a path probe of ``size`` bytes (a running one is abandoned); False when
+        the size cannot be probed."""
+        try:
+            self._prober = probe.Prober(size, now_ns / 1e9)
+        except probe.ProbeError:
+            self._prober = None
+            return False
+        self._send_probes()
+        self.flush()
+        return True
+
+    def probe_tick(self, now_ns: int) -> probe.Result | None:
+        """Time the running probe out where due; its result once it is done."""
+        prober = self._prober
+        if prober is None:
+            return None
+        prober.tick(now_ns / 1e9)
+        self._send_probes()
+        self.flush()
+        if not prober.done:
+            return None
+        self._prober = None
+        return prober.result()
+
+    def _send_probes(self) -> None:
+        """Queue what the probe has to send; one without room is lost (timed out)."""
+        if self._prober is not None:
+            for message in self._prober.take():
+                self._queue_text(message)
+
+    def _text(self, data: bytes) -> None:
+        """A text message: a probe is answered, a reply goes to the probe, the rest is
+        counted as an error (ignored)."""
+        reply = probe.answer(data, self.max_message)
+        if reply is not None:
+            self._queue_text(reply)
+            self.probes_answered += 1
+            return
+        answer = probe.parse_reply(data)
+        if answer is None:
+            self._errors += 1
+        elif self._prober is not None:
+            self._prober.received(answer, self.clock() / 1e9)
+            self._send_probes()
+
     # --- receiving ----------------------------------------------------------------
     def _receive(self) -> None:
         """One bounded read, parsed; control frames answered."""
@@ -249,7 +307,7 @@ class WsMedium(Medium):
                 if self._queue_control(Opcode.PONG, event.payload):
                     self.pongs_sent += 1
             elif isinstance(event, wsframe.Text):
-                self._errors += 1
+                self._text(event.data)
             elif isinstance(event, wsframe.Close):
                 self._peer_closed(event)
         self.decoder.events.clear()
@@ -282,6 +340,16 @@ class WsMedium(Medium):
         if len(self._out) > OUT_LIMIT + CONTROL_ROOM:
             return False
         self._out += wsframe.frame(opcode, payload, os.urandom(4) if self.masking else None)
+        return True
+
+    def _queue_text(self, payload: bytes) -> bool:
+        """Queue a text message behind the data (a probe's); False without room, or
+        after a Close."""
+        self._encode_batch()
+        if (self._close_sent or self._failure is not None
+                or len(self._out) > OUT_LIMIT + CONTROL_ROOM):
+            return False
+        self._out += wsframe.frame(Opcode.TEXT, payload, os.urandom(4) if self.masking else None)
         return True
 
     def _encode_batch(self) -> None:

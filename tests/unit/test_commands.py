@@ -27,6 +27,7 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "flushfdb": ["flushfdb"],
     "status": ["status"],
     "save": ["save"],
+    "probe": ["probe", "1", "--size", "9014"],
 }
 
 

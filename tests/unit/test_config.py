@@ -125,7 +125,7 @@ SAMPLES: dict[str, Any] = {
     "ctl_clients": "/k/clients", "no_server": True, "no_zygote": True, "isolate": True,
     "no_offload": True, "host": "127.0.0.1", "port": 8443,
     "path": "/ws", "sslkey": "/k/key.pem", "sslcert": "/k/cert.pem",
-    "htpasswd": "/k/htpasswd", "max_peers": 3, "origin": ("https://a.example", "https://b"),
+    "htpasswd": "/k/htpasswd", "max_peers": 3, "max_message": 2000, "origin": ("https://a.example", "https://b"),
     "ping_interval_s": 0.75, "ping_timeout_s": 3600.0, "logfile": "/var/log/e.log",
     "logconf": None, "syslog": False, "debug": True,
 }
@@ -178,7 +178,8 @@ def test_child_args_come_from_the_table() -> None:
     assert config.child_args(cfg, "broker") == [
         "--ageout", "60.0", "--move-hold", "2.0", "--logfile", "/l", "--debug"]
     peer = config.child_args(cfg, "peer", log=False, htpasswd="/run/x/users")
-    assert peer == ["--path", "/", "--htpasswd", "/run/x/users", "--origin", "https://a",
+    assert peer == ["--path", "/", "--htpasswd", "/run/x/users", "--max-message", "65535",
+                    "--origin", "https://a",
                     "--ping-interval", "5.0", "--ping-timeout", "20.0"]
 
 

@@ -195,9 +195,9 @@ def _header(magic: int, version: int, count: int, words: int) -> bytearray:
     (PortTable, bytearray(8 * (HEADER_WORDS - 1))),
     (PortTable, bytearray(PortTable.size(2))),                          # zeroed: no magic
     (PortTable, _header(FDB_MAGIC, 1, 2, 100)),                         # an FDB
-    (PortTable, _header(PORT_MAGIC, 3, 2, 400)),                        # a newer version
-    (PortTable, _header(PORT_MAGIC, 1, 2, 400)),                        # an older layout
-    (PortTable, _header(PORT_MAGIC, 2, 2, HEADER_WORDS + SLOT_WORDS)),  # short of slot 1
+    (PortTable, _header(PORT_MAGIC, 4, 2, 400)),                        # a newer version
+    (PortTable, _header(PORT_MAGIC, 2, 2, 400)),                        # an older layout
+    (PortTable, _header(PORT_MAGIC, 3, 2, HEADER_WORDS + SLOT_WORDS)),  # short of slot 1
     (FdbTable, bytearray()),
     (FdbTable, _header(PORT_MAGIC, 1, 2, 100)),
     (FdbTable, _header(FDB_MAGIC, 0, 2, 100)),
@@ -355,16 +355,19 @@ WORKER_WRITES: dict[str, Callable[[SlotView], object]] = {
     "received": lambda v: v.received(1, 60), "sent": lambda v: v.sent(2, 120),
     "add_errors": lambda v: v.add_errors(1), "add_drops": lambda v: v.add_drops(4),
     "heartbeat": lambda v: v.heartbeat(77),
+    "probe_done": lambda v: v.probe_done(1, 2, 3, 4),
 }
 LISTENER_WRITES: dict[str, Callable[[ListenerView], object]] = {
     "heartbeat": lambda v: v.heartbeat(5),
 }
 WORKER_READS: dict[str, Callable[[SlotView], object]] = {
     "port": lambda v: v.port, "hold_ns": lambda v: v.hold_ns(5), "ring": lambda v: v.ring,
+    "probe_request": lambda v: v.probe_request(),
 }
 SUPERVISOR_WRITES: dict[str, Callable[[PortTable], object]] = {
     "set_shut": lambda t: t.set_shut(1, True), "request_flush": lambda t: t.request_flush(7),
     "release": lambda t: t.release(1),
+    "request_probe": lambda t: t.request_probe(1, 9014),
     "set_rules": lambda t: t.set_rules(1, tables.PortRules(
         6 << 2 | 2, tuple(range(1, 65)), 100, 10**6)),
     "claim": lambda t: t.claim(2, 8, PortKind.CLIENT, ring=77),  # on a free slot below
@@ -376,9 +379,10 @@ PORT_READS: dict[str, Callable[[PortTable], object]] = {
     "heartbeat_ns": lambda t: t.heartbeat_ns(1), "ring": lambda t: t.ring(1),
     "broker_heartbeat_ns": lambda t: t.broker_heartbeat_ns(),
     "listener_heartbeat_ns": lambda t: t.listener_heartbeat_ns(),
-    "broker_pid": lambda t: t.broker_pid(),
+    "broker_pid": lambda t: t.broker_pid(), "switch_id": lambda t: t.switch_id(),
     "ports": lambda t: list(t.ports()),
     "rules": lambda t: t.rules(1),
+    "probe": lambda t: t.probe(1),
 }
 FDB_WRITES: dict[str, Callable[[FdbTable], object]] = {
     "write": lambda t: t.write(1, KEY, 3, 99), "touch": lambda t: t.touch(1, 99),
@@ -565,3 +569,16 @@ def test_policed_drops_are_counted_apart_and_in_the_drops() -> None:
     v.add_policed(1, 0, 0, 0)
     s = t.read(1)
     assert (s.vlan_drops, s.storm_drops, s.rate_drops, s.drops) == (2, 3, 4, 10)
+
+
+def test_a_probe_request_is_seen_until_its_result_is_published() -> None:
+    table = _fresh()
+    worker = SlotView(table, 1)
+    assert worker.probe_request() is None
+    first = table.request_probe(1, 1514)
+    assert worker.probe_request() == (first, 1514)
+    second = table.request_probe(1, 9014)  # a newer request replaces the first
+    assert second == first + 1 and worker.probe_request() == (second, 9014)
+    worker.probe_done(second, 11, 9014, 1)
+    assert worker.probe_request() is None
+    assert table.probe(1) == tables.ProbeWords(second, 9014, second, 11, 9014, 1)

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 import pytest
 
 from etherws.loopguard import HOLD_S, PROBE_DST, parse, probe_frame
-from etherws.tables import H_SWITCH_ID
 from tests import support
 from tests.component.broker.test_service import BCAST, A, B, Switch, eth, running_switch
 
@@ -34,7 +33,7 @@ def test_every_port_gets_probes_naming_this_switch_and_the_port(switch: Switch) 
     sw = switch
     probes = {p: parse(probe_of(sw, p)) for p in (1, 2, 3)}
     ids = {pr.switch for pr in probes.values() if pr is not None}
-    assert len(ids) == 1 and ids == {sw.ports.words[H_SWITCH_ID]}  # the id kept in the table
+    assert len(ids) == 1 and ids == {sw.ports.switch_id()}  # the id kept in the table
     assert {p: pr.port for p, pr in probes.items() if pr is not None} == {1: 1, 2: 2, 3: 3}
     assert not any(pr is not None and pr.looped for pr in probes.values())
 

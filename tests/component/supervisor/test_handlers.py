@@ -7,6 +7,7 @@ the ports, the tables and the interfaces, and what it answers.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -15,9 +16,11 @@ from typing import Any
 
 import pytest
 
-from etherws import tables
+from etherws import probe, tables
 from etherws.control import Later, Refused
-from etherws.supervisor import handlers, netif
+from etherws.runtime import portstatus
+from etherws.supervisor import handlers, netif, probing
+from etherws.supervisor.policy import State
 from etherws.supervisor.handlers import Switch
 from etherws.supervisor.ports import PortManager
 from etherws.tables import BrokerView, FdbTable, PortKind, PortTable, SlotView
@@ -103,7 +106,7 @@ def test_setport_shuts_the_slot(switch: Switch, tap_name: str) -> None:
 
 @pytest.mark.parametrize("method, extra", [
     ("setPort", {"shut": True}), ("delPort", {}), ("restartPort", {}),
-    ("setInterface", {"mtu": 1400}), ("flushFdb", {}),
+    ("setInterface", {"mtu": 1400}), ("flushFdb", {}), ("probePort", {}),
 ])
 def test_an_unknown_port_is_refused(switch: Switch, method: str, extra: dict[str, Any]) -> None:
     with pytest.raises(Refused) as err:
@@ -199,3 +202,74 @@ def test_setif_replaces_an_address_without_leaving_none(switch: Switch, tap_name
     family = 6 if ":" in second else 4
     mine = [a for a in entry["addresses"] if (":" in a) == (family == 6)]
     assert mine == [second]
+
+
+@pytest.mark.parametrize("size, reason", [(1514, "not-a-tunnel"), (63, "bad-value"),
+                                          (65536, "bad-value")])
+def test_probe_refuses_a_tap_port_and_sizes_out_of_range(switch: Switch, tap_name: str,
+                                                         size: int, reason: str) -> None:
+    call(switch, "addPort", type="tap", target=tap_name)
+    slot = switch.ports.ports[1].slot
+    with pytest.raises(Refused) as err:
+        call(switch, "probePort", port=1, size=size)
+    assert err.value.reason == reason
+    assert "\n" not in err.value.message
+    assert switch.table.probe(slot).request == 0  # nothing asked of the worker
+
+
+@pytest.fixture
+def tunnel(switch: Switch, tap_name: str) -> Iterator[SlotView]:
+    """Port 1 played as a client port whose link is up; its slot as its worker sees it."""
+    call(switch, "addPort", type="tap", target=tap_name)
+    port = switch.ports.ports[1]
+    port.kind, port.child.life.state = PortKind.CLIENT, State.UP
+    portstatus.write(switch.rundir, 1, "up")
+    try:
+        yield SlotView(switch.table, port.slot)
+    finally:
+        port.kind = PortKind.TAP  # deleted as what it is
+
+
+def test_probe_waits_for_the_workers_result(switch: Switch, tunnel: SlotView) -> None:
+    later = handlers.HANDLERS["probePort"](switch, {"port": 1, "size": 9014})
+    assert isinstance(later, Later) and later.poll() is None
+    request = tunnel.probe_request()
+    assert request is not None and request[1] == 9014
+    result = probe.Result(probe.Code.ANSWERED, 9014, 0.002, 0.001, 4096, (9014,), 65535)
+    tunnel.probe_done(request[0], *probe.to_words(result))
+    assert later.poll() == {"entries": [{"port": 1, "name": None, **result.entry()}]}
+
+
+def test_probe_of_the_default_size_and_no_answer(switch: Switch, tunnel: SlotView) -> None:
+    later = handlers.HANDLERS["probePort"](switch, {"port": 1})
+    request = tunnel.probe_request()
+    assert isinstance(later, Later) and request is not None and request[1] == 1514
+    tunnel.probe_done(request[0], *probe.to_words(probe.Result(probe.Code.NO_ANSWER, 1514)))
+    [entry] = later.poll()["entries"]  # type: ignore[index]
+    assert not entry["answered"] and entry["largest"] is None
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("link down", "not-up"), ("superseded", "superseded"), ("deadline", "no-result"),
+    ("unsupported", "not-a-tunnel"), ("deleted", "gone")])
+def test_probe_refusals(switch: Switch, tunnel: SlotView, monkeypatch: pytest.MonkeyPatch,
+                        case: str, reason: str) -> None:
+    if case == "link down":
+        portstatus.write(switch.rundir, 1, "backoff", "connection refused")
+    if case == "deadline":
+        monkeypatch.setattr(probing, "DEADLINE_S", -1.0)
+    with pytest.raises(Refused) as err:
+        later = handlers.HANDLERS["probePort"](switch, {"port": 1})
+        assert isinstance(later, Later)
+        request = tunnel.probe_request()
+        assert request is not None
+        if case == "superseded":
+            switch.table.request_probe(tunnel.slot, 64)
+        elif case == "unsupported":
+            tunnel.probe_done(request[0], *probe.to_words(probe.unsupported(1514)))
+        elif case == "deleted":  # and a new port 1 (the same child: cleaned up as usual)
+            switch.ports.ports[1] = dataclasses.replace(switch.ports.ports[1])
+        later.poll()
+    assert err.value.reason == reason and "\n" not in err.value.message
+    if case == "link down":
+        assert "backoff" in err.value.message and tunnel.probe_request() is None

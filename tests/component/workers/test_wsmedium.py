@@ -182,3 +182,78 @@ def test_close_says_going_away(pair: Pair) -> None:
     decoder = wsframe.Decoder("server", 1000)
     server_reads(peer, decoder, 1)
     assert decoder.events == [wsframe.Close(1001, "")]
+
+
+# --- the path probe (etherws.probe) -------------------------------------------------------
+def pump(a: WsMedium, b: WsMedium, rounds: int = 50) -> list[bytes]:
+    """Let both ends read and send a while; the binary messages ``a`` received."""
+    got: list[bytes] = []
+    for _ in range(rounds):
+        got += a.read_batch(64)
+        b.read_batch(64)
+        a.flush()
+        b.flush()
+    return got
+
+
+@pytest.mark.parametrize("far_max, asked, largest", [
+    (65535, 9014, 9014), (2000, 9014, 2000), (65535, 64, 64)])
+def test_a_probe_is_answered_by_the_far_medium_within_its_max_message(
+        far_max: int, asked: int, largest: int) -> None:
+    a, b = socket.socketpair()
+    now = [10_000_000_000]
+
+    def clock() -> int:  # every look at the clock takes 0.1 ms
+        now[0] += 100_000
+        return now[0]
+    near = WsMedium(a, "client", clock=clock)
+    far = WsMedium(b, "server", max_message=far_max)
+    try:
+        frame = bytes(range(60))
+        assert far.write(frame)
+        assert near.start_probe(asked, now[0])
+        result = None
+        for _ in range(20):
+            now[0] += 1_000_000  # 1 ms a round
+            got = pump(near, far, 5)
+            assert got in ([], [frame])  # frames pass beside the probes
+            result = near.probe_tick(now[0])
+            if result is not None:
+                break
+        assert result is not None and result.answered
+        assert (result.largest, result.lost, result.far_max) == (largest, (), far_max)
+        assert result.rtt_s is not None and 0 < result.rtt_s < 0.01
+        assert far.probes_answered == 3 + len(result.entry()["sizes"])  # type: ignore[arg-type]
+        assert far.take_counts() == (0, 0) and near.take_counts() == (0, 0)
+        assert not far.pending_input()  # no 1009: the far side is not failing
+        assert near.probe_tick(now[0]) is None  # done and forgotten
+    finally:
+        near.sock.close()
+        far.sock.close()
+
+
+def test_a_far_side_that_ignores_text_is_no_answer(pair: Pair) -> None:
+    medium, peer = pair
+    medium.clock = lambda: 0
+    assert medium.start_probe(1514, 0)
+    decoder = wsframe.Decoder("server", 1 << 20, keep_text=True)
+    server_reads(peer, decoder, 1)
+    [text] = decoder.events
+    assert isinstance(text, wsframe.Text) and text.data.startswith(b"etherws-probe/1 1 64 ")
+    assert medium.probe_tick(1_999_000_000) is None
+    result = medium.probe_tick(2_000_000_000)
+    assert result is not None and not result.answered and result.largest == 0
+
+
+def test_a_size_that_cannot_be_probed_is_refused(pair: Pair) -> None:
+    medium, _ = pair
+    assert not medium.start_probe(63, 0)
+    assert medium.probe_tick(0) is None
+
+
+def test_stray_replies_are_not_errors_other_text_is(pair: Pair) -> None:
+    medium, peer = pair
+    peer.sendall(wsframe.frame(Opcode.TEXT, b"etherws-probe-reply/1 1 64 1514")
+                 + wsframe.frame(Opcode.TEXT, b"etherws-probe/1 x 64"))
+    assert medium.read_batch(64) == []
+    assert medium.take_counts() == (1, 0)

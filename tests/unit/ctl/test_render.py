@@ -230,6 +230,17 @@ def test_status() -> None:
     ]
 
 
+def test_status_shows_the_loop_guard_and_the_ports_it_blocks() -> None:
+    entry = {"loop_guard": True, "switch_id": "00000000000004d2", "loop_blocked": []}
+    lines = render.status({"entries": [entry]}).split("\n")
+    assert "loop guard  switch id 00000000000004d2" in lines
+    entry["loop_blocked"] = [3, 7]
+    lines = render.status({"entries": [entry]}).split("\n")
+    assert "loop guard  switch id 00000000000004d2; blocks port 3, 7" in lines
+    lines = render.status({"entries": [{"loop_guard": False}]}).split("\n")
+    assert "loop guard  off (--no-loop-guard)" in lines
+
+
 def test_status_shows_why_the_broker_is_down() -> None:
     broker = {"state": "backoff", "pid": None, "restarts": 4, "reason": "killed by SIGKILL"}
     out = render.status({"entries": [{"broker": broker}]})
@@ -308,3 +319,35 @@ def test_status_says_when_peers_are_isolated() -> None:
     off = render.status({"entries": [{"pid": 1, "isolate": False, "move_hold": 2.0}]})
     assert "isolate     peers cannot reach each other" in on.split("\n")
     assert "isolate" not in off
+
+
+def _probe(**fields: Any) -> dict[str, Any]:
+    entry = {"port": 3, "name": "hq", "answered": True, "asked": 9014, "rtt_ms": 1.234,
+             "rtt_min_ms": 1.234, "largest": 1514, "lost": [4096, 9014],
+             "far_max_message": 65535, "sizes": [1514, 4096, 9014]}
+    return {"entries": [{**entry, **fields}]}
+
+
+@pytest.mark.parametrize("fields, text", [
+    ({}, "port 3 (hq): round trip 1.23 ms, largest frame 1514 bytes "
+         "(of 9014 asked; lost: 4096, 9014)"),
+    ({"name": None, "lost": [], "largest": 9014, "rtt_min_ms": 0.5},
+     "port 3: round trip 1.23 ms (min 0.50), largest frame 9014 bytes (of 9014 asked)"),
+    ({"far_max_message": 2000, "largest": 2000, "lost": []},
+     "port 3 (hq): round trip 1.23 ms, largest frame 2000 bytes "
+     "(of 9014 asked; the far side takes at most 2000)"),
+    ({"largest": None, "lost": [1514]},
+     "port 3 (hq): round trip 1.23 ms, no probe frame got through "
+     "(of 9014 asked; lost: 1514)"),
+    ({"answered": False}, "port 3 (hq): no answer to probes: the far side is not an "
+     "etherws switch that answers them (etherws 1.3, a browser VM), or the tunnel drops "
+     "them"),
+])
+def test_probe(fields: dict[str, Any], text: str) -> None:
+    assert render.probe(_probe(**fields)) == text
+
+
+def test_probe_tolerates_missing_fields() -> None:
+    assert render.probe({"entries": [{"answered": True}]}) == (
+        "port -: round trip -, no probe frame got through (of - asked)")
+    assert render.probe({}) == ""

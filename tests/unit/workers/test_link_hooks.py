@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from etherws import probe
 from etherws.runtime.signals import StopSignal
 from etherws.tables import PortKind, PortTable, SlotView
 from etherws.workers.link import Medium, PortLoop
@@ -75,3 +76,69 @@ def test_media_without_hooks_get_no_op_defaults() -> None:
     assert not plain.pending_input() and not plain.pending_output() and plain.has_room()
     plain.flush()
     plain.tick(1)
+    assert not plain.start_probe(1514, 1) and plain.probe_tick(1) is None
+
+
+class ProbingMedium(BufferingMedium):
+    """Probes that end after ``rounds`` ticks with a fixed result."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__()
+        self.rounds = rounds
+        self.started: list[int] = []
+        self.left = 0
+
+    def start_probe(self, size: int, now_ns: int) -> bool:
+        self.started.append(size)
+        self.left = self.rounds
+        return True
+
+    def probe_tick(self, now_ns: int) -> probe.Result | None:
+        self.left -= 1
+        if self.left > 0:
+            return None
+        return probe.Result(probe.Code.ANSWERED, self.started[-1], 0.001, 0.001,
+                            self.started[-1], (), 9014)
+
+
+def test_a_probe_request_is_served_on_the_tick_and_published() -> None:
+    medium = ProbingMedium(rounds=2)
+    loop, table = make_loop(medium, [])
+    loop.tick(1)
+    assert medium.started == []
+    ticket = table.request_probe(1, 1514)
+    loop.tick(2)  # starts
+    assert medium.started == [1514] and table.probe(1).done != ticket
+    loop.tick(3)
+    assert table.probe(1).done != ticket
+    loop.tick(4)
+    words = table.probe(1)
+    assert words.done == ticket
+    result = probe.from_words(1514, words.rtt, words.largest, words.flags)
+    assert result is not None and result.largest == 1514 and result.far_max == 9014
+    loop.tick(5)
+    assert medium.started == [1514]  # served once
+
+
+def test_a_newer_request_replaces_the_running_probe() -> None:
+    medium = ProbingMedium(rounds=3)
+    loop, table = make_loop(medium, [])
+    table.request_probe(1, 1514)
+    loop.tick(1)
+    ticket = table.request_probe(1, 9014)
+    loop.tick(2)
+    assert medium.started == [1514, 9014]
+    for now in (3, 4, 5):
+        loop.tick(now)
+    assert table.probe(1).done == ticket and table.probe(1).largest == 9014
+
+
+def test_a_medium_that_cannot_probe_answers_unsupported() -> None:
+    medium = BufferingMedium()
+    loop, table = make_loop(medium, [])
+    ticket = table.request_probe(1, 1514)
+    loop.tick(1)
+    words = table.probe(1)
+    assert words.done == ticket
+    result = probe.from_words(1514, words.rtt, words.largest, words.flags)
+    assert result is not None and result.code is probe.Code.UNSUPPORTED
