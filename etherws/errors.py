@@ -19,6 +19,7 @@ bug's ValueError (or TypeError) stays a bug with a traceback instead of turning 
     ├── EventError             events          an event stream message or endpoint
     ├── TableError             tables          a shared-memory table
     ├── HtpasswdError          htpasswd        an htpasswd line
+    ├── TokenError             token           a peer token refused
     ├── ProtocolError          wsframe         a WebSocket peer broke RFC 6455
     ├── RpcError               control         a control request answered with an error
     │   └── Refused                            ... because the supervisor said no
