@@ -32,7 +32,11 @@ Port table (file ``ports.tbl``)::
       17 VLAN mode: ``vid << 2 | mode`` (``vlan.PortVlan.word``)
       18 storm limit, frames a second (0: the default, STORM_OFF: none)
       19 rate limit, bits a second of what the port sends into the switch (0: none)
-      20-31 free
+      20 token VLAN: the VLAN a peer's token binds it to (0: none)
+      21 token MAC quota: most source MACs a peer's token allows (0: none)
+         written by the peer worker before it attaches; the broker reads them when the
+         worker attaches (``etherws.token``)                                (port worker)
+      22-31 free
       32-95 a trunk's VIDs, one bit each (``vlan.vids_to_bitmap``)            (supervisor)
 
 The supervisor writes words 17-19 and 32-95 together (``set_rules``), then bumps the
@@ -69,8 +73,9 @@ SLOT_WORDS = 96
 ENTRY_WORDS = 4
 WORD = 8
 VERSION = 1
-PORT_VERSION = 2
-"""The port table's layout version (2: VLANs, storm control and rate limits)."""
+PORT_VERSION = 3
+"""The port table's layout version (2: VLANs, storm control and rate limits; 3: the
+claims of a peer's token)."""
 
 PORT_MAGIC = int.from_bytes(b"ETWPORTS", "little")
 FDB_MAGIC = int.from_bytes(b"ETWFDB01", "little")
@@ -106,6 +111,8 @@ S_RATE_DROPS = 16
 S_VLAN = 17
 S_STORM = 18
 S_RATE = 19
+S_TOKEN_VLAN = 20
+S_TOKEN_MACS = 21
 S_TRUNK = 32
 TRUNK_WORDS = 64
 TRUNK_SLOT = frozenset(range(S_TRUNK, S_TRUNK + TRUNK_WORDS))
@@ -242,7 +249,8 @@ BROKER_HEADER = frozenset({H_BROKER_HEARTBEAT, H_FLUSH_DONE, H_BROKER_MALFORMED,
 BROKER_SLOT = frozenset({S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL, S_VLAN_DROPS,
                          S_STORM_DROPS, S_RATE_DROPS})
 LISTENER_HEADER = frozenset({H_LISTENER_HEARTBEAT})
-WORKER_SLOT = frozenset({S_HEARTBEAT, S_RX, S_RX_BYTES, S_TX, S_TX_BYTES, S_ERRORS, S_DROPS})
+WORKER_SLOT = frozenset({S_HEARTBEAT, S_RX, S_RX_BYTES, S_TX, S_TX_BYTES, S_ERRORS, S_DROPS,
+                         S_TOKEN_VLAN, S_TOKEN_MACS})
 BROKER_FDB_HEADER = frozenset({F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT, F_HELD_MOVES})
 BROKER_FDB_ENTRY = frozenset({E_SEQ, E_KEY, E_PORT, E_SEEN})
 
@@ -373,6 +381,12 @@ class PortTable:
         w = self.words
         return PortRules(w[b + S_VLAN], tuple(w[b + S_TRUNK:b + S_TRUNK + TRUNK_WORDS]),
                          w[b + S_STORM], w[b + S_RATE])
+
+    def token(self, slot: int) -> tuple[int, int]:
+        """``(vlan, max_macs)`` the token of ``slot``'s peer claims (0: none), as its
+        worker wrote them: untrusted until checked."""
+        b = self.base(slot)
+        return self.words[b + S_TOKEN_VLAN], self.words[b + S_TOKEN_MACS]
 
     def header(self) -> PortHeader:
         """A snapshot of the header."""
@@ -522,6 +536,12 @@ class SlotView:
     def heartbeat(self, now_ns: int) -> None:
         """Tell the supervisor this worker is alive."""
         self.words[self.base + S_HEARTBEAT] = now_ns
+
+    def set_token(self, vlan: int, max_macs: int) -> None:
+        """The claims of the token this peer presented (0: none); written before the
+        worker attaches, when the broker reads them."""
+        self.words[self.base + S_TOKEN_VLAN] = vlan
+        self.words[self.base + S_TOKEN_MACS] = max_macs
 
     def hold_ns(self, now_ns: int) -> int:
         """Nanoseconds left of a pause the broker asked for (its port's queue was full

@@ -195,9 +195,9 @@ def _header(magic: int, version: int, count: int, words: int) -> bytearray:
     (PortTable, bytearray(8 * (HEADER_WORDS - 1))),
     (PortTable, bytearray(PortTable.size(2))),                          # zeroed: no magic
     (PortTable, _header(FDB_MAGIC, 1, 2, 100)),                         # an FDB
-    (PortTable, _header(PORT_MAGIC, 3, 2, 400)),                        # a newer version
-    (PortTable, _header(PORT_MAGIC, 1, 2, 400)),                        # an older layout
-    (PortTable, _header(PORT_MAGIC, 2, 2, HEADER_WORDS + SLOT_WORDS)),  # short of slot 1
+    (PortTable, _header(PORT_MAGIC, 4, 2, 400)),                        # a newer version
+    (PortTable, _header(PORT_MAGIC, 2, 2, 400)),                        # an older layout
+    (PortTable, _header(PORT_MAGIC, 3, 2, HEADER_WORDS + SLOT_WORDS)),  # short of slot 1
     (FdbTable, bytearray()),
     (FdbTable, _header(PORT_MAGIC, 1, 2, 100)),
     (FdbTable, _header(FDB_MAGIC, 0, 2, 100)),
@@ -352,6 +352,7 @@ WORKER_WRITES: dict[str, Callable[[SlotView], object]] = {
     "received": lambda v: v.received(1, 60), "sent": lambda v: v.sent(2, 120),
     "add_errors": lambda v: v.add_errors(1), "add_drops": lambda v: v.add_drops(4),
     "heartbeat": lambda v: v.heartbeat(77),
+    "set_token": lambda v: v.set_token(10, 2),
 }
 LISTENER_WRITES: dict[str, Callable[[ListenerView], object]] = {
     "heartbeat": lambda v: v.heartbeat(5),
@@ -376,6 +377,7 @@ PORT_READS: dict[str, Callable[[PortTable], object]] = {
     "broker_pid": lambda t: t.broker_pid(),
     "ports": lambda t: list(t.ports()),
     "rules": lambda t: t.rules(1),
+    "token": lambda t: t.token(1),
 }
 FDB_WRITES: dict[str, Callable[[FdbTable], object]] = {
     "write": lambda t: t.write(1, KEY, 3, 99), "touch": lambda t: t.touch(1, 99),
@@ -562,3 +564,13 @@ def test_policed_drops_are_counted_apart_and_in_the_drops() -> None:
     v.add_policed(1, 0, 0, 0)
     s = t.read(1)
     assert (s.vlan_drops, s.storm_drops, s.rate_drops, s.drops) == (2, 3, 4, 10)
+
+
+def test_a_peer_token_s_claims_are_read_back_and_zeroed_with_a_new_port() -> None:
+    table = _fresh()
+    assert table.token(1) == (0, 0)
+    SlotView(table, 1).set_token(10, 2)
+    assert table.token(1) == (10, 2)
+    table.release(1)
+    table.claim(1, 9, PortKind.SERVER)
+    assert table.token(1) == (0, 0)
