@@ -25,6 +25,7 @@ bug's ValueError (or TypeError) stays a bug with a traceback instead of turning 
     │   └── Refused                            ... because the supervisor said no
     ├── KeyFileError           runtime.curvekeys
     ├── ConfigFileError        runtime.configfile
+    ├── TokenKeyError          runtime.tokenkey    the secret key of peer tokens
     ├── ControlSetupError      runtime.ctlclient   an endpoint or key that cannot work
     ├── UsageError             ctl.secrets         addport client's options, files
     ├── Unreachable            runtime.ctlclient   no supervisor answered

@@ -27,6 +27,7 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "flushfdb": ["flushfdb"],
     "status": ["status"],
     "save": ["save"],
+    "token": ["token", "--ttl", "60", "--vlan", "10", "--max-macs", "2"],
 }
 
 
