@@ -23,6 +23,7 @@ from etherws.ifaddr import AddressError, check_mtu, parse_address, valid_ifname
 from etherws.portconfig import NAME_RULE, PortSpec, valid_port_name
 from etherws.portrules import KEYS as RULE_KEYS
 from etherws.portrules import RulesError
+from etherws.runtime import tokenkey
 from etherws.supervisor import netif, offloads, portops
 from etherws.supervisor.children import Child
 from etherws.supervisor.declared import Declared
@@ -81,8 +82,9 @@ class Switch:
     offload: bool = True
     """TAP and netdev ports take super-frames, the server accepts etherws.gso.1 (not
     ``--no-offload``)."""
-    token_key: bytes | None = None
-    """The secret key of peer tokens (None: no WebSocket server, no tokens)."""
+    token_key: str | None = None
+    """The file of the secret key of peer tokens (None: no WebSocket server, no tokens);
+    read at every mint, as every peer worker reads it: replacing it revokes every token."""
 
 
 def _port(sw: Switch, params: Params) -> Port:
@@ -406,9 +408,12 @@ def mint_token(sw: Switch, params: Params) -> dict[str, Any]:
     max_macs = params.get("max_macs", DEFAULT_TOKEN_MACS)
     if not 1 <= max_macs <= FDB_PER_PORT:
         raise Refused("bad-value", f"--max-macs must be between 1 and {FDB_PER_PORT}")
-    text = token.mint(sw.token_key, time.time(), ttl, vlan, max_macs,
-                      os.urandom(token.NONCE_BYTES))
-    claims = token.verify(sw.token_key, text, time.time())
+    try:
+        key = tokenkey.read(sw.token_key)
+    except tokenkey.TokenKeyError as exc:
+        raise Refused("bad-key", str(exc)) from None
+    text = token.mint(key, time.time(), ttl, vlan, max_macs, os.urandom(token.NONCE_BYTES))
+    claims = token.verify(key, text, time.time())
     return {"entries": [{"token": text, "id": claims.id, "expires": claims.expires,
                          "ttl": ttl, "vlan": vlan or None, "max_macs": max_macs}]}
 

@@ -128,8 +128,6 @@ class Server:
         # Without --token-key the run directory's: tokens then last as long as it does.
         self.token_key_path = (os.path.abspath(cfg.token_key) if cfg.token_key
                                else RunDir(rundir).token_key)
-        self.token_key = b""
-        """The secret key of peer tokens (read by ``open``)."""
         self.rundir = rundir
         self.options = peer_options(cfg, self.users, self.token_key_path)
         self.refused = 0
@@ -146,7 +144,7 @@ class Server:
         try:
             if tokenkey.make(self.token_key_path):
                 log.info("token key %s created", self.token_key_path)
-            self.token_key = tokenkey.read(self.token_key_path)
+            tokenkey.read(self.token_key_path)  # usable: a bad key fails the start
             tokenkey.make_lock_dir(self.rundir)
         except tokenkey.TokenKeyError as exc:
             raise ServerError(f"--token-key: {exc}") from None

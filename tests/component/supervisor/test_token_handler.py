@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +22,14 @@ from tests.component.supervisor.test_handlers import call
 from tests.component.supervisor.test_handlers import switch as plain_switch  # noqa: F401
 
 KEY = bytes(range(32))
+OTHER = bytes(range(100, 132))
 
 
 @pytest.fixture
-def switch(plain_switch: Switch) -> Iterator[Switch]:  # noqa: F811
-    yield dataclasses.replace(plain_switch, token_key=KEY)
+def switch(plain_switch: Switch, tmp_path: Path) -> Iterator[Switch]:  # noqa: F811
+    key = tmp_path / "token.key"
+    key.write_bytes(KEY)
+    yield dataclasses.replace(plain_switch, token_key=str(key))
 
 
 def test_a_minted_token_verifies_with_the_switch_s_key(switch: Switch) -> None:
@@ -54,6 +58,18 @@ def test_values_out_of_range_are_refused(switch: Switch, params: dict[str, Any],
                                          match: str) -> None:
     with pytest.raises(Refused, match=match):
         call(switch, "mintToken", **params)
+
+
+def test_a_replaced_key_signs_from_then_on_and_a_broken_one_is_refused(
+        switch: Switch) -> None:
+    assert switch.token_key is not None
+    Path(switch.token_key).write_bytes(OTHER)
+    text = call(switch, "mintToken")["entries"][0]["token"]
+    assert token.verify(OTHER, text, time.time()).max_macs == handlers.DEFAULT_TOKEN_MACS
+    Path(switch.token_key).write_bytes(b"short")
+    with pytest.raises(Refused, match="too short") as info:
+        call(switch, "mintToken")
+    assert info.value.reason == "bad-key"
 
 
 def test_without_a_server_there_is_no_token(plain_switch: Switch) -> None:  # noqa: F811
