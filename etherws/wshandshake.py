@@ -26,6 +26,7 @@ no ``Upgrade: websocket`` + ``Connection: upgrade``      426   ``Upgrade: websoc
 ``Sec-WebSocket-Version`` missing or not 13 (§4.2.2)     426   ``Sec-WebSocket-Version: 13``
 ``Sec-WebSocket-Key`` missing or not 16 bytes (§4.2.1)   400
 ``Origin`` not in the allow-list (when one is given)     403
+over MAX_QUERY_FIELDS query fields (when tokens are on)  400
 more than one token, or a token refused (when on)        401   ``WWW-Authenticate: Basic…``
 no token, credentials missing or refused (auth on)       401   ``WWW-Authenticate: Basic…``
 =====================================================  ======  ===========================
