@@ -17,11 +17,11 @@ Life of the worker:
   verified with ``--token-key``, else Basic auth from ``--htpasswd``). A token that
   passes is locked for this connection (``runtime.tokenkey.hold``: a second connection
   with it gets 401 while this one lasts) and its claims, a VLAN and a MAC quota, go into
-  the port's slot before the worker attaches to the broker, which applies them. All of it on a non-blocking socket, polled in slices of BEAT_MS
-  with the heartbeat written between them: the supervisor kills a worker whose first
-  heartbeat is 10 s late or whose heartbeat is 5 s old.
-  A refusal is answered (401, 404, 426 ...) and logged in one INFO line with its reason
-  (never a password); no decision in time is answered 408. Exit 0, or
+  the port's slot before the worker attaches to the broker, which applies them. All of
+  it on a non-blocking socket, polled in slices of BEAT_MS with the heartbeat written
+  between them: the supervisor kills a worker whose first heartbeat is 10 s late or
+  whose heartbeat is 5 s old. A refusal is answered (401, 404, 426 ...) and logged in
+  one INFO line with its reason (never a password, a token or a query string); no decision in time is answered 408. Exit 0, or
   ``procargs.EXIT_AUTH_FAILED`` after a 401 (the supervisor counts failed logins).
 - tunnel: the 101, then ``link.PortLoop`` with a ``wsmedium.WsMedium`` (server role)
   until the peer goes: it closes, the connection drops, it stops answering pings, or

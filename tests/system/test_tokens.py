@@ -18,6 +18,7 @@ from etherws import token
 from etherws.paths import RunDir
 from etherws.runtime import tokenkey
 from tests.support import wait_until
+from tests.system.harness import sigkill
 from tests.system.test_vlan import FLOOD, OVERLAY_C, entry, host_on
 from tests.system.tunnel import (
     OVERLAY_A,
@@ -133,6 +134,18 @@ def test_a_token_binds_a_peer_to_its_vlan_and_mac_quota(sites: tuple[Site, Site]
         assert b.fdb_port("02:ee:ee:ee:ee:03") is None
         a.host.wait_ping(OVERLAY_B, 5, "the first MAC still welcome")
         assert entry(a, tunnel)["state"] == "up"
+
+        # a restarted broker reads the claims again when the peer's worker re-attaches
+        old = b.switch.status()["broker"]
+        sigkill(old["pid"])
+        wait_until(lambda: (s := b.switch.status()["broker"]) and s["pid"] != old["pid"]
+                   and s["state"] == "up", 10, "a new broker on B")
+        a.host.wait_ping(OVERLAY_B, 10, "traffic back through the token's port")
+        assert not c.ping(OVERLAY_A, 1.0)
+        before = entry(b, peer["port"])["drops"]
+        flood(a, "02eeeeeeee04", 20)
+        wait_until(lambda: entry(b, peer["port"])["drops"] >= before + 20, 10,
+                   "the quota in force after the broker's restart")
     assert time.monotonic() - started < 30
 
 

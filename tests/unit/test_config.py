@@ -125,7 +125,8 @@ SAMPLES: dict[str, Any] = {
     "ctl_clients": "/k/clients", "no_server": True, "no_zygote": True, "isolate": True,
     "no_offload": True, "host": "127.0.0.1", "port": 8443,
     "path": "/ws", "sslkey": "/k/key.pem", "sslcert": "/k/cert.pem",
-    "htpasswd": "/k/htpasswd", "token_key": "/k/token.key", "max_peers": 3, "origin": ("https://a.example", "https://b"),
+    "htpasswd": "/k/htpasswd", "token_key": "/k/token.key", "max_peers": 3,
+    "origin": ("https://a.example", "https://b"),
     "ping_interval_s": 0.75, "ping_timeout_s": 3600.0, "logfile": "/var/log/e.log",
     "logconf": None, "syslog": False, "debug": True,
 }
