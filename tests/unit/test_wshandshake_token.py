@@ -4,6 +4,8 @@ auth and the Origin allow-list; refusals never quote a token."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from wsproto import ConnectionType
 from wsproto.events import AcceptConnection, Request
 from wsproto.handshake import H11Handshake
@@ -162,3 +164,19 @@ def test_no_reason_quotes_a_token(bad: str) -> None:
         decision = handshake()[0].receive(raw)
         assert isinstance(decision, Rejected)
         assert bad[:12] not in decision.reason and bad[-12:] not in decision.reason
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=300),
+       st.lists(st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126),
+                        max_size=80), max_size=3))
+def test_any_query_and_protocols_get_a_decision_that_never_quotes_them(
+        query: str, offered: list[str]) -> None:
+    raw = request(f"/?{query}".encode(),
+                  headers=protocols(*(token.PROTOCOL_PREFIX + o for o in offered)))
+    decision = handshake()[0].receive(raw)
+    assert isinstance(decision, Accepted | Rejected)
+    if isinstance(decision, Rejected):
+        assert decision.status in (400, 401)
+        for secret in [query, *offered]:
+            if "~" in secret:  # no reason has a tilde of its own
+                assert secret not in decision.reason
