@@ -161,6 +161,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("htpasswd", "--htpasswd", str, None, "require HTTP Basic auth from this htpasswd "
            "file ({SHA}, bcrypt, apr1, SHA-256/512-crypt)", "F", path=True,
            section="server", children=frozenset({"peer"})),
+    Option("token_key", "--token-key", str, None, "secret key file of peer tokens "
+           "(etherws-ctl token); made (32 random bytes, mode 0600) when missing "
+           "(default: RUNDIR/token.key)", "F", path=True, section="server",
+           children=frozenset({"peer"})),
     Option("max_peers", "--max-peers", int, DEFAULT_MAX_PEERS,
            f"most peers at once; more get HTTP 503 (default {DEFAULT_MAX_PEERS})", "N",
            _between(1, MAX_PEERS), section="server"),
@@ -225,6 +229,7 @@ class Config:
     sslkey: str | None = None
     sslcert: str | None = None
     htpasswd: str | None = None
+    token_key: str | None = None
     max_peers: int = DEFAULT_MAX_PEERS
     max_message: int = MAX_FRAME
     isolate: bool = False

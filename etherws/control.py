@@ -141,6 +141,13 @@ COMMANDS: tuple[Command, ...] = (
     Command("probePort", {"port": (PortRef, True), "size": (int, False)}, "probe", "probe",
             changes=False),
     Command("saveConfig", {}, "save", "saved"),
+    # a peer token (etherws.token): lifetime in s, the VLAN and MAC quota it binds its
+    # peer to. Audited like a change (the parameters; the token, in the reply, never is).
+    Command("mintToken", {
+        "ttl": (float, False),
+        "vlan": (int, False),
+        "max_macs": (int, False),
+    }, "token", "token"),
     Command("reloadConfig", {}, None, "changes"),
     Command("shutdown", {}, None, None),
 )

@@ -20,11 +20,13 @@ bug's ValueError (or TypeError) stays a bug with a traceback instead of turning 
     ├── TableError             tables          a shared-memory table
     ├── HtpasswdError          htpasswd        an htpasswd line
     ├── ProbeError             probe           a path probe's size or id out of range
+    ├── TokenError             token           a peer token refused
     ├── ProtocolError          wsframe         a WebSocket peer broke RFC 6455
     ├── RpcError               control         a control request answered with an error
     │   └── Refused                            ... because the supervisor said no
     ├── KeyFileError           runtime.curvekeys
     ├── ConfigFileError        runtime.configfile
+    ├── TokenKeyError          runtime.tokenkey    the secret key of peer tokens
     ├── ControlSetupError      runtime.ctlclient   an endpoint or key that cannot work
     ├── UsageError             ctl.secrets         addport client's options, files
     ├── Unreachable            runtime.ctlclient   no supervisor answered

@@ -56,6 +56,21 @@ class RunDir:
         """Where the supervisor binds the socket that receives the listener's connections."""
         return self._p("accept.sock")
 
+    @property
+    def token_key(self) -> str:
+        """The secret key of peer tokens when ``--token-key`` names none (mode 0600)."""
+        return self._p("token.key")
+
+    @property
+    def tokens(self) -> str:
+        """The directory of the lock files of peer tokens in use."""
+        return self._p("tokens")
+
+    def token_lock(self, token_id: str) -> str:
+        """flock()ed by the peer worker whose connection uses the token ``token_id``
+        (16 hex digits, ``etherws.token.Claims.id``): one connection per token at once."""
+        return self._p(f"tokens/{token_id}.lock")
+
     def verify_lock(self, slot: int) -> str:
         """Lock file of password verification slot ``slot`` (one per core)."""
         return self._p(f"verify-{slot}.lock")

@@ -34,7 +34,10 @@ Port table (file ``ports.tbl``)::
       17 VLAN mode: ``vid << 2 | mode`` (``vlan.PortVlan.word``)
       18 storm limit, frames a second (0: the default, STORM_OFF: none)
       19 rate limit, bits a second of what the port sends into the switch (0: none)
-      20-21 free
+      20 token VLAN: the VLAN a peer's token binds it to (0: none)
+      21 token MAC quota: most source MACs a peer's token allows (0: none)
+         written by the peer worker before it attaches; the broker reads them when the
+         worker attaches (``etherws.token``)                                (port worker)
       22 probe request sequence  23 probe size, bytes                         (supervisor)
       24 probe done sequence: written last, after 25-27
       25 probe round trips, ns: median | minimum << 32  26 largest size answered
@@ -85,7 +88,7 @@ WORD = 8
 VERSION = 1
 PORT_VERSION = 3
 """The port table's layout version (2: VLANs, storm control and rate limits; 3: the
-path probe's words, the loop guard's)."""
+path probe's words, the loop guard's, the claims of a peer's token)."""
 
 PORT_MAGIC = int.from_bytes(b"ETWPORTS", "little")
 FDB_MAGIC = int.from_bytes(b"ETWFDB01", "little")
@@ -122,6 +125,8 @@ S_RATE_DROPS = 16
 S_VLAN = 17
 S_STORM = 18
 S_RATE = 19
+S_TOKEN_VLAN = 20
+S_TOKEN_MACS = 21
 S_PROBE_REQUEST = 22
 S_PROBE_SIZE = 23
 S_PROBE_DONE = 24
@@ -286,7 +291,8 @@ BROKER_SLOT = frozenset({S_BROKER_DROPS, S_BROKER_ERRORS, S_HOLD_UNTIL, S_VLAN_D
                          S_LOOP_DROPS})
 LISTENER_HEADER = frozenset({H_LISTENER_HEARTBEAT})
 WORKER_SLOT = frozenset({S_HEARTBEAT, S_RX, S_RX_BYTES, S_TX, S_TX_BYTES, S_ERRORS, S_DROPS,
-                         S_PROBE_DONE, S_PROBE_RTT, S_PROBE_LARGEST, S_PROBE_FLAGS})
+                         S_PROBE_DONE, S_PROBE_RTT, S_PROBE_LARGEST, S_PROBE_FLAGS,
+                         S_TOKEN_VLAN, S_TOKEN_MACS})
 BROKER_FDB_HEADER = frozenset({F_IN_USE, F_REFUSED_FULL, F_REFUSED_PORT, F_HELD_MOVES})
 BROKER_FDB_ENTRY = frozenset({E_SEQ, E_KEY, E_PORT, E_SEEN})
 
@@ -437,6 +443,12 @@ class PortTable:
         done = w[b + S_PROBE_DONE]
         return ProbeWords(w[b + S_PROBE_REQUEST], w[b + S_PROBE_SIZE], done,
                           w[b + S_PROBE_RTT], w[b + S_PROBE_LARGEST], w[b + S_PROBE_FLAGS])
+
+    def token(self, slot: int) -> tuple[int, int]:
+        """``(vlan, max_macs)`` the token of ``slot``'s peer claims (0: none), as its
+        worker wrote them: untrusted until checked."""
+        b = self.base(slot)
+        return self.words[b + S_TOKEN_VLAN], self.words[b + S_TOKEN_MACS]
 
     def header(self) -> PortHeader:
         """A snapshot of the header."""
@@ -628,6 +640,12 @@ class SlotView:
         b, w = self.base, self.words
         w[b + S_PROBE_RTT], w[b + S_PROBE_LARGEST], w[b + S_PROBE_FLAGS] = rtt, largest, flags
         w[b + S_PROBE_DONE] = request
+
+    def set_token(self, vlan: int, max_macs: int) -> None:
+        """The claims of the token this peer presented (0: none); written before the
+        worker attaches, when the broker reads them."""
+        self.words[self.base + S_TOKEN_VLAN] = vlan
+        self.words[self.base + S_TOKEN_MACS] = max_macs
 
     def hold_ns(self, now_ns: int) -> int:
         """Nanoseconds left of a pause the broker asked for (its port's queue was full

@@ -26,8 +26,19 @@ no ``Upgrade: websocket`` + ``Connection: upgrade``      426   ``Upgrade: websoc
 ``Sec-WebSocket-Version`` missing or not 13 (§4.2.2)     426   ``Sec-WebSocket-Version: 13``
 ``Sec-WebSocket-Key`` missing or not 16 bytes (§4.2.1)   400
 ``Origin`` not in the allow-list (when one is given)     403
-credentials missing or refused (when auth is on)         401   ``WWW-Authenticate: Basic…``
+over MAX_QUERY_FIELDS query fields (when tokens are on)  400
+more than one token, or a token refused (when on)        401   ``WWW-Authenticate: Basic…``
+no token, credentials missing or refused (auth on)       401   ``WWW-Authenticate: Basic…``
 =====================================================  ======  ===========================
+
+Tokens (``etherws.token``), for peers that cannot send an Authorization header (browsers):
+with a ``token_check``, a token in the request target's query (``?token=T``) or offered as
+the subprotocol ``etherws.token.T`` is checked instead of the credentials, and one that
+passes is accepted even when Basic auth is on; a token offered as a subprotocol is the
+protocol named in the 101 (a browser fails a connection whose 101 names none of the
+protocols it offered). A request without a token takes the Basic-auth path unchanged.
+``Accepted.claims`` holds what the token grants. The query string is never logged: it
+holds the token.
 
 Never negotiated: extensions (no permessage-deflate: a compressed tunnel is a
 decompression-bomb surface and Ethernet payloads rarely compress). Subprotocols: the
@@ -52,12 +63,14 @@ import base64
 import binascii
 import hashlib
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import h11
 
 from etherws.htpasswd import CHALLENGE, parse_basic_authorization
+from etherws.token import PROTOCOL_PREFIX, QUERY_KEY, Claims, TokenError
 
 #: The subprotocol of a tunnel whose messages carry a virtio-net header (see above).
 OFFLOAD_PROTOCOL = "etherws.gso.1"
@@ -72,6 +85,10 @@ _MAX_METHOD = 16
 
 Auth = Callable[[bytes | None], str | None]
 """Checks a raw ``Authorization`` value (None when absent): the user, or None to refuse."""
+TokenCheck = Callable[[str], Claims]
+"""Checks a token's text: its claims, or TokenError with the reason (expired, in use...)."""
+#: Query fields parsed at most (the head is bounded anyway; this bounds the work).
+MAX_QUERY_FIELDS = 32
 
 _REASON_PHRASES = {
     101: "Switching Protocols", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -95,6 +112,8 @@ class Accepted:
     """The authenticated user, None when authentication is off."""
     protocol: str | None = None
     """The subprotocol chosen (named in the 101), None for none."""
+    claims: Claims | None = None
+    """What the peer's token grants; None when it presented none."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +174,25 @@ def _is_upgrade(headers: dict[bytes, list[bytes]]) -> bool:
     return b"websocket" in protocols and b"upgrade" in _tokens(headers.get(b"connection", []))
 
 
+def _offered(request: h11.Request) -> list[str]:
+    """The subprotocols a client offers: every Sec-WebSocket-Protocol line (§4.1 item
+    10), each a comma-separated list of tokens."""
+    return [t.strip().decode("latin-1") for name, value in request.headers
+            if name == b"sec-websocket-protocol" for t in value.split(b",") if t.strip()]
+
+
+def _query_tokens(target: bytes) -> list[str]:
+    """The ``token`` values of a request target's query; _Refusal for a query that is
+    not one (too many fields). Never quoted in a reason: it holds the token."""
+    query = target.partition(b"?")[2].partition(b"#")[0].decode("latin-1")
+    try:
+        fields = urllib.parse.parse_qs(query, keep_blank_values=True,
+                                        max_num_fields=MAX_QUERY_FIELDS)
+    except ValueError:
+        raise _Refusal(400, "malformed query (too many fields)") from None
+    return fields.get(QUERY_KEY, [])
+
+
 def _path_of(target: bytes) -> bytes:
     """The path of a request target, without query; absolute-form reduced to its path."""
     path = target.partition(b"?")[0].partition(b"#")[0]
@@ -175,11 +213,14 @@ class ServerHandshake:
     pages' do not. A request without Origin is not from a browser and is let through —
     any non-browser client can send whatever Origin it likes, so refusing it would keep
     no one out. None (the default) checks no Origin at all (browser-based VMs connect).
+    ``token_check`` (None: tokens are off) is called with the one token a request
+    presents; see the module docstring.
     """
 
     def __init__(self, path: str = "/", auth: Auth | None = None,
                  origins: frozenset[str] | None = None, max_head: int = MAX_HEAD,
-                 protocols: tuple[str, ...] = ()) -> None:
+                 protocols: tuple[str, ...] = (),
+                 token_check: TokenCheck | None = None) -> None:
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/': {path!r}")
         if max_head < 64:
@@ -189,6 +230,7 @@ class ServerHandshake:
         self.origins = None if origins is None else frozenset(o.lower() for o in origins)
         self.max_head = max_head
         self.protocols = protocols
+        self.token_check = token_check
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
         self._fed = 0  # bytes given to h11, never more than max_head
         self._start = b""  # the first bytes, until the method is known
@@ -215,27 +257,25 @@ class ServerHandshake:
                 if self._fed >= self.max_head:
                     raise _Refusal(431, f"request head longer than {self.max_head} bytes")
                 return None
-            nonce, user = self._check(request)
+            nonce, user, claims, protocol = self._check(request)
         except _Refusal as refusal:
             return self._reject(refusal)
         self._decided = True
         headers = [("Upgrade", b"websocket"), ("Connection", b"Upgrade"),
                    ("Sec-WebSocket-Accept", accept_token(nonce))]
-        protocol = self._protocol(request)
+        if protocol is None:
+            protocol = self._protocol(request)
         if protocol is not None:
-            headers.append(("Sec-WebSocket-Protocol", protocol.encode("ascii")))
+            # latin-1: a token protocol is echoed byte for byte as it was offered
+            headers.append(("Sec-WebSocket-Protocol", protocol.encode("latin-1")))
         trailing = bytes(self._conn.trailing_data[0]) + bytes(extra)
-        return Accepted(http_response(101, headers), trailing, user, protocol)
+        return Accepted(http_response(101, headers), trailing, user, protocol, claims)
 
     def _protocol(self, request: h11.Request) -> str | None:
-        """The first of ours the client offered (every Sec-WebSocket-Protocol line, §4.1
-        item 10: a comma-separated list of tokens), or None."""
+        """The first of ours the client offered, or None."""
         if not self.protocols:
             return None
-        offered: set[str] = set()
-        for name, value in request.headers:
-            if name == b"sec-websocket-protocol":
-                offered.update(t.strip().decode("latin-1") for t in value.split(b","))
+        offered = set(_offered(request))
         return next((p for p in self.protocols if p in offered), None)
 
     def _reject(self, refusal: _Refusal) -> Rejected:
@@ -294,8 +334,11 @@ class ServerHandshake:
                                                 and value.strip() != b"0"):
                 raise _Refusal(400, "request with a body")
 
-    def _check(self, request: h11.Request) -> tuple[bytes, str | None]:
-        """The WebSocket checks in order: ``(key, user)`` (user None: auth off)."""
+    def _check(self, request: h11.Request
+               ) -> tuple[bytes, str | None, Claims | None, str | None]:
+        """The WebSocket checks in order: ``(key, user, claims, protocol)``: user None
+        when auth is off or a token got in, claims None without a token, protocol the
+        token's subprotocol when it came as one."""
         headers: dict[bytes, list[bytes]] = {}
         for name, value in request.headers:
             headers.setdefault(name, []).append(value)
@@ -312,7 +355,32 @@ class ServerHandshake:
         if key is None:
             raise _Refusal(400, "missing or malformed Sec-WebSocket-Key")
         self._check_origin(headers.get(b"origin", []))
-        return key, self._authenticate(headers.get(b"authorization", []))
+        if self.token_check is not None:
+            presented = self._token(request)
+            if presented is not None:
+                claims, protocol = presented
+                return key, None, claims, protocol
+        return key, self._authenticate(headers.get(b"authorization", [])), None, None
+
+    def _token(self, request: h11.Request) -> tuple[Claims, str | None] | None:
+        """The claims of the token the request presents and the subprotocol it came as
+        (None: in the query); None when it presents none. _Refusal (401) for a token
+        refused, or more than one."""
+        assert self.token_check is not None
+        in_query = _query_tokens(request.target)
+        as_protocol = [p for p in _offered(request) if p.startswith(PROTOCOL_PREFIX)]
+        if not in_query and not as_protocol:
+            return None
+        challenge = [("WWW-Authenticate", CHALLENGE)]
+        if len(in_query) + len(as_protocol) > 1:
+            raise _Refusal(401, "more than one token presented", challenge)
+        protocol = as_protocol[0] if as_protocol else None
+        text = protocol[len(PROTOCOL_PREFIX):] if protocol is not None else in_query[0]
+        where = "subprotocol" if protocol is not None else "query"
+        try:
+            return self.token_check(text), protocol
+        except TokenError as e:
+            raise _Refusal(401, f"token ({where}) refused: {e}", challenge) from None
 
     def _check_origin(self, values: list[bytes]) -> None:
         if self.origins is None or not values:

@@ -53,7 +53,8 @@ class Fdb:
     refresh less than ``TOUCH_INTERVAL_S`` after the last write changes neither, so ages
     have that resolution. A full table learns nothing new (no eviction, so a MAC
     flood cannot push out established stations); a port holding ``per_port_max`` entries
-    learns nothing new either. Both refusals are counted in the table's header.
+    (or its own smaller limit, ``set_port_limit``: a peer token's MAC quota) learns nothing
+    new either. Both refusals are counted in the table's header.
     """
 
     def __init__(self, table: FdbTable, ageout_s: float = DEFAULT_AGEOUT_S,
@@ -75,6 +76,7 @@ class Fdb:
         self._port = [0] * cap
         self._seen = [0.0] * cap
         self._port_count: dict[int, int] = {}
+        self._port_max: dict[int, int] = {}  # ports with a limit below per_port_max
         # Entries oldest-first by last-seen: ``now`` never goes back, so appending (or
         # moving to the end) whenever an entry's time is written keeps the order, and
         # expire() only looks at the entries it removes plus one.
@@ -128,7 +130,7 @@ class Fdb:
             # Seen on its port within the hold-down (to TOUCH_INTERVAL_S): it stays there.
             self.table.count_held_move()
             return LearnResult.HELD
-        if self._port_count.get(port, 0) >= self.per_port_max:
+        if self._port_count.get(port, 0) >= self._port_max.get(port, self.per_port_max):
             if i is not None:
                 # Leaving the old port in place would send this station's traffic to
                 # where it no longer is; forgetting it makes frames flood instead.
@@ -192,6 +194,22 @@ class Fdb:
         self._order.pop(i, None)
         self._free.append(i)
         self.table.set_in_use(len(self._index))
+
+    # --- limits -----------------------------------------------------------------------
+    def set_port_limit(self, port: int, limit: int | None) -> None:
+        """Let ``port`` learn at most ``limit`` addresses (never more than per_port_max;
+        None: per_port_max). Addresses it holds beyond a new limit stay until they age
+        out or move: the limit refuses new ones."""
+        if limit is not None and limit < 1:
+            raise ValueError("a port's limit must be at least 1")
+        if limit is None or limit >= self.per_port_max:
+            self._port_max.pop(port, None)
+        else:
+            self._port_max[port] = limit
+
+    def port_limit(self, port: int) -> int:
+        """Most addresses ``port`` may learn."""
+        return self._port_max.get(port, self.per_port_max)
 
     # --- housekeeping -----------------------------------------------------------------
     def expire(self, now: float) -> int:

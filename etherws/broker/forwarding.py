@@ -35,7 +35,10 @@ Each port may also have (``PortPolicy``):
   over a token bucket of frames are dropped, counted in ``storm``;
 - isolation: a frame from an isolated port never leaves by another isolated port (it
   floods to the others only; a unicast to one is filtered), as a private VLAN's isolated
-  ports: the switch's accepted peers reach its own ports but not each other.
+  ports: the switch's accepted peers reach its own ports but not each other;
+- a MAC quota (a peer token's, ``claimed``): the port learns at most that many source
+  addresses, and frames from others are dropped (counted in ``secured``) whatever the
+  port security.
 
 With the loop guard on (``guard``), frames addressed to ``loopguard.PROBE_DST`` are
 never switched nor learned from: they are handed back in ``ForwardResult.probes`` for
@@ -47,7 +50,7 @@ the broker's ``LoopGuard``, whatever the port's VLAN rules. A port the guard blo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 from etherws.broker.fdb import Fdb, LearnResult
@@ -55,7 +58,7 @@ from etherws.frame import FrameError, header
 from etherws.gso import GsoError, shifted
 from etherws.loopguard import PROBE_DST
 from etherws.ratelimit import TokenBucket, rate_bucket, storm_bucket
-from etherws.vlan import TRANSPARENT, Out, PortVlan, rewrite
+from etherws.vlan import MAX_VID, MIN_VID, TRANSPARENT, Out, PortVlan, access, rewrite
 
 REFUSED = LearnResult.REFUSED_PORT_FULL
 HELD = LearnResult.HELD
@@ -79,6 +82,23 @@ class PortPolicy:
     storm_pps: int = 0
     rate_bps: int = 0
     isolated: bool = False
+    max_macs: int = 0
+    """Most source addresses it may use (0: only the switch's per-port limit)."""
+
+
+def claimed(policy: PortPolicy, vlan: int, max_macs: int) -> PortPolicy:
+    """``policy`` with the claims of its peer's token (``etherws.token``; 0: none).
+
+    The claims come from the peer worker, which may be compromised, so they can only
+    restrict the port: ``vlan`` makes a transparent port an access port of that VLAN (an
+    operator's VLAN setting wins), ``max_macs`` is its MAC quota (the Fdb caps it at the
+    switch's per-port limit). A VLAN id out of range is ignored, as none.
+    """
+    if vlan and MIN_VID <= vlan <= MAX_VID and policy.vlan.transparent:
+        policy = replace(policy, vlan=access(vlan))
+    if max_macs:
+        policy = replace(policy, max_macs=max_macs)
+    return policy
 
 
 @dataclass(slots=True)
@@ -126,6 +146,7 @@ class Forwarder:
         self._storm: dict[int, TokenBucket] = {}
         self._rate: dict[int, TokenBucket] = {}
         self._isolated: frozenset[int] = frozenset()
+        self._quota: frozenset[int] = frozenset()  # ports with a MAC quota
 
     def set_ports(self, ports: Mapping[int, bool | PortPolicy], now: float = 0.0) -> None:
         """Replace the set of ports: port number -> shut, or its ``PortPolicy``.
@@ -139,6 +160,12 @@ class Forwarder:
         self._shut = {p: v.shut or p in self._blocked for p, v in policies.items()}
         self._vlan = {p: v.vlan for p, v in policies.items() if not v.vlan.transparent}
         self._isolated = frozenset(p for p, v in policies.items() if v.isolated)
+        for p in self._quota:
+            if not policies.get(p, PortPolicy()).max_macs:
+                self.fdb.set_port_limit(p, None)
+        self._quota = frozenset(p for p, v in policies.items() if v.max_macs)
+        for p in self._quota:
+            self.fdb.set_port_limit(p, policies[p].max_macs)
         self._storm = {p: self._storm[p] if p in self._storm and old[p].storm_pps == v.storm_pps
                        else storm_bucket(v.storm_pps, now)
                        for p, v in policies.items() if v.storm_pps}
@@ -154,6 +181,10 @@ class Forwarder:
         self._shut = {p: shut or p in ports for p, shut in self._live.items()}
         self._flood_cache.clear()
         self._vlan_flood.clear()
+
+    def update_port(self, port: int, policy: PortPolicy, now: float = 0.0) -> None:
+        """Replace one port's policy (``set_ports`` with the others unchanged)."""
+        self.set_ports({**self._policy, port: policy}, now)
 
     def _barred(self, in_port: int) -> frozenset[int]:
         """The ports a frame from ``in_port`` may never leave by: the isolated ones, if
@@ -215,7 +246,7 @@ class Forwarder:
         unicast: dict[int, list[F | bytes]] = {}
         flood: list[F | bytes] = []
         malformed = filtered = secured = stormed = 0
-        secure = self.port_security
+        secure = self.port_security or in_port in self._quota
         guard = self.guard
         probes = result.probes
         # A batch is mostly one stream: the same source and destination frame after frame.
@@ -322,7 +353,7 @@ class Forwarder:
         barred = self._barred(in_port)
         learn, lookup = self.fdb.learn, self.fdb.lookup
         egress = result.egress
-        secure = self.port_security
+        secure = self.port_security or in_port in self._quota
         for f in frames:
             try:
                 _, dst, src = header(f)

@@ -13,6 +13,11 @@ from its slot as well, re-read with the rest (``Forwarder`` applies them; a fram
 rule rewrites is copied from its new bytes, its header's offsets moved); a port whose
 VLAN setting changes forgets the addresses it had learned.
 
+An accepted peer's frames are switched only once its worker has attached: the worker
+writes the claims of the peer's token (a VLAN, a MAC quota: ``etherws.token``) into its
+slot before it attaches, and the broker reads them then, and only then (a worker that
+parses network input later cannot lift them); until then its frames wait in its ring.
+
 Nothing in a ring is trusted: a worker parses network input and may be compromised.
 A ring whose indices or records are invalid is counted as one error of its port, its
 contents are dropped, and switching goes on.
@@ -41,7 +46,7 @@ import zmq
 
 from etherws import config, session
 from etherws.broker.fdb import Fdb
-from etherws.broker.forwarding import Forwarder, PortPolicy
+from etherws.broker.forwarding import Forwarder, PortPolicy, claimed
 from etherws.broker.loops import LoopShell, draw_switch_id
 from etherws.frame import Frame
 from etherws.paths import RunDir
@@ -163,6 +168,9 @@ class Broker:
         self._next_expire = 0.0
         self._broken: set[int] = set()  # ports whose rings could not be opened (logged)
         self.attached: dict[int, int] = {}  # port -> the pid of its attached worker
+        self.claims: dict[int, tuple[int, int]] = {}  # peer port -> its token's claims
+        self._peers: set[int] = set()  # accepted peers' ports (PortKind.SERVER)
+        self._gated: set[int] = set()  # peers not attached yet: their frames wait
         self._warned: dict[int, float] = {}  # port -> when its broken ring may be logged
 
     # --- the shared tables ------------------------------------------------------------
@@ -175,10 +183,16 @@ class Broker:
         self._generation = generation
         current: dict[int, tuple[int, int]] = {}
         policies: dict[int, PortPolicy] = {}
+        peers: set[int] = set()
         for slot, port, is_shut in self.ports.ports():
             if port not in current:
                 current[port] = (slot, self.ports.ring(slot))
-                policies[port] = self._policy(slot, is_shut)
+                policies[port] = self._policy(slot, is_shut, port)
+                if self.ports.read(slot).kind == PortKind.SERVER:
+                    peers.add(port)
+        self._peers = peers
+        self._gated = {p for p in peers if p not in self.attached}
+        self.claims = {p: c for p, c in self.claims.items() if p in peers}
         for port, pr in list(self.rings.items()):
             if current.get(port) != (pr.slot, pr.generation):
                 pr.close()
@@ -201,14 +215,31 @@ class Broker:
                   generation, len(current), forgotten)
         return forgotten
 
-    def _policy(self, slot: int, shut: bool) -> PortPolicy:
-        """A slot's shut flag, VLAN setting, storm and rate limits."""
+    def _policy(self, slot: int, shut: bool, port: int) -> PortPolicy:
+        """A slot's shut flag, VLAN setting, storm and rate limits, and the claims of
+        its peer's token as read when the peer's worker attached."""
         rules = self.ports.rules(slot)
         kind = self.ports.read(slot).kind
         tunnel = kind in (PortKind.CLIENT, PortKind.SERVER)
-        return PortPolicy(shut, PortVlan.from_words(rules.vlan, rules.trunk),
-                          storm_limit(rules.storm, tunnel), rules.rate_bps,
-                          isolated=self.isolate and kind == PortKind.SERVER)
+        policy = PortPolicy(shut, PortVlan.from_words(rules.vlan, rules.trunk),
+                            storm_limit(rules.storm, tunnel), rules.rate_bps,
+                            isolated=self.isolate and kind == PortKind.SERVER)
+        claims = self.claims.get(port)
+        return policy if claims is None else claimed(policy, *claims)
+
+    def _attached_peer(self, pr: PortRings) -> None:
+        """A peer's worker attached: read its token's claims, apply them, and only then
+        let its frames through. Once per port in this broker's life: a worker that sends
+        another attach (it may be compromised by then) cannot change them."""
+        if pr.port not in self._peers or pr.port in self.claims:
+            return
+        self.claims[pr.port] = claims = self.ports.token(pr.slot)
+        if claims != (0, 0):
+            log.info("port %d: token claims VLAN %d, %d MACs (0: none)", pr.port, *claims)
+        shut = self.ports.read(pr.slot).shut
+        self.forwarder.update_port(pr.port, self._policy(pr.slot, shut, pr.port),
+                                   time.monotonic())
+        self._gated.discard(pr.port)
 
     def _open(self, port: int, slot: int, generation: int) -> None:
         try:
@@ -260,9 +291,10 @@ class Broker:
         moved = 0
         filled: set[PortRings] = set()
         freed: list[PortRings] = []
+        gated = self._gated
         for pr in list(self.rings.values()):
             up = pr.up
-            if not up.readable():
+            if not up.readable() or pr.port in gated:
                 continue
             try:
                 frames = up.take(FRAMES_PER_PORT)
@@ -390,6 +422,8 @@ class Broker:
             if self.loops is not None:
                 self.loops.attached(m.port, time.monotonic())
         self.attached[m.port] = m.pid
+        assert pr is not None  # check_attach refuses a port without rings
+        self._attached_peer(pr)
         return session.encode(session.Message(session.ATTACHED, m.port, m.generation,
                                               os.getpid()))
 
@@ -422,12 +456,14 @@ class Broker:
 
     def _arm(self, on: bool) -> bool:
         """Ask (or stop asking) every worker to ring; True when a ring is readable."""
+        # A gated peer's ring waits for its attach, which wakes the poll by itself.
+        live = [pr for pr in self.rings.values() if pr.port not in self._gated]
         for pr in self.rings.values():
-            pr.up.arm(on)
+            pr.up.arm(on and pr.port not in self._gated)
         if not on:
             return False
         rings.fence()
-        return any(pr.up.readable() for pr in self.rings.values())
+        return any(pr.up.readable() for pr in live)
 
     def close(self) -> None:
         """Unmap every ring."""

@@ -117,6 +117,22 @@ def probe_size(value: str) -> int:
     return n
 
 
+def lifetime(value: str) -> float:
+    """A token's lifetime: a positive number of seconds (the supervisor bounds it)."""
+    try:
+        s = float(value)
+    except ValueError:
+        s = 0.0
+    if not s > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {value!r}")
+    return s
+
+
+def _token_params(args: argparse.Namespace) -> dict[str, Any]:
+    params = {"ttl": args.ttl, "vlan": args.vlan, "max_macs": args.max_macs}
+    return {k: v for k, v in params.items() if v is not None}
+
+
 def shut_flag(value: str) -> bool:
     """``--shut 0|1``."""
     if value not in ("0", "1"):
@@ -245,6 +261,16 @@ def _add_commands(sub: "argparse._SubParsersAction[Any]") -> None:
                         f"(default {probe.DEFAULT_SIZE}: a full frame of MTU 1500)")
     _command(sub, "save", "write the running ports into the configuration file",
              _no_params)
+    p = _command(sub, "token", "mint a token for a peer that cannot send a password (a "
+                 "browser VM): ws://HOST/PATH?token=T, or subprotocol etherws.token.T; "
+                 "the token alone on the last line", _token_params)
+    p.add_argument("--ttl", metavar="S", type=lifetime,
+                   help="seconds it is good for (default 3600, at most 30 days)")
+    p.add_argument("--vlan", metavar="VID", type=positive_int,
+                   help="bind the peer to this VLAN (an access port of it, unless "
+                        "setport gave the port VLANs of its own)")
+    p.add_argument("--max-macs", metavar="N", type=positive_int,
+                   help="most source MACs the peer may use (default 4)")
     p = top.add_parser(sub, interval=seconds, count=positive_int)
     p.set_defaults(method=None, params=_no_params, renderer=None, command_parser=p,
                    runner=top.run)

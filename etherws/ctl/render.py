@@ -8,6 +8,7 @@ so an older ctl can still show a newer supervisor's answer.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -109,12 +110,15 @@ VLAN = Column("VLAN")
 
 def port_vlan(entry: Mapping[str, Any]) -> str:
     """A port's VLAN setting: ``10`` (access), ``trunk 10,20``, ``trunk 10,20 native 1``,
-    or ``-`` (every frame as it comes)."""
+    ``10 (token)`` (a peer's token made it an access port), or ``-`` (every frame as it
+    comes)."""
     if entry.get("vlan"):
         return str(entry["vlan"])
     if entry.get("trunk") or entry.get("native"):
         native = f" native {entry['native']}" if entry.get("native") else ""
         return f"trunk {entry.get('trunk') or '-'}{native}"
+    if entry.get("token_vlan"):
+        return f"{entry['token_vlan']} (token)"
     return NONE
 
 
@@ -271,6 +275,29 @@ def saved(result: Mapping[str, Any]) -> str:
             f"{text(entry.get('path'))}")
 
 
+def token(result: Mapping[str, Any]) -> str:
+    """A minted token: when it expires and what it binds, then the token alone on the
+    last line (``| tail -n 1`` gives it to a script)::
+
+        expires   2026-12-04 08:15:00 UTC (in 1h00m)
+        vlan      10
+        max macs  2
+        token id  8f3a...
+        AQAAAABp...Fh3kQ
+    """
+    entry = next(iter(_entries(result)), {})
+    expires = entry.get("expires")
+    when = NONE
+    if isinstance(expires, int):
+        at = datetime.datetime.fromtimestamp(expires, datetime.timezone.utc)
+        when = f"{at:%Y-%m-%d %H:%M:%S} UTC (in {duration(entry.get('ttl'))})"
+    pairs = [("expires", when), ("vlan", text(entry.get("vlan"))),
+             ("max macs", number(entry.get("max_macs"))), ("token id", text(entry.get("id")))]
+    width = max(len(k) for k, _ in pairs)
+    return "\n".join([*(f"{k.ljust(width)}{GAP}{v}" for k, v in pairs),
+                      text(entry.get("token"))])
+
+
 def changes(result: Mapping[str, Any]) -> str:
     """What ``reload`` did, one change a line."""
     return "\n".join(text(e.get("change")) for e in _entries(result))
@@ -310,6 +337,6 @@ def probe(result: Mapping[str, Any]) -> str:
 
 VIEWS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "ports": ports, "interfaces": interfaces, "fdb": fdb, "status": status,
-    "saved": saved, "changes": changes, "probe": probe,
+    "saved": saved, "changes": changes, "probe": probe, "token": token,
 }
 """The views ``control.COMMANDS`` names, by name."""

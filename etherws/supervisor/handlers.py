@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from etherws.config import DEFAULT_MOVE_HOLD_S
+from etherws import token
+from etherws.config import DEFAULT_MOVE_HOLD_S, FDB_PER_PORT
 from etherws.control import BY_METHOD, Handler, Later, Refused, loggable
 from etherws.frame import mac_to_text
 from etherws.ifaddr import AddressError, check_mtu, parse_address, valid_ifname
@@ -23,6 +24,7 @@ from etherws.portconfig import NAME_RULE, PortSpec, valid_port_name
 from etherws.portrules import KEYS as RULE_KEYS
 from etherws.portrules import RulesError
 from etherws import probe
+from etherws.runtime import tokenkey
 from etherws.supervisor import netif, offloads, portops, probing
 from etherws.supervisor.children import Child
 from etherws.supervisor.declared import Declared
@@ -46,6 +48,11 @@ FIRST_ANSWER_S = 40.0
 """Longest wait for a client port's first connection before addport answers; above the
 worker's own limit for one attempt (``client.ATTEMPT_LIMIT_S``), so the worker decides."""
 MAX_URL = 2048
+DEFAULT_TOKEN_TTL_S = 3600.0
+MIN_TOKEN_TTL_S, MAX_TOKEN_TTL_S = 1.0, 30 * 86400.0
+DEFAULT_TOKEN_MACS = 4
+"""A browser VM has one NIC; the rest is room for one that changes its MAC (a new
+address counts against the quota until the old one ages out)."""
 
 
 @dataclass
@@ -78,6 +85,9 @@ class Switch:
     """Loop probes are sent and looped ports blocked (not ``--no-loop-guard``)."""
     """TAP and netdev ports take super-frames, the server accepts etherws.gso.1 (not
     ``--no-offload``)."""
+    token_key: str | None = None
+    """The file of the secret key of peer tokens (None: no WebSocket server, no tokens);
+    read at every mint, as every peer worker reads it: replacing it revokes every token."""
 
 
 def _port(sw: Switch, params: Params) -> Port:
@@ -128,7 +138,17 @@ def port_entry(sw: Switch, port: Port, now: float) -> dict[str, Any]:
         "next_retry": next_retry,
         "link": None if link is None else link["state"],
         "offload": _offload(sw, port, link if state == "up" else None),
+        **_token_claims(sw, port),
     }
+
+
+def _token_claims(sw: Switch, port: Port) -> dict[str, Any]:
+    """What an accepted peer's token binds it to: ``token_vlan`` (an access port of it,
+    unless setport gave the port VLANs) and ``max_macs``; None for none."""
+    if port.kind is not PortKind.SERVER:
+        return {"token_vlan": None, "max_macs": None}
+    vlan, max_macs = sw.table.token(port.slot)
+    return {"token_vlan": vlan or None, "max_macs": max_macs or None}
 
 
 def _offload(sw: Switch, port: Port, link: dict[str, Any] | None) -> bool | None:
@@ -389,6 +409,33 @@ def get_status(sw: Switch, params: Params) -> dict[str, Any]:
     }]}
 
 
+def mint_token(sw: Switch, params: Params) -> dict[str, Any]:
+    """mintToken: a peer token signed with the switch's key. The reply holds a secret:
+    nothing here logs it."""
+    if sw.token_key is None:
+        raise Refused("no-server", "no WebSocket server runs (--no-server): no peer "
+                                   "could use a token")
+    ttl = float(params.get("ttl", DEFAULT_TOKEN_TTL_S))
+    if not MIN_TOKEN_TTL_S <= ttl <= MAX_TOKEN_TTL_S:
+        raise Refused("bad-value", f"--ttl must be between {MIN_TOKEN_TTL_S:.0f} and "
+                                   f"{MAX_TOKEN_TTL_S:.0f} s ({MAX_TOKEN_TTL_S / 86400:g} "
+                                   "days)")
+    vlan = params.get("vlan", 0)
+    if "vlan" in params and not 1 <= vlan <= token.MAX_VLAN:
+        raise Refused("bad-value", f"--vlan must be between 1 and {token.MAX_VLAN}")
+    max_macs = params.get("max_macs", DEFAULT_TOKEN_MACS)
+    if not 1 <= max_macs <= FDB_PER_PORT:
+        raise Refused("bad-value", f"--max-macs must be between 1 and {FDB_PER_PORT}")
+    try:
+        key = tokenkey.read(sw.token_key)
+    except tokenkey.TokenKeyError as exc:
+        raise Refused("bad-key", str(exc)) from None
+    text = token.mint(key, time.time(), ttl, vlan, max_macs, os.urandom(token.NONCE_BYTES))
+    claims = token.verify(key, text, time.time())
+    return {"entries": [{"token": text, "id": claims.id, "expires": claims.expires,
+                         "ttl": ttl, "vlan": vlan or None, "max_macs": max_macs}]}
+
+
 def save_config(sw: Switch, params: Params) -> dict[str, Any]:
     """saveConfig: write the running ports into the configuration file."""
     try:
@@ -421,7 +468,8 @@ HANDLERS: dict[str, Callable[[Switch, Params], Mapping[str, Any] | Later]] = {
     "restartPort": restart_port, "listPort": list_port,
     "setInterface": set_interface, "listInterface": list_interface,
     "listFdb": list_fdb, "flushFdb": flush_fdb,
-    "getStatus": get_status, "probePort": probe_port, "saveConfig": save_config, "reloadConfig": reload_config,
+    "getStatus": get_status, "probePort": probe_port, "saveConfig": save_config,
+    "reloadConfig": reload_config, "mintToken": mint_token,
     "shutdown": shutdown,
 }
 """Every method of ``control.COMMANDS`` and what does it (a test checks they agree)."""

@@ -23,7 +23,7 @@ from etherws.config import Config
 from etherws.errors import EtherwsError
 from etherws.paths import RunDir
 from etherws.ratelimit import FailureLimiter
-from etherws.runtime import fdpass
+from etherws.runtime import fdpass, tokenkey
 from etherws.runtime.authfile import MAX_FILE_BYTES, AuthFile, snapshot_text
 from etherws.supervisor.children import Child
 from etherws.supervisor.policy import RestartPolicy
@@ -105,9 +105,11 @@ def _check_files(cfg: Config) -> None:
             raise ServerError(f"--sslcert/--sslkey: {exc.reason or exc}") from None
 
 
-def peer_options(cfg: Config, users: str | None) -> tuple[str, ...]:
-    """The peer worker's command-line options; ``users``: the htpasswd snapshot's path."""
-    return tuple(config.child_args(cfg, "peer", log=False, htpasswd=users))
+def peer_options(cfg: Config, users: str | None, token_key: str) -> tuple[str, ...]:
+    """The peer worker's command-line options; ``users``: the htpasswd snapshot's path,
+    ``token_key``: the token key file's."""
+    return tuple(config.child_args(cfg, "peer", log=False, htpasswd=users,
+                                   token_key=token_key))
 
 
 class Server:
@@ -123,7 +125,11 @@ class Server:
         self.auth = AuthFile(os.path.abspath(cfg.htpasswd)) if cfg.htpasswd else None
         self.users = os.path.join(rundir, USERS_SNAPSHOT) if cfg.htpasswd else None
         self._users_written: object = None
-        self.options = peer_options(cfg, self.users)
+        # Without --token-key the run directory's: tokens then last as long as it does.
+        self.token_key_path = (os.path.abspath(cfg.token_key) if cfg.token_key
+                               else RunDir(rundir).token_key)
+        self.rundir = rundir
+        self.options = peer_options(cfg, self.users, self.token_key_path)
         self.refused = 0
         self.failures = FailureLimiter()
         ports.peer_refused = self._login_failed
@@ -135,6 +141,13 @@ class Server:
     def open(self) -> None:
         """Bind everything; ServerError with one line when that cannot be done."""
         _check_files(self.cfg)
+        try:
+            if tokenkey.make(self.token_key_path):
+                log.info("token key %s created", self.token_key_path)
+            tokenkey.read(self.token_key_path)  # usable: a bad key fails the start
+            tokenkey.make_lock_dir(self.rundir)
+        except tokenkey.TokenKeyError as exc:
+            raise ServerError(f"--token-key: {exc}") from None
         if self.auth is not None:
             self._snapshot_users()
             if not self.auth.loaded:

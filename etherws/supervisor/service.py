@@ -150,6 +150,7 @@ class Supervisor:
             rundir=self.rundir.root, started=self.started, stop=self.stop.request,
             isolate=self.cfg.isolate, move_hold_s=self.cfg.move_hold_s,
             offload=not self.cfg.no_offload, loop_guard=not self.cfg.no_loop_guard,
+            token_key=None if self.server is None else self.server.token_key_path,
             declared=self.declared, reloading=self.watchdog.reloading,
             reloaded=lambda: self.watchdog.reloaded(self.status_line()))
         self._handlers = handlers.table(self._switch)

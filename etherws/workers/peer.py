@@ -1,7 +1,7 @@
 """The peer port worker: one accepted WebSocket connection <-> the broker (I/O).
 
 ``python -m etherws.workers.peer --rundir R --parent-pid P --port N --slot S --fd FD
-[--sslkey F --sslcert F] [--htpasswd F] [--path /] [--origin O ...]
+[--sslkey F --sslcert F] [--htpasswd F] [--token-key F] [--path /] [--origin O ...]
 [--ping-interval S] [--ping-timeout S] [--max-message B] [log opts] PEER``
 
 The supervisor spawns one for every connection the listener accepted, passing the
@@ -13,12 +13,15 @@ Life of the worker:
 - opening (at most HANDSHAKE_TIMEOUT_S in total, one deadline and not one per read, so
   a client that drips a byte a second is cut off too): the TLS server handshake (with
   ``--sslkey/--sslcert``), then the HTTP upgrade checked by
-  ``etherws.wshandshake.ServerHandshake`` (path, Origin allow-list, Basic auth from
-  ``--htpasswd``). All of it on a non-blocking socket, polled in slices of BEAT_MS
-  with the heartbeat written between them: the supervisor kills a worker whose first
-  heartbeat is 10 s late or whose heartbeat is 5 s old.
-  A refusal is answered (401, 404, 426 ...) and logged in one INFO line with its reason
-  (never a password); no decision in time is answered 408. Exit 0, or
+  ``etherws.wshandshake.ServerHandshake`` (path, Origin allow-list, a peer token
+  verified with ``--token-key``, else Basic auth from ``--htpasswd``). A token that
+  passes is locked for this connection (``runtime.tokenkey.hold``: a second connection
+  with it gets 401 while this one lasts) and its claims, a VLAN and a MAC quota, go into
+  the port's slot before the worker attaches to the broker, which applies them. All of
+  it on a non-blocking socket, polled in slices of BEAT_MS with the heartbeat written
+  between them: the supervisor kills a worker whose first heartbeat is 10 s late or
+  whose heartbeat is 5 s old. A refusal is answered (401, 404, 426 ...) and logged in
+  one INFO line with its reason (never a password, a token or a query string); no decision in time is answered 408. Exit 0, or
   ``procargs.EXIT_AUTH_FAILED`` after a 401 (the supervisor counts failed logins).
 - tunnel: the 101, then ``link.PortLoop`` with a ``wsmedium.WsMedium`` (server role)
   until the peer goes: it closes, the connection drops, it stops answering pings, or
@@ -42,11 +45,11 @@ import sys
 import time
 from collections.abc import Callable
 
-from etherws import config
+from etherws import config, token
 from etherws.config import ConfigError
 from etherws.frame import MAX_FRAME
 from etherws.keepalive import Keepalive
-from etherws.runtime import portstatus, procargs
+from etherws.runtime import portstatus, procargs, tokenkey
 from etherws.runtime.authfile import AuthFile, VerifySlots
 from etherws.runtime.signals import StopSignal
 from etherws.tables import SlotView
@@ -68,6 +71,7 @@ from etherws.wshandshake import (
     Decision,
     Rejected,
     ServerHandshake,
+    TokenCheck,
     http_response,
 )
 
@@ -86,6 +90,8 @@ _DRAIN_READS = 64
 """Bound on reads when discarding input at SIGTERM (no waiting there)."""
 
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_TOKEN_LOCKS: list[int] = []
+"""The lock of the token this connection uses, held open until the process ends."""
 
 
 class OpeningEnded(Exception):
@@ -299,6 +305,12 @@ class Peer:
             return self._ended(f"{len(accepted.trailing)} bytes sent before the 101 "
                                "(closed with 1002)", sock, waiter)
         who = f" as user {accepted.user!r}" if accepted.user is not None else ""
+        claims = accepted.claims
+        if claims is not None:
+            # before the link to the broker opens: the broker reads them at the attach
+            self.counters.set_token(claims.vlan, claims.max_macs)
+            who = (f" with token {claims.id} (VLAN {claims.vlan or 'none'}, "
+                   f"MACs {claims.max_macs or 'no own limit'})")
         offload = accepted.protocol == OFFLOAD_PROTOCOL
         log.info("WebSocket peer accepted%s (path %s%s)", who, self.args.path,
                  ", offload: super-frames" if offload else "")
@@ -371,6 +383,31 @@ def make_auth(path: str | None, rundir: str,
     return auth
 
 
+def make_token_check(path: str | None, rundir: str) -> TokenCheck | None:
+    """The handshake's token check with the key in ``path`` (None: tokens off): a good
+    token not in use by another connection, whose lock this process then holds;
+    ConfigError when the key cannot be used."""
+    if path is None:
+        return None
+    try:
+        key = tokenkey.read(path)
+    except tokenkey.TokenKeyError as e:
+        raise ConfigError(str(e)) from None
+
+    def check(text: str) -> token.Claims:
+        claims = token.verify(key, text, time.time())  # wall clock: tokens outlive boots
+        try:
+            fd = tokenkey.hold(rundir, claims.id)
+        except OSError as e:
+            raise token.TokenError(f"cannot lock token {claims.id}: "
+                                   f"{e.strerror or e}") from None
+        if fd is None:
+            raise token.TokenError(f"token {claims.id} is in use by another connection")
+        _TOKEN_LOCKS.append(fd)
+        return claims
+    return check
+
+
 def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     """A TLS server context: TLS 1.2 or newer, our certificate, no client certificates."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # verify_mode CERT_NONE: no client certs
@@ -392,7 +429,8 @@ def configure(args: argparse.Namespace, beat: Callable[[], None] | None = None
     # a smaller --max-message would close the tunnel at the first super-frame (1009)
     offload = not args.no_offload and args.max_message == MAX_FRAME
     handshake = ServerHandshake(args.path, make_auth(args.htpasswd, args.rundir, beat), origins,
-                                protocols=(OFFLOAD_PROTOCOL,) if offload else ())
+                                protocols=(OFFLOAD_PROTOCOL,) if offload else (),
+                                token_check=make_token_check(args.token_key, args.rundir))
     context = None if args.sslcert is None else tls_context(args.sslcert, args.sslkey)
     return context, handshake
 

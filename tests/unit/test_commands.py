@@ -28,6 +28,7 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "status": ["status"],
     "save": ["save"],
     "probe": ["probe", "1", "--size", "9014"],
+    "token": ["token", "--ttl", "60", "--vlan", "10", "--max-macs", "2"],
 }
 
 

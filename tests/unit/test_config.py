@@ -125,7 +125,8 @@ SAMPLES: dict[str, Any] = {
     "ctl_clients": "/k/clients", "no_server": True, "no_zygote": True, "isolate": True,
     "no_offload": True, "host": "127.0.0.1", "port": 8443,
     "path": "/ws", "sslkey": "/k/key.pem", "sslcert": "/k/cert.pem",
-    "htpasswd": "/k/htpasswd", "max_peers": 3, "max_message": 2000, "origin": ("https://a.example", "https://b"),
+    "htpasswd": "/k/htpasswd", "token_key": "/k/token.key", "max_peers": 3, "max_message": 2000,
+    "origin": ("https://a.example", "https://b"),
     "ping_interval_s": 0.75, "ping_timeout_s": 3600.0, "logfile": "/var/log/e.log",
     "logconf": None, "syslog": False, "debug": True,
 }
@@ -225,7 +226,7 @@ def test_every_path_in_a_file_is_relative_to_it(opt: config.Option) -> None:
 def test_the_paths_are_the_file_and_directory_options() -> None:
     assert {o.attr for o in config.OPTIONS if o.path} == {
         "rundir", "logfile", "logconf", "sslkey", "sslcert", "htpasswd", "ctl_secret_key",
-        "ctl_clients"}
+        "ctl_clients", "token_key"}
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -356,6 +356,7 @@ WORKER_WRITES: dict[str, Callable[[SlotView], object]] = {
     "add_errors": lambda v: v.add_errors(1), "add_drops": lambda v: v.add_drops(4),
     "heartbeat": lambda v: v.heartbeat(77),
     "probe_done": lambda v: v.probe_done(1, 2, 3, 4),
+    "set_token": lambda v: v.set_token(10, 2),
 }
 LISTENER_WRITES: dict[str, Callable[[ListenerView], object]] = {
     "heartbeat": lambda v: v.heartbeat(5),
@@ -383,6 +384,7 @@ PORT_READS: dict[str, Callable[[PortTable], object]] = {
     "ports": lambda t: list(t.ports()),
     "rules": lambda t: t.rules(1),
     "probe": lambda t: t.probe(1),
+    "token": lambda t: t.token(1),
 }
 FDB_WRITES: dict[str, Callable[[FdbTable], object]] = {
     "write": lambda t: t.write(1, KEY, 3, 99), "touch": lambda t: t.touch(1, 99),
@@ -582,3 +584,13 @@ def test_a_probe_request_is_seen_until_its_result_is_published() -> None:
     worker.probe_done(second, 11, 9014, 1)
     assert worker.probe_request() is None
     assert table.probe(1) == tables.ProbeWords(second, 9014, second, 11, 9014, 1)
+
+
+def test_a_peer_token_s_claims_are_read_back_and_zeroed_with_a_new_port() -> None:
+    table = _fresh()
+    assert table.token(1) == (0, 0)
+    SlotView(table, 1).set_token(10, 2)
+    assert table.token(1) == (10, 2)
+    table.release(1)
+    table.claim(1, 9, PortKind.SERVER)
+    assert table.token(1) == (0, 0)

@@ -163,6 +163,30 @@ def test_per_port_cap_refuses_and_counts() -> None:
     assert f.learn(0, A, 1, 5.0) is LearnResult.REFRESHED  # known entries stay fine
 
 
+def test_a_port_limit_below_the_global_one_refuses_sooner() -> None:
+    f = fdb(per_port_max=3)
+    f.set_port_limit(1, 1)
+    assert f.port_limit(1) == 1 and f.port_limit(2) == 3
+    assert f.learn(0, A, 1, 0.0) is LearnResult.LEARNED
+    assert f.learn(0, B, 1, 0.0) is LearnResult.REFUSED_PORT_FULL
+    assert f.learn(0, A, 1, 5.0) is LearnResult.REFRESHED  # its one station stays fine
+    for mac in (A, B, C):
+        assert f.learn(1, mac, 2, 0.0) is LearnResult.LEARNED  # others: the global limit
+    f.set_port_limit(1, None)
+    assert f.learn(0, B, 1, 6.0) is LearnResult.LEARNED
+
+
+def test_a_port_limit_never_exceeds_the_global_one() -> None:
+    f = fdb(per_port_max=2)
+    f.set_port_limit(1, 100)
+    assert f.port_limit(1) == 2
+    f.learn(0, A, 1, 0.0)
+    f.learn(0, B, 1, 0.0)
+    assert f.learn(0, C, 1, 0.0) is LearnResult.REFUSED_PORT_FULL
+    with pytest.raises(ValueError):
+        f.set_port_limit(1, 0)
+
+
 def test_move_onto_a_full_port_forgets_the_old_place() -> None:
     f = fdb(per_port_max=1)
     f.learn(0, A, 1, 0.0)

@@ -309,6 +309,7 @@ def test_ports_show_a_vlan_column_when_a_port_has_a_vlan_setting() -> None:
 @pytest.mark.parametrize("entry, text", [
     ({}, "-"), ({"vlan": 10}, "10"), ({"trunk": "all"}, "trunk all"),
     ({"trunk": "5", "native": 2}, "trunk 5 native 2"), ({"vlan": None, "trunk": None}, "-"),
+    ({"token_vlan": 10, "max_macs": 2}, "10 (token)"), ({"vlan": 20, "token_vlan": 10}, "20"),
 ])
 def test_port_vlan(entry: dict[str, Any], text: str) -> None:
     assert render.port_vlan(entry) == text
@@ -351,3 +352,18 @@ def test_probe_tolerates_missing_fields() -> None:
     assert render.probe({"entries": [{"answered": True}]}) == (
         "port -: round trip -, no probe frame got through (of - asked)")
     assert render.probe({}) == ""
+
+
+def test_a_token_alone_on_the_last_line() -> None:
+    entry = {"token": "AQAA.tag", "id": "0102030405060708", "expires": 1_800_003_600,
+             "ttl": 3600.0, "vlan": 10, "max_macs": 2}
+    lines = render.token({"entries": [entry]}).split("\n")
+    assert lines[-1] == "AQAA.tag"
+    assert lines[0] == "expires   2027-01-15 09:00:00 UTC (in 1h00m)"
+    assert lines[1:4] == ["vlan      10", "max macs  2", "token id  0102030405060708"]
+    assert render.token({"entries": [{**entry, "vlan": None}]}).split("\n")[1] == \
+        "vlan      -"
+
+
+def test_a_token_view_tolerates_missing_fields() -> None:
+    assert render.token({}).split("\n")[-1] == "-"
