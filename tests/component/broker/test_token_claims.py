@@ -12,7 +12,6 @@ import zmq
 
 from etherws import session, vlan
 from etherws.tables import PortKind, PortRules, SlotView
-from tests import support
 from tests.component.broker.test_service import (
     BCAST,
     A,
@@ -20,6 +19,7 @@ from tests.component.broker.test_service import (
     C,
     Switch,
     ask,
+    dealer,  # noqa: F401  (a fixture: the session socket of this module's switch)
     eth,
     mac,
     running_switch,
@@ -34,17 +34,6 @@ def switch(rundir: str) -> Iterator[Switch]:
         yield sw
 
 
-@pytest.fixture
-def dealer(switch: Switch) -> Iterator[zmq.Socket[bytes]]:
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    s = ctx.socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.connect(switch.rd.session_endpoint)
-    try:
-        yield s
-    finally:
-        s.close(linger=0)
-        support.term_context(ctx, "the session test's context")
 
 
 def add_peer(sw: Switch, vid: int, max_macs: int) -> None:
