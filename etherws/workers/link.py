@@ -38,6 +38,7 @@ from etherws import probe
 from etherws.errors import EtherwsError
 from etherws.frame import ETH_HLEN, MAX_FRAME
 from etherws.gso import VNET_HDR_LEN, GsoError, wire_frames
+from etherws.loopguard import is_probe
 from etherws.paths import RunDir
 from etherws.ring import Ring, RingError, RingFile
 from etherws.runtime import lifeline, logsetup, malloctune, procargs, rings
@@ -243,11 +244,13 @@ class RingLink:
             self.broker_bell.ring()
 
     def discard(self) -> int:
-        """Drop what the broker queued for us (no medium to send it to); how many."""
+        """Drop what the broker queued for us (no medium to send it to); how many, the
+        loop guard's probes left out (they are sent to every port twice a second: a
+        tunnel waiting to reconnect would count drops on an idle switch)."""
         n = 0
         try:
             while self.down.readable():
-                n += len(self.down.take(RECV_FRAMES_PER_WAKEUP))
+                n += sum(not is_probe(f) for f in self.down.take(RECV_FRAMES_PER_WAKEUP))
         except RingError:
             self.down.resync()
         self.down.release()

@@ -7,6 +7,7 @@ import struct
 import pytest
 
 from etherws import ring
+from etherws.loopguard import probe_frame
 from etherws.ring import RingFile
 from etherws.runtime.signals import StopSignal
 from etherws.tables import BrokerView, PortKind, PortTable, SlotView
@@ -440,3 +441,11 @@ def test_a_header_the_kernel_refuses_is_done_in_software() -> None:
     assert not write_segments(write, header[:6] + b"\xff\xff" + header[8:], frame)
     assert written == []
     assert not write_segments(lambda f: False, header, frame)  # a segment dropped
+
+
+def test_discard_drops_what_the_broker_queued_and_counts_all_but_the_probes() -> None:
+    broker = FakeBroker()
+    link = broker.link()
+    broker.put([FRAME, probe_frame(99, 7, 1, False), FRAME, probe_frame(99, 7, 2, True)])
+    assert link.discard() == 2
+    assert broker.queued() == 0 and link.discard() == 0
