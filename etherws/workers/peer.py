@@ -21,8 +21,9 @@ Life of the worker:
   it on a non-blocking socket, polled in slices of BEAT_MS with the heartbeat written
   between them: the supervisor kills a worker whose first heartbeat is 10 s late or
   whose heartbeat is 5 s old. A refusal is answered (401, 404, 426 ...) and logged in
-  one INFO line with its reason (never a password, a token or a query string); no decision in time is answered 408. Exit 0, or
-  ``procargs.EXIT_AUTH_FAILED`` after a 401 (the supervisor counts failed logins).
+  one INFO line with its reason (never a password, a token or a query string); no
+  decision in time is answered 408. Exit 0, or ``procargs.EXIT_AUTH_FAILED`` after a
+  401 (the supervisor counts failed logins).
 - tunnel: the 101, then ``link.PortLoop`` with a ``wsmedium.WsMedium`` (server role)
   until the peer goes: it closes, the connection drops, it stops answering pings, or
   it breaks the protocol. Exit 0: peers are not restarted, the remote side reconnects.
