@@ -8,12 +8,14 @@ verify them. The whole file is the key (at least ``etherws.token.KEY_BYTES`` byt
 A token may be used by one connection at a time: the peer worker that accepted it holds
 an exclusive flock on ``RUNDIR/tokens/<id>.lock`` for the rest of its life (``hold``),
 and the kernel lets it go when the worker ends, however it ends. The lock files are
-left in place: removing one that another worker is about to lock would let two
-connections hold "the same" lock.
+left in place while the switch runs: removing one that another worker is about to lock
+would let two connections hold "the same" lock. At stop, when no worker is left, the
+supervisor removes them with their directory (``remove_lock_dir``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -75,6 +77,22 @@ def make_lock_dir(rundir: str) -> None:
         pass
     except OSError as exc:
         raise TokenKeyError(f"cannot create {path}: {exc.strerror or exc}") from None
+
+
+def remove_lock_dir(rundir: str) -> None:
+    """Remove the directory of token locks and its lock files (at stop, when no peer
+    worker is left to hold one); what cannot be removed stays."""
+    path = RunDir(rundir).tokens
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        if _TOKEN_ID.fullmatch(name.removesuffix(".lock")):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(path, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
 
 
 def hold(rundir: str, token_id: str) -> int | None:

@@ -125,7 +125,9 @@ class Server:
         self.auth = AuthFile(os.path.abspath(cfg.htpasswd)) if cfg.htpasswd else None
         self.users = os.path.join(rundir, USERS_SNAPSHOT) if cfg.htpasswd else None
         self._users_written: object = None
-        # Without --token-key the run directory's: tokens then last as long as it does.
+        # Without --token-key one made in the run directory at start and removed at stop:
+        # tokens then last as long as this run of the switch (the run directory holds
+        # nothing but the lock between runs).
         self.token_key_path = (os.path.abspath(cfg.token_key) if cfg.token_key
                                else RunDir(rundir).token_key)
         self.rundir = rundir
@@ -141,19 +143,16 @@ class Server:
     def open(self) -> None:
         """Bind everything; ServerError with one line when that cannot be done."""
         _check_files(self.cfg)
-        try:
-            if tokenkey.make(self.token_key_path):
-                log.info("token key %s created", self.token_key_path)
-            tokenkey.read(self.token_key_path)  # usable: a bad key fails the start
-            tokenkey.make_lock_dir(self.rundir)
-        except tokenkey.TokenKeyError as exc:
-            raise ServerError(f"--token-key: {exc}") from None
+        if self.cfg.token_key is not None:  # the operator's: checked before anything binds
+            self._open_token_key()
         if self.auth is not None:
             self._snapshot_users()
             if not self.auth.loaded:
                 raise ServerError(f"--htpasswd: {self.auth.problem}")
             log.info("htpasswd %s: %d users", self.auth.path, len(self.auth.table()))
         self._listening = _listen(self.cfg.host, self.cfg.server_port)
+        if self.cfg.token_key is None:  # ours, in the run directory: once the port is ours
+            self._open_token_key()
         # A connection is accepted once its first bytes arrived: one that never sends a
         # byte costs the kernel a socket, and no process of ours, until it goes.
         self._listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT,
@@ -172,6 +171,18 @@ class Server:
         log.info("WebSocket server on %s:%d%s (%s), at most %d peers",
                  self.cfg.host or "*", self.cfg.server_port, self.cfg.path,
                  "wss" if self.cfg.tls else "ws", self.cfg.max_peers)
+
+    def _open_token_key(self) -> None:
+        """Make the token key if it does not exist, check it, make the locks' directory;
+        ServerError with one line when that cannot be done."""
+        try:
+            if tokenkey.make(self.token_key_path):
+                log.log(logging.INFO if self.cfg.token_key else logging.DEBUG,
+                        "token key %s created", self.token_key_path)
+            tokenkey.read(self.token_key_path)  # usable: a bad key fails the start
+            tokenkey.make_lock_dir(self.rundir)
+        except tokenkey.TokenKeyError as exc:
+            raise ServerError(f"--token-key: {exc}") from None
 
     def start_listener(self, argv: list[str], now: float) -> None:
         """Spawn the listener with the listening socket; the PortManager supervises it."""
@@ -310,9 +321,11 @@ class Server:
         for sock in (self._handover, self._listening):
             if sock is not None:
                 sock.close()
-        for path in (self.path if self._handover is not None else None, self.users):
+        own_key = self.token_key_path if self.cfg.token_key is None else None
+        for path in (self.path if self._handover is not None else None, self.users, own_key):
             if path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
+        tokenkey.remove_lock_dir(self.rundir)  # no peer worker is left to hold a lock
         self._handover = self._listening = None
 

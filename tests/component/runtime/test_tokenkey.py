@@ -65,3 +65,19 @@ def test_a_token_is_held_by_one_holder_at_a_time(tmp_path: Path) -> None:
 def test_a_token_id_never_names_another_file(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ValueError):
         tokenkey.hold(str(tmp_path), bad)
+
+
+def test_the_lock_directory_goes_at_stop_with_its_lock_files_only(tmp_path: Path) -> None:
+    rundir = str(tmp_path)
+    tokenkey.make_lock_dir(rundir)
+    fd = tokenkey.hold(rundir, "0102030405060708")
+    assert fd is not None
+    os.close(fd)
+    tokenkey.remove_lock_dir(rundir)
+    assert not os.path.exists(RunDir(rundir).tokens)
+    tokenkey.make_lock_dir(rundir)
+    stray = os.path.join(RunDir(rundir).tokens, "not-a-lock")
+    open(stray, "w").close()
+    tokenkey.remove_lock_dir(rundir)  # what is not ours stays, and its directory with it
+    assert os.listdir(RunDir(rundir).tokens) == ["not-a-lock"]
+    tokenkey.remove_lock_dir(str(tmp_path / "nowhere"))  # nothing to remove: no error
