@@ -39,7 +39,6 @@ import argparse
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import cast
 
 import zmq
@@ -48,10 +47,11 @@ from etherws import config, session
 from etherws.broker.fdb import Fdb
 from etherws.broker.forwarding import Forwarder, PortPolicy, claimed
 from etherws.broker.loops import LoopShell, draw_switch_id
+from etherws.broker.portrings import PortRings, alive, bind_session, open_rings
 from etherws.frame import Frame
 from etherws.paths import RunDir
 from etherws.ratelimit import storm_limit
-from etherws.ring import Ring, RingError
+from etherws.ring import RingError
 from etherws.runtime import lifeline, logsetup, malloctune, procargs, rings, shm
 from etherws.runtime.signals import StopSignal
 from etherws.tables import BrokerView, PortKind, PortTable, TableError
@@ -78,73 +78,6 @@ full ring: the ring outlasts that, so the slow port does not run dry, and the fr
 sender makes meanwhile wait, or die, in the kernel instead of being read, switched and
 dropped here (2x UDP overload at MTU 9000 between tools/bench's hosts: 80k of 172k
 frames read from the TAP were dropped at the tunnel port)."""
-
-
-@dataclass(eq=False)  # in sets by identity
-class PortRings:
-    """One port's rings as the broker uses them."""
-
-    port: int
-    slot: int
-    generation: int
-    mapped: rings.MappedRing
-    bell: rings.Bell
-
-    @property
-    def up(self) -> Ring:
-        """Frames from the port's worker."""
-        return self.mapped.file.up
-
-    @property
-    def down(self) -> Ring:
-        """Frames to the port's worker."""
-        return self.mapped.file.down
-
-    def close(self) -> None:
-        """Close the doorbell and unmap."""
-        self.bell.close()
-        self.mapped.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def bind_session(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> zmq.Socket[bytes]:
-    """The broker's session ROUTER, bound at ``endpoint`` with a socket file only we use."""
-    sock = ctx.socket(zmq.ROUTER)
-    try:
-        sock.setsockopt(zmq.MAXMSGSIZE, 1024)
-        sock.setsockopt(zmq.LINGER, 0)
-        old = os.umask(0o077)
-        try:
-            sock.bind(endpoint)
-        finally:
-            os.umask(old)
-    except zmq.ZMQError:
-        sock.close(linger=0)
-        raise
-    return sock
-
-
-def open_rings(rundir: RunDir, port: int, slot: int, generation: int) -> PortRings:
-    """Map a port's ring file and open its worker's doorbell; OSError or RingError."""
-    path = rundir.ring(port, generation)
-    mapped = rings.MappedRing(path)
-    try:
-        f = mapped.file
-        if f.port != port or f.generation != generation:
-            raise RingError(f"{path} holds port {f.port}, generation {f.generation:x}")
-        return PortRings(port, slot, generation, mapped, rings.Bell(rings.bell_path(path)))
-    except BaseException:
-        mapped.close()
-        raise
 
 
 class Broker:
@@ -412,7 +345,7 @@ class Broker:
         pr = self.rings.get(m.port)
         old = self.attached.get(m.port)
         why = session.check_attach(m, None if pr is None else pr.generation, old,
-                                   old is not None and _alive(old))
+                                   old is not None and alive(old))
         if why:
             log.warning("port %d: worker %d refused: %s", m.port, m.pid, why)
             return session.encode(session.Message(session.REFUSED, m.port, reason=why))
