@@ -74,6 +74,9 @@ that sends made-up probes cannot use the switch to flood them everywhere."""
 _SEEN_ONWARD_S = 5.0
 """How long a probe flooded on is remembered, so its copies are not: longer than a lap."""
 _MAX_SEEN_ONWARD = 4096
+MAX_FLAGS = 1024
+"""Other switches whose "I see a loop" is kept at once: a peer that makes up probes with
+ever new switch ids cannot grow the table."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,10 @@ class LoopGuard:
                 first, last = self._seen.get(path, (now, now))
                 self._seen[path] = (first if now - last <= self.fresh else now, now)
         elif probe.looped:
+            if probe.switch not in self._flags and len(self._flags) >= MAX_FLAGS:
+                self._expire_flags(now)
+                if len(self._flags) >= MAX_FLAGS:
+                    return
             self._flags[probe.switch] = now
 
     def onward(self, in_port: int, probe: Probe, now: float) -> bool:
@@ -242,10 +249,13 @@ class LoopGuard:
                 if now - v[1] <= self.fresh and k[0] not in self._blocked
                 and k[1] not in self._blocked}
 
-    def _higher_flags(self, now: float) -> bool:
+    def _expire_flags(self, now: float) -> None:
         for switch, at in list(self._flags.items()):
             if now - at > self.flag:
                 del self._flags[switch]
+
+    def _higher_flags(self, now: float) -> bool:
+        self._expire_flags(now)
         return any(s > self.switch for s in self._flags)
 
     def _openable(self, port: int, now: float) -> bool:

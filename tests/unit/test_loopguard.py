@@ -15,6 +15,7 @@ from etherws.loopguard import (
     FRESH_S,
     HOLD_S,
     INTERVAL_S,
+    MAX_FLAGS,
     MAX_HOLD_S,
     ONWARD_PER_S,
     PROBE_DST,
@@ -227,6 +228,26 @@ def test_onward_is_bounded_per_ingress_port() -> None:
     assert g.onward(2, Probe(LOW, 4, 5000, False), 0.0)  # another port has its own budget
     assert sum(g.onward(1, Probe(LOW, 4, seq, False), 1.0) for seq in range(2000, 3000)) \
         == ONWARD_PER_S
+
+
+def test_flags_of_made_up_switches_are_bounded() -> None:
+    me, higher = 10**9, 2 * 10**9
+
+    def flooded(at: float) -> LoopGuard:
+        g = LoopGuard(me)
+        g.set_ports({1: 0.0, 2: 5.0})
+        for sid in range(1, MAX_FLAGS + 500):  # made-up switches, all lower, all flagging
+            g.received(1, Probe(sid, 1, 1, True), 0.0)
+        g.received(1, Probe(higher, 1, 1, True), at)
+        t = at
+        while t <= at + SETTLE_S:
+            g.received(2, Probe(me, 1, 1, False), t)
+            t += INTERVAL_S
+        return g
+    # a full table takes no more: the higher switch is not heard, this one acts
+    assert flooded(0.0).decide(SETTLE_S) == [Change(2, True, 1)]
+    # once the made-up ones are stale they make room: the higher one is heard
+    assert flooded(10.0).decide(10.0 + SETTLE_S) == []
 
 
 def test_a_switch_id_is_positive() -> None:
