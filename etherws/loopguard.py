@@ -8,7 +8,11 @@ Linux bridges, VXLAN fabrics) flood them like any other group frame, and an ethe
 switch floods the probes of the others too (never learning their source), so a probe
 follows every path a broadcast would. A switch that receives one of its own probes has
 a loop: the probe left by port ``p`` and came back in by ``q`` (``p == q``: the port's
-own frames come back). Each round of probes has a sequence number and a switch floods
+own frames come back). A probe carries a tag (HMAC of its switch, port and round with a
+key only its broker knows): only the sending switch checks it, so a peer cannot make up
+"your probe of port X came back by my port" to have another port blocked; all it can
+send back are the probes it got, which name its own port. Each round of probes has a
+sequence number and a switch floods
 another's probe once only (``onward``): a probe caught in a loop its sender is not on
 makes one lap, not a storm, while the loop waits to be cut.
 
@@ -34,6 +38,8 @@ cross every port), as "loop protect" does on an access switch.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -46,7 +52,8 @@ MAGIC = b"etherws-loop/1"
 PROBE_LEN = 60
 """The shortest Ethernet frame (without FCS): the probe fits in it."""
 _HEAD = 6 + 6 + 2 + len(MAGIC)
-_BODY = 8 + 4 + 4 + 1
+_TAG = 8
+_BODY = 8 + 4 + 4 + 1 + _TAG
 _FLAG_LOOPED = 1
 
 INTERVAL_S = 0.5
@@ -82,19 +89,28 @@ ever new switch ids cannot grow the table."""
 @dataclass(frozen=True)
 class Probe:
     """A probe as read from the wire: its switch, the port it left by, its round, its
-    loop flag."""
+    loop flag, its tag (``sign``)."""
 
     switch: int
     port: int
     seq: int
     looped: bool
+    tag: bytes = bytes(_TAG)
 
 
-def probe_frame(switch: int, port: int, seq: int, looped: bool) -> bytes:
+def sign(key: bytes, switch: int, port: int, seq: int) -> bytes:
+    """The tag of a probe: only the switch holding ``key`` can make it, or check it."""
+    data = switch.to_bytes(8, "big") + port.to_bytes(4, "big") + seq.to_bytes(4, "big")
+    return hmac.new(key, data, hashlib.sha256).digest()[:_TAG]
+
+
+def probe_frame(switch: int, port: int, seq: int, looped: bool,
+                tag: bytes = bytes(_TAG)) -> bytes:
     """The probe switch ``switch`` sends out of ``port`` in round ``seq``."""
     src = bytes([0x02]) + (switch & 0xFFFF_FFFF_FF).to_bytes(5, "big")
     body = (MAGIC + switch.to_bytes(8, "big") + port.to_bytes(4, "big")
-            + (seq & 0xFFFF_FFFF).to_bytes(4, "big") + bytes([_FLAG_LOOPED if looped else 0]))
+            + (seq & 0xFFFF_FFFF).to_bytes(4, "big") + bytes([_FLAG_LOOPED if looped else 0])
+            + tag[:_TAG].ljust(_TAG, b"\0"))
     return (PROBE_DST + src + ETHERTYPE.to_bytes(2, "big") + body).ljust(PROBE_LEN, b"\0")
 
 
@@ -111,7 +127,8 @@ def parse(frame: bytes | memoryview) -> Probe | None:
         return None
     body = bytes(frame[_HEAD:_HEAD + _BODY])
     return Probe(int.from_bytes(body[:8], "big"), int.from_bytes(body[8:12], "big"),
-                 int.from_bytes(body[12:16], "big"), bool(body[16] & _FLAG_LOOPED))
+                 int.from_bytes(body[12:16], "big"), bool(body[16] & _FLAG_LOOPED),
+                 body[17:17 + _TAG])
 
 
 @dataclass
@@ -133,12 +150,15 @@ class Change:
 class LoopGuard:
     """One switch's loop guard; the broker feeds it probes and asks it what to do."""
 
-    def __init__(self, switch: int, *, interval: float = INTERVAL_S, fresh: float = FRESH_S,
-                 flag: float = FLAG_S, settle: float = SETTLE_S, hold: float = HOLD_S,
-                 max_hold: float = MAX_HOLD_S) -> None:
+    def __init__(self, switch: int, key: bytes, *, interval: float = INTERVAL_S,
+                 fresh: float = FRESH_S, flag: float = FLAG_S, settle: float = SETTLE_S,
+                 hold: float = HOLD_S, max_hold: float = MAX_HOLD_S) -> None:
         if switch <= 0:
             raise ValueError("a switch id is positive")
+        if len(key) < 16:
+            raise ValueError("a probe key has at least 16 bytes")
         self.switch = switch
+        self.key = key
         self.interval, self.fresh, self.flag = interval, fresh, flag
         self.settle, self.hold, self.max_hold = settle, hold, max_hold
         self._order: dict[int, tuple[float, int]] = {}  # port -> its "came up" sort key
@@ -171,7 +191,8 @@ class LoopGuard:
     def received(self, in_port: int, probe: Probe, now: float) -> None:
         """A probe came in by ``in_port``."""
         if probe.switch == self.switch:
-            if probe.port in self._order and in_port in self._order:
+            if probe.port in self._order and in_port in self._order and hmac.compare_digest(
+                    probe.tag, sign(self.key, self.switch, probe.port, probe.seq)):
                 path = (probe.port, in_port)
                 first, last = self._seen.get(path, (now, now))
                 self._seen[path] = (first if now - last <= self.fresh else now, now)
@@ -221,7 +242,9 @@ class LoopGuard:
         self._next_probe = now + self.interval
         self._seq = (self._seq + 1) & 0xFFFF_FFFF
         looped = bool(self._loops(now))
-        return {p: probe_frame(self.switch, p, self._seq, looped) for p in sorted(self._order)}
+        return {p: probe_frame(self.switch, p, self._seq, looped,
+                               sign(self.key, self.switch, p, self._seq))
+                for p in sorted(self._order)}
 
     def looped(self, now: float) -> bool:
         """True when a loop among the forwarding ports is current (the flag we send)."""

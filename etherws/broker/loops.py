@@ -39,7 +39,7 @@ class LoopShell:
         self.view = view
         self.forwarder = forwarder
         self.fdb = fdb
-        self.guard = LoopGuard(switch)
+        self.guard = LoopGuard(switch, os.urandom(16))  # a key of this broker's only
         self._slots: dict[int, int] = {}  # port -> slot
         self._up_since: dict[int, float] = {}  # port -> when its worker attached
         self._live: set[int] = set()  # ports with rings, not shut

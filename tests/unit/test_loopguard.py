@@ -27,18 +27,22 @@ from etherws.loopguard import (
     is_probe,
     parse,
     probe_frame,
+    sign,
 )
 
 ME, LOW, HIGH = 1000, 10, 5000
+KEY = bytes(range(16))
 
 
 # --- the frame ----------------------------------------------------------------------------
 @given(st.integers(1, 2**63 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
        st.booleans())
 def test_a_probe_reads_back_as_sent(switch: int, port: int, seq: int, looped: bool) -> None:
-    f = probe_frame(switch, port, seq, looped)
+    tag = sign(KEY, switch, port, seq)
+    f = probe_frame(switch, port, seq, looped, tag)
     assert len(f) == PROBE_LEN and is_probe(f) and is_probe(memoryview(f))
-    assert parse(f) == parse(memoryview(f)) == Probe(switch, port, seq, looped)
+    assert parse(f) == parse(memoryview(f)) == Probe(switch, port, seq, looped, tag)
+    assert len(tag) == 8 and tag != sign(bytes(16), switch, port, seq)
     _, dst, src = header(f)
     assert dst == PROBE_DST and dst[0] & 1  # a group address: every bridge floods it
     assert not src[0] & 1 and src[0] & 2  # a locally administered unicast source
@@ -61,11 +65,11 @@ def test_a_frame_to_the_probe_address_is_a_probe_even_if_broken() -> None:
 
 # --- one switch ---------------------------------------------------------------------------
 def own(port: int, looped: bool = False, seq: int = 1) -> Probe:
-    return Probe(ME, port, seq, looped)
+    return Probe(ME, port, seq, looped, sign(KEY, ME, port, seq))
 
 
 def guard(ports: dict[int, float] | None = None) -> LoopGuard:
-    g = LoopGuard(ME)
+    g = LoopGuard(ME, KEY)
     g.set_ports({1: 0.0, 2: 5.0, 3: 9.0} if ports is None else ports)
     return g
 
@@ -193,7 +197,7 @@ def test_probes_every_interval_out_of_every_port_blocked_or_not_flagged_when_loo
     assert g.due(0.0)
     first = g.probes(0.0)
     assert set(first) == {1, 2, 3} and not g.due(INTERVAL_S - 0.01) and g.due(INTERVAL_S)
-    assert [parse(f) for f in first.values()] == [Probe(ME, p, 1, False) for p in (1, 2, 3)]
+    assert [parse(f) for f in first.values()] == [own(p) for p in (1, 2, 3)]
     feed_loop(g, 0.0, SETTLE_S)
     second = g.probes(SETTLE_S)
     assert all(p is not None and p.looped and p.seq == 2
@@ -234,14 +238,14 @@ def test_flags_of_made_up_switches_are_bounded() -> None:
     me, higher = 10**9, 2 * 10**9
 
     def flooded(at: float) -> LoopGuard:
-        g = LoopGuard(me)
+        g = LoopGuard(me, KEY)
         g.set_ports({1: 0.0, 2: 5.0})
         for sid in range(1, MAX_FLAGS + 500):  # made-up switches, all lower, all flagging
             g.received(1, Probe(sid, 1, 1, True), 0.0)
         g.received(1, Probe(higher, 1, 1, True), at)
         t = at
         while t <= at + SETTLE_S:
-            g.received(2, Probe(me, 1, 1, False), t)
+            g.received(2, Probe(me, 1, 1, False, sign(KEY, me, 1, 1)), t)
             t += INTERVAL_S
         return g
     # a full table takes no more: the higher switch is not heard, this one acts
@@ -250,9 +254,21 @@ def test_flags_of_made_up_switches_are_bounded() -> None:
     assert flooded(10.0).decide(10.0 + SETTLE_S) == []
 
 
-def test_a_switch_id_is_positive() -> None:
+def test_a_made_up_probe_of_ours_is_no_loop() -> None:
+    g = guard()
+    for t in range(10):  # a peer on port 2 sends "our probe of port 1", tagged wrongly
+        g.received(2, Probe(ME, 1, t, False, bytes(8)), float(t) / 2)
+        g.received(2, Probe(ME, 1, t, False, sign(bytes(16), ME, 1, t)), float(t) / 2)
+    assert not g.looped(4.5) and g.decide(4.5) == []
+    feed_loop(g, 5.0, 5.0 + SETTLE_S, sent=2, back=2)  # what it can send back: its own
+    assert g.decide(5.0 + SETTLE_S) == [Change(2, True, 2)]  # port's probes: blocks itself
+
+
+def test_a_switch_id_is_positive_and_a_key_long_enough() -> None:
     with pytest.raises(ValueError):
-        LoopGuard(0)
+        LoopGuard(0, KEY)
+    with pytest.raises(ValueError):
+        LoopGuard(ME, b"short")
 
 
 # --- segments of switches -----------------------------------------------------------------
@@ -276,7 +292,7 @@ class Segment:
             ports[a[0]][a[1]] = float(n)  # links come up in order
             ports[b[0]][b[1]] = float(n)
         for s, sid in self.ids.items():
-            self.guards[s] = LoopGuard(sid)
+            self.guards[s] = LoopGuard(sid, sid.to_bytes(16, "big"))
             self.guards[s].set_ports(ports[s])
         self.ports = ports
 
