@@ -163,7 +163,8 @@ OPTIONS: tuple[Option, ...] = (
            section="server", children=frozenset({"peer"})),
     Option("token_key", "--token-key", str, None, "secret key file of peer tokens "
            "(etherws-ctl token); made (32 random bytes, mode 0600) when missing "
-           "(default: RUNDIR/token.key)", "F", path=True, section="server",
+           "(default: one made in the run directory at start and removed at stop: "
+           "tokens end with the run)", "F", path=True, section="server",
            children=frozenset({"peer"})),
     Option("max_peers", "--max-peers", int, DEFAULT_MAX_PEERS,
            f"most peers at once; more get HTTP 503 (default {DEFAULT_MAX_PEERS})", "N",
