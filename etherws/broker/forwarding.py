@@ -56,7 +56,7 @@ from typing import Generic, TypeVar
 from etherws.broker.fdb import Fdb, LearnResult
 from etherws.frame import FrameError, header
 from etherws.gso import GsoError, shifted
-from etherws.loopguard import PROBE_DST
+from etherws.loopguard import PROBE_DST, is_probe
 from etherws.ratelimit import TokenBucket, rate_bucket, storm_bucket
 from etherws.vlan import MAX_VID, MIN_VID, TRANSPARENT, Out, PortVlan, access, rewrite
 
@@ -157,7 +157,7 @@ class Forwarder:
         old = self._policy
         self._policy = policies
         self._live = {p: v.shut for p, v in policies.items()}
-        self._shut = {p: v.shut or p in self._blocked for p, v in policies.items()}
+        self._shut = self._effective_shut()
         self._vlan = {p: v.vlan for p, v in policies.items() if not v.vlan.transparent}
         self._isolated = frozenset(p for p, v in policies.items() if v.isolated)
         for p in self._quota:
@@ -178,9 +178,13 @@ class Forwarder:
     def set_blocked(self, ports: frozenset[int]) -> None:
         """The ports the loop guard blocks now (as shut, but counted apart)."""
         self._blocked = ports
-        self._shut = {p: shut or p in ports for p, shut in self._live.items()}
+        self._shut = self._effective_shut()
         self._flood_cache.clear()
         self._vlan_flood.clear()
+
+    def _effective_shut(self) -> dict[int, bool]:
+        """Port -> neither forwards nor floods to it: shut by the operator, or blocked."""
+        return {p: shut or p in self._blocked for p, shut in self._live.items()}
 
     def update_port(self, port: int, policy: PortPolicy, now: float = 0.0) -> None:
         """Replace one port's policy (``set_ports`` with the others unchanged)."""
@@ -224,7 +228,7 @@ class Forwarder:
         state = self._shut.get(in_port)
         if state is None or state:  # unknown, shut or blocked
             if in_port in self._blocked and not self._live[in_port]:
-                result.probes = [f for f in frames if f[:6] == PROBE_DST] if self.guard else []
+                result.probes = [f for f in frames if is_probe(f)] if self.guard else []
                 result.loop = len(frames) - len(result.probes)
             else:
                 result.filtered = len(frames)

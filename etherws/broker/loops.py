@@ -48,7 +48,7 @@ class LoopShell:
     def attached(self, port: int, now: float) -> None:
         """``port``'s worker attached: the port came up (the newest is blocked first)."""
         self._up_since[port] = now
-        self.guard.set_ports({p: self._up_since.get(p, 0.0) for p in self._live})
+        self._push_ports()
 
     def set_ports(self, slots: Mapping[int, int], shut: Mapping[int, bool],
                   now: float) -> None:
@@ -58,18 +58,21 @@ class LoopShell:
         for p in [p for p in self._up_since if p not in slots]:
             del self._up_since[p]
         self._live = {p for p in slots if not shut.get(p)}
-        live = {p: self._up_since.get(p, 0.0) for p in self._live}
-        self.guard.set_ports(live)
+        self._push_ports()
         if not self._restored:
             self._restored = True
             for port, slot in slots.items():
-                if port in live and self.view.loop_since_ns(slot):
+                if port in self._live and self.view.loop_since_ns(slot):
                     self.guard.restore(port, now)
                     log.warning("port %d: still blocked by the loop guard", port)
         for port, slot in slots.items():  # a port gone from the guard is not blocked
             if port not in self.guard.blocked and self.view.loop_since_ns(slot):
                 self.view.set_loop(slot, 0)
         self.forwarder.set_blocked(self.guard.blocked)
+
+    def _push_ports(self) -> None:
+        """Tell the guard the live ports and when each came up."""
+        self.guard.set_ports({p: self._up_since.get(p, 0.0) for p in self._live})
 
     def received(self, in_port: int, probes: Sequence[Frame], now: float) -> tuple[
             dict[int, list[Frame]], int]:
@@ -89,10 +92,12 @@ class LoopShell:
             return {}, malformed
         return {p: onward for p in self.forwarder.flood_targets(in_port)}, malformed
 
-    def tick(self, now: float, now_ns: int, deliver: Deliver) -> None:
-        """Send the round of probes when it is due, and carry out the guard's decisions."""
+    def tick(self, now: float, deliver: Deliver) -> None:
+        """Send the round of probes when it is due, and carry out the guard's decisions
+        (``now``: ``time.monotonic()``, the clock of the port table's ns words too)."""
         if not self.guard.due(now):
             return
+        now_ns = int(now * 1e9)
         deliver({p: [f] for p, f in self.guard.probes(now).items()})
         changes = self.guard.decide(now)
         if not changes:

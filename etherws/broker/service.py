@@ -203,7 +203,7 @@ class Broker:
             self.fdb.expire(now)
             self._next_expire = now + EXPIRE_INTERVAL_S
         if self.loops is not None:
-            self.loops.tick(now, time.monotonic_ns(), self.inject)
+            self.loops.tick(now, self.inject)
 
     def inject(self, egress: dict[int, list[Frame]]) -> None:
         """Frames of the broker's own (the loop guard's probes) into the down rings, the

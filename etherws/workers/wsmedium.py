@@ -335,7 +335,8 @@ class WsMedium(Medium):
             self._close_sent = True
 
     def _queue_control(self, opcode: Opcode, payload: bytes) -> bool:
-        """Queue a control frame behind the data; False when even CONTROL_ROOM is used."""
+        """Queue a control frame (or a probe's text) behind the data; False when even
+        CONTROL_ROOM is used."""
         self._encode_batch()
         if len(self._out) > OUT_LIMIT + CONTROL_ROOM:
             return False
@@ -345,12 +346,9 @@ class WsMedium(Medium):
     def _queue_text(self, payload: bytes) -> bool:
         """Queue a text message behind the data (a probe's); False without room, or
         after a Close."""
-        self._encode_batch()
-        if (self._close_sent or self._failure is not None
-                or len(self._out) > OUT_LIMIT + CONTROL_ROOM):
+        if self._close_sent or self._failure is not None:
             return False
-        self._out += wsframe.frame(Opcode.TEXT, payload, os.urandom(4) if self.masking else None)
-        return True
+        return self._queue_control(Opcode.TEXT, payload)
 
     def _encode_batch(self) -> None:
         """Encode the frames written since the last flush into the output buffer."""
